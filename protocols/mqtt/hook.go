@@ -1,0 +1,499 @@
+package mqtt
+
+import (
+	"errors"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/fieldgate/fieldgate/gateway/bus"
+)
+
+// gatewayHook is the engine hook that carries the gateway's behaviour:
+// admission, authentication, ACL, limits, extensions and taps. It must stay
+// cheap on the publish path: one atomic load of the runtime config, no
+// allocation unless an extension or tap applies.
+type gatewayHook struct {
+	mochi.HookBase
+	b *Broker
+
+	logins   *loginLimiter
+	connects *ipRateLimiter
+	logs     *logLimiter
+
+	mu         sync.Mutex
+	subOverlay map[*mochi.Client]map[uint16][]byte // SUBACK codes to set, per client and packet id
+	exclusive  map[string]string                   // $exclusive filter → owning client id
+	limiters   map[*mochi.Client]*publishLimiter
+}
+
+func newGatewayHook(b *Broker) *gatewayHook {
+	return &gatewayHook{
+		b:          b,
+		logins:     newLoginLimiter(),
+		connects:   newIPRateLimiter(),
+		logs:       newLogLimiter(b.log, time.Minute),
+		subOverlay: make(map[*mochi.Client]map[uint16][]byte),
+		exclusive:  make(map[string]string),
+		limiters:   make(map[*mochi.Client]*publishLimiter),
+	}
+}
+
+// ID names the hook in the engine's logs.
+func (h *gatewayHook) ID() string { return "fieldgate" }
+
+// Provides lists the engine events the hook handles.
+func (h *gatewayHook) Provides(b byte) bool {
+	switch b {
+	case mochi.OnConnect, mochi.OnConnectAuthenticate, mochi.OnACLCheck,
+		mochi.OnSessionEstablished, mochi.OnDisconnect,
+		mochi.OnPacketRead, mochi.OnPacketEncode,
+		mochi.OnSubscribe, mochi.OnSubscribed, mochi.OnUnsubscribed,
+		mochi.OnPublish, mochi.OnPublished, mochi.OnQosPublish, mochi.OnWill:
+		return true
+	}
+	return false
+}
+
+// admit runs on accept, before any MQTT byte is read: banned networks and
+// the per-address connection rate.
+func (h *gatewayHook) admit(remote net.Addr) bool {
+	rt := h.b.rt.Load()
+	ip := remoteIP(remote)
+	if ip != nil && rt.bannedIP(ip) {
+		h.b.stats.ConnectionsRefused.Add(1)
+		h.logs.warn("banned:"+ip.String(), "connection refused: banned address", "remote", remote.String())
+		return false
+	}
+	if rt.limits.ConnectRate > 0 && ip != nil && !h.connects.allow(ip.String(), rt.limits.ConnectRate, rt.limits.ConnectBurst) {
+		h.b.stats.ConnectionsRefused.Add(1)
+		h.logs.warn("rate:"+ip.String(), "connection refused: over the connection rate", "remote", remote.String())
+		return false
+	}
+	return true
+}
+
+// OnConnect refuses banned clients and reserved client ids, takes the
+// username from a client certificate when configured, and imposes the
+// server keep alive.
+func (h *gatewayHook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
+	rt := h.b.rt.Load()
+	cc, _ := cl.Net.Conn.(*clientConn)
+	if cc != nil && rt.listeners.TLS.CNAsUsername || cc != nil && rt.listeners.WebSocket.CNAsUsername {
+		if st, ok := cc.tlsState(); ok && len(st.PeerCertificates) > 0 && len(st.VerifiedChains) > 0 {
+			if cn := st.PeerCertificates[0].Subject.CommonName; cn != "" {
+				cl.Properties.Username = []byte(cn)
+				h.mu.Lock()
+				h.limiterLocked(cl).certUser = true
+				h.mu.Unlock()
+			}
+		}
+	}
+	if strings.HasPrefix(cl.ID, "$") {
+		_ = h.b.srv.SendConnack(cl, packets.ErrClientIdentifierNotValid, false, nil)
+		return packets.ErrClientIdentifierNotValid
+	}
+	if rt.banned(cl.ID, string(cl.Properties.Username)) {
+		h.b.stats.ConnectionsRefused.Add(1)
+		h.logs.warn("banned:"+cl.ID, "connection refused: banned client", "client", cl.ID, "remote", cl.Net.Remote)
+		_ = h.b.srv.SendConnack(cl, packets.ErrBanned, false, nil)
+		return packets.ErrBanned
+	}
+	if max := uint16(min(rt.limits.MaxKeepalive/time.Second, 65535)); max > 0 {
+		if cl.State.Keepalive == 0 || cl.State.Keepalive > max {
+			cl.State.Keepalive = max
+			cl.State.ServerKeepalive = true
+		}
+	}
+	if rt.limits.PublishRate > 0 {
+		h.mu.Lock()
+		h.limiterLocked(cl).setRate(rt.limits.PublishRate, rt.limits.PublishBurst)
+		h.mu.Unlock()
+	}
+	return nil
+}
+
+// limiterLocked returns the per-client state, creating it. h.mu is held.
+func (h *gatewayHook) limiterLocked(cl *mochi.Client) *publishLimiter {
+	l := h.limiters[cl]
+	if l == nil {
+		l = &publishLimiter{}
+		h.limiters[cl] = l
+	}
+	return l
+}
+
+func (h *gatewayHook) clientState(cl *mochi.Client) *publishLimiter {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.limiters[cl]
+}
+
+// OnConnectAuthenticate checks the username and password (bcrypt), or the
+// client certificate, and rate-limits failures per source address.
+func (h *gatewayHook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
+	rt := h.b.rt.Load()
+	ip := remoteIP(cl.Net.Conn.RemoteAddr())
+	key := ""
+	if ip != nil {
+		key = ip.String()
+	}
+	if h.logins.blocked(key, time.Now()) {
+		h.b.stats.AuthFailures.Add(1)
+		h.logs.warn("blocked:"+key, "login refused: too many failures from this address", "remote", cl.Net.Remote)
+		return false
+	}
+	if st := h.clientState(cl); st != nil && st.certUser {
+		return true
+	}
+	user := string(pk.Connect.Username)
+	if user == "" {
+		if rt.allowAnonymous {
+			return true
+		}
+		h.fail(rt, key, cl, "anonymous not allowed")
+		return false
+	}
+	hash, ok := rt.users[user]
+	if !ok || bcrypt.CompareHashAndPassword(hash, pk.Connect.Password) != nil {
+		h.fail(rt, key, cl, "bad username or password")
+		return false
+	}
+	return true
+}
+
+func (h *gatewayHook) fail(rt *runtimeConfig, key string, cl *mochi.Client, why string) {
+	h.b.stats.AuthFailures.Add(1)
+	h.logins.failed(key, time.Now(), rt.maxFailures, rt.failureWindow, rt.blockFor)
+	// Never log the password; the username is not a secret.
+	h.logs.warn("auth:"+key, "login failed", "reason", why, "client", cl.ID,
+		"username", string(cl.Properties.Username), "remote", cl.Net.Remote)
+}
+
+// OnACLCheck applies the ACL rules. The gateway's own parts (inline
+// clients) are trusted.
+func (h *gatewayHook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
+	if cl.Net.Inline {
+		return true
+	}
+	rt := h.b.rt.Load()
+	if write {
+		if real, _, ok := parseDelayed(topic); ok {
+			topic = real // the ACL applies to the topic it will be published on
+		}
+	} else {
+		topic = stripSharePrefix(topic)
+	}
+	return rt.aclAllows(string(cl.Properties.Username), cl.ID, topic, write)
+}
+
+// stripSharePrefix returns the filter of $share/{group}/{filter} and
+// $exclusive/{filter} subscriptions, for ACL matching.
+func stripSharePrefix(filter string) string {
+	if rest, ok := strings.CutPrefix(filter, "$share/"); ok {
+		if _, f, ok := strings.Cut(rest, "/"); ok {
+			return f
+		}
+	}
+	if f, ok := strings.CutPrefix(filter, exclusivePrefix); ok {
+		return f
+	}
+	return filter
+}
+
+// OnPacketRead enforces the per-client publish rate: a client over it is
+// slowed down (its reads wait), and one that stays over it for the grace
+// period is disconnected with 0x96.
+func (h *gatewayHook) OnPacketRead(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type != packets.Publish {
+		return pk, nil
+	}
+	st := h.clientState(cl)
+	if st == nil || st.lim == nil {
+		return pk, nil
+	}
+	grace := h.b.rt.Load().limits.PublishRateGrace
+	if wait, over := st.take(time.Now(), grace); over {
+		h.b.stats.RateLimited.Add(1)
+		h.logs.warn("rate:"+cl.ID, "client disconnected: publish rate too high", "client", cl.ID, "remote", cl.Net.Remote)
+		_ = h.b.srv.DisconnectClient(cl, packets.Code{Code: 0x96, Reason: "message rate too high"})
+		return pk, errRateTooHigh
+	} else if wait > 0 {
+		time.Sleep(wait)
+	}
+	return pk, nil
+}
+
+var errRateTooHigh = errors.New("message rate too high")
+
+// OnPacketEncode adds the maximum packet size to CONNACK and sets SUBACK
+// reason codes decided by OnSubscribe (exclusive subscriptions, limits).
+func (h *gatewayHook) OnPacketEncode(cl *mochi.Client, pk packets.Packet) packets.Packet {
+	switch pk.FixedHeader.Type {
+	case packets.Connack:
+		if mp := h.b.rt.Load().limits.MaxPacketSize; mp > 0 && cl.Properties.ProtocolVersion == 5 {
+			pk.Properties.MaximumPacketSize = uint32(mp)
+		}
+	case packets.Suback:
+		h.mu.Lock()
+		codes := h.subOverlay[cl][pk.PacketID]
+		if codes != nil {
+			delete(h.subOverlay[cl], pk.PacketID)
+		}
+		h.mu.Unlock()
+		if codes != nil && len(codes) == len(pk.ReasonCodes) {
+			rc := append([]byte(nil), pk.ReasonCodes...)
+			for i, c := range codes {
+				if c == 0 {
+					continue
+				}
+				if cl.Properties.ProtocolVersion < 5 {
+					c = packets.ErrUnspecifiedError.Code
+				}
+				rc[i] = c
+			}
+			pk.ReasonCodes = rc
+		}
+	}
+	return pk
+}
+
+// invalidFilter makes the engine refuse a subscription (0x8F) without
+// subscribing; OnPacketEncode then puts the real reason code in the SUBACK.
+const invalidFilter = "#/refused"
+
+// OnSubscribe applies rewrite rules, topic limits and exclusive
+// subscriptions to each filter of a SUBSCRIBE.
+func (h *gatewayHook) OnSubscribe(cl *mochi.Client, pk packets.Packet) packets.Packet {
+	rt := h.b.rt.Load()
+	var codes []byte
+	refuse := func(i int, code byte) {
+		if codes == nil {
+			codes = make([]byte, len(pk.Filters))
+		}
+		codes[i] = code
+		pk.Filters[i].Filter = invalidFilter
+	}
+	filters := make(packets.Subscriptions, len(pk.Filters))
+	copy(filters, pk.Filters)
+	pk.Filters = filters
+	for i := range pk.Filters {
+		f := pk.Filters[i].Filter
+		if !cl.Net.Inline && len(rt.rewrite) > 0 {
+			f = rt.rewriteTopic(f, false)
+			pk.Filters[i].Filter = f
+		}
+		if !rt.topicWithinLimits(f) {
+			h.b.stats.TopicLimitsRejected.Add(1)
+			refuse(i, packets.ErrTopicFilterInvalid.Code)
+			continue
+		}
+		if inner, ok := strings.CutPrefix(f, exclusivePrefix); ok {
+			if !validSubFilter(inner) {
+				refuse(i, packets.ErrTopicFilterInvalid.Code)
+				continue
+			}
+			h.mu.Lock()
+			owner, taken := h.exclusive[inner]
+			if !taken || owner == cl.ID {
+				h.exclusive[inner] = cl.ID
+			}
+			h.mu.Unlock()
+			if taken && owner != cl.ID {
+				h.b.stats.ExclusiveRefused.Add(1)
+				refuse(i, packets.ErrQuotaExceeded.Code)
+				continue
+			}
+			pk.Filters[i].Filter = inner
+		}
+	}
+	if codes != nil {
+		h.mu.Lock()
+		m := h.subOverlay[cl]
+		if m == nil {
+			m = make(map[uint16][]byte)
+			h.subOverlay[cl] = m
+		}
+		m[pk.PacketID] = codes
+		h.mu.Unlock()
+	}
+	return pk
+}
+
+// exclusivePrefix marks an exclusive subscription: one subscriber at a time.
+const exclusivePrefix = "$exclusive/"
+
+func validSubFilter(f string) bool {
+	return mochi.IsValidFilter(f, false)
+}
+
+// OnSubscribed is a no-op kept for symmetry with OnUnsubscribed.
+func (h *gatewayHook) OnSubscribed(cl *mochi.Client, pk packets.Packet, codes []byte) {}
+
+// OnUnsubscribed releases exclusive subscriptions the client held on the
+// filters it left.
+func (h *gatewayHook) OnUnsubscribed(cl *mochi.Client, pk packets.Packet) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, f := range pk.Filters {
+		inner := strings.TrimPrefix(f.Filter, exclusivePrefix)
+		if h.exclusive[inner] == cl.ID {
+			delete(h.exclusive, inner)
+		}
+	}
+}
+
+// OnPublish handles topic limits, $delayed/ and rewrite rules, then passes
+// the message through the taps, so it is durable where it must be before
+// the engine acknowledges it.
+func (h *gatewayHook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
+	rt := h.b.rt.Load()
+	if !cl.Net.Inline && !rt.topicWithinLimits(pk.TopicName) {
+		h.b.stats.TopicLimitsRejected.Add(1)
+		h.logs.warn("topiclimit:"+cl.ID, "publish refused: topic over the configured limits", "client", cl.ID, "topic_len", len(pk.TopicName))
+		return pk, h.refusal(cl, pk, packets.ErrTopicNameInvalid)
+	}
+	if strings.HasPrefix(pk.TopicName, delayedPrefix) {
+		real, delay, ok := parseDelayed(pk.TopicName)
+		if !ok {
+			h.b.stats.DelayedInvalid.Add(1)
+			h.logs.warn("delayed:"+cl.ID, "delayed publish dropped: bad interval or topic", "client", cl.ID, "topic", pk.TopicName)
+			return pk, packets.ErrRejectPacket
+		}
+		out := pk.Copy(false)
+		out.TopicName = real
+		out.Origin = cl.ID
+		if err := h.b.delayed.add(out, delay); err != nil {
+			h.logs.warn("delayed-store", "delayed publish refused", "client", cl.ID, "error", err)
+			return pk, h.refusal(cl, pk, packets.ErrUnspecifiedError)
+		}
+		return pk, packets.CodeSuccessIgnore // acknowledged now, delivered later
+	}
+	if !cl.Net.Inline && len(rt.rewrite) > 0 {
+		pk.TopicName = rt.rewriteTopic(pk.TopicName, true)
+	}
+	if !cl.Net.Inline {
+		if err := h.b.runTaps(&pk); err != nil {
+			h.logs.warn("tap:"+cl.ID, "publish refused", "client", cl.ID, "topic", pk.TopicName, "error", err)
+			r := refusalCode(err)
+			return pk, h.refusal(cl, pk, r)
+		}
+	}
+	return pk, nil
+}
+
+// refusal turns a refusal into what the engine does with it: an MQTT 5
+// QoS 1/2 publisher gets the reason code in its PUBACK; an MQTT 3 QoS 1/2
+// publisher, which has no way to be told, is disconnected (it keeps the
+// message and sends it again after reconnecting); QoS 0 is dropped.
+func (h *gatewayHook) refusal(cl *mochi.Client, pk packets.Packet, code packets.Code) error {
+	if pk.FixedHeader.Qos == 0 {
+		return packets.ErrRejectPacket
+	}
+	if cl.Properties.ProtocolVersion == 5 {
+		return code
+	}
+	_ = h.b.srv.DisconnectClient(cl, code)
+	return packets.ErrRejectPacket
+}
+
+// OnPublished queues QoS 0 messages for offline persistent sessions when
+// queue_qos0 is on.
+func (h *gatewayHook) OnPublished(cl *mochi.Client, pk packets.Packet) {
+	if h.b.rt.Load().queueQoS0 {
+		h.b.queueQoS0(pk)
+	}
+}
+
+// OnQosPublish bounds the messages queued for one session: when a session
+// holds more than max_inflight + max_queued, its oldest queued message is
+// dropped and counted.
+func (h *gatewayHook) OnQosPublish(cl *mochi.Client, pk packets.Packet, sent int64, resends int) {
+	if resends != 0 || pk.FixedHeader.Type != packets.Publish {
+		return
+	}
+	l := h.b.rt.Load().limits
+	limit := l.MaxInflight + l.MaxQueued
+	if cl.State.Inflight.Len() <= limit {
+		return
+	}
+	var oldest packets.Packet
+	found := false
+	for _, m := range cl.State.Inflight.GetAll(false) {
+		if m.FixedHeader.Type != packets.Publish || m.PacketID == pk.PacketID {
+			continue
+		}
+		if !found || m.Created < oldest.Created || m.Created == oldest.Created && m.PacketID < oldest.PacketID {
+			oldest, found = m, true
+		}
+	}
+	if found && cl.State.Inflight.Delete(oldest.PacketID) {
+		atomic.AddInt64(&h.b.srv.Info.Inflight, -1)
+		h.b.stats.QueuedDropped.Add(1)
+		if h.b.persist != nil {
+			h.b.persist.OnQosDropped(cl, oldest)
+		}
+		h.logs.warn("queue:"+cl.ID, "session queue full: oldest message dropped", "client", cl.ID, "limit", limit)
+	}
+}
+
+// OnWill defers wills with a delay to the gateway's own scheduler, which
+// publishes them to the second (the engine checks once a second and fires up
+// to two seconds late).
+func (h *gatewayHook) OnWill(cl *mochi.Client, will mochi.Will) (mochi.Will, error) {
+	if will.WillDelayInterval == 0 {
+		return will, nil
+	}
+	h.b.wills.schedule(cl, will)
+	// The engine still files the will under its own delay; make that copy a
+	// publish that reaches no one.
+	return mochi.Will{TopicName: willSink}, nil
+}
+
+// willSink is a topic nobody can subscribe to (clients cannot use $fieldgate/).
+const willSink = "$fieldgate/will-sink"
+
+// OnSessionEstablished cancels a pending delayed will, applies auto-subscribe
+// rules and delivers queued QoS 0 messages.
+func (h *gatewayHook) OnSessionEstablished(cl *mochi.Client, pk packets.Packet) {
+	h.b.wills.cancel(cl.ID)
+	rt := h.b.rt.Load()
+	if len(rt.autoSub) > 0 {
+		h.b.autoSubscribe(cl, rt)
+	}
+	if rt.queueQoS0 {
+		h.b.flushQoS0(cl)
+	}
+}
+
+// OnDisconnect forgets per-connection state; a session that ends releases
+// its exclusive subscriptions.
+func (h *gatewayHook) OnDisconnect(cl *mochi.Client, err error, expire bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.subOverlay, cl)
+	delete(h.limiters, cl)
+	if expire {
+		for f, owner := range h.exclusive {
+			if owner == cl.ID {
+				delete(h.exclusive, f)
+			}
+		}
+	}
+	if errors.Is(err, errPacketTooLarge) {
+		h.b.stats.OversizedPackets.Add(1)
+		h.logs.warn("oversize:"+cl.ID, "client disconnected: packet over the maximum size", "client", cl.ID, "remote", cl.Net.Remote)
+	}
+}
+
+// refusalCode maps a tap error to the engine's reason code.
+func refusalCode(err error) packets.Code {
+	r := bus.RefusalOf(err)
+	return packets.Code{Code: r.Code, Reason: r.Reason}
+}

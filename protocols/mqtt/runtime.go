@@ -1,0 +1,262 @@
+package mqtt
+
+import (
+	"fmt"
+	"net"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/fieldgate/fieldgate/gateway/bus"
+)
+
+// runtimeConfig is the broker config compiled for the hot path. It is
+// replaced whole on reload (an atomic pointer swap), so a connection sees
+// either the old or the new rules, never a mix.
+type runtimeConfig struct {
+	listeners   Listeners
+	sysInterval time.Duration
+	limits      Limits
+	queueQoS0   bool
+
+	allowAnonymous bool
+	users          map[string][]byte // username → bcrypt hash
+	maxFailures    int
+	failureWindow  time.Duration
+	blockFor       time.Duration
+
+	acl       []aclRule
+	rewrite   []rewriteRule
+	autoSub   []AutoSubscription
+	bannedIDs map[string]bool
+	bannedUsr map[string]bool
+	bannedNet []*net.IPNet
+}
+
+type aclRule struct {
+	username, clientID string
+	topic              string
+	publish, subscribe bool
+	allow              bool
+}
+
+type rewriteRule struct {
+	publish, subscribe bool
+	source             string
+	re                 *regexp.Regexp
+	dest               string
+}
+
+// compile turns a Config into a runtimeConfig. Config.Validate has already
+// reported user errors with their paths; errors here are a safety net.
+func compile(cfg Config) (*runtimeConfig, error) {
+	rt := &runtimeConfig{
+		listeners:      cfg.Listeners,
+		sysInterval:    cfg.SysInterval,
+		limits:         cfg.Limits,
+		queueQoS0:      cfg.QueueQoS0,
+		allowAnonymous: cfg.Auth.AllowAnonymous,
+		users:          make(map[string][]byte, len(cfg.Auth.Users)),
+		maxFailures:    cfg.Auth.MaxFailures,
+		failureWindow:  cfg.Auth.FailureWindow,
+		blockFor:       cfg.Auth.BlockFor,
+		autoSub:        cfg.AutoSubscribe,
+		bannedIDs:      make(map[string]bool),
+		bannedUsr:      make(map[string]bool),
+	}
+	for _, u := range cfg.Auth.Users {
+		rt.users[u.Username] = []byte(u.PasswordHash)
+	}
+	for i, r := range cfg.ACL {
+		pub, sub, err := actionOf(r.Action)
+		if err != nil {
+			return nil, fmt.Errorf("mqtt: acl[%d]: %w", i, err)
+		}
+		rt.acl = append(rt.acl, aclRule{
+			username: r.Username, clientID: r.ClientID, topic: r.Topic,
+			publish: pub, subscribe: sub, allow: r.Permission == "allow",
+		})
+	}
+	for i, r := range cfg.Rewrite {
+		pub, sub, err := actionOf(r.Action)
+		if err != nil {
+			return nil, fmt.Errorf("mqtt: rewrite[%d]: %w", i, err)
+		}
+		re, err := regexp.Compile(r.Regex)
+		if err != nil {
+			return nil, fmt.Errorf("mqtt: rewrite[%d].regex: %w", i, err)
+		}
+		rt.rewrite = append(rt.rewrite, rewriteRule{publish: pub, subscribe: sub, source: r.Source, re: re, dest: r.Dest})
+	}
+	for _, id := range cfg.Banned.ClientIDs {
+		rt.bannedIDs[id] = true
+	}
+	for _, u := range cfg.Banned.Usernames {
+		rt.bannedUsr[u] = true
+	}
+	for i, c := range cfg.Banned.CIDRs {
+		_, n, err := net.ParseCIDR(c)
+		if err != nil {
+			return nil, fmt.Errorf("mqtt: banned.cidrs[%d]: %w", i, err)
+		}
+		rt.bannedNet = append(rt.bannedNet, n)
+	}
+	return rt, nil
+}
+
+func actionOf(a string) (publish, subscribe bool, err error) {
+	switch a {
+	case "publish":
+		return true, false, nil
+	case "subscribe":
+		return false, true, nil
+	case "all", "both", "":
+		return true, true, nil
+	}
+	return false, false, fmt.Errorf("action %q: want publish, subscribe or all", a)
+}
+
+// idMatch matches a username or client id pattern: "" and "*" match anyone,
+// a trailing * matches a prefix, anything else matches exactly.
+func idMatch(pattern, value string) bool {
+	switch {
+	case pattern == "" || pattern == "*":
+		return true
+	case strings.HasSuffix(pattern, "*"):
+		return strings.HasPrefix(value, pattern[:len(pattern)-1])
+	}
+	return pattern == value
+}
+
+// aclAllows evaluates the ACL for a publish (topic name) or subscribe
+// (topic filter). Rules are matched in order and the first match decides;
+// with no rules everything is allowed, with rules what none allows is denied.
+// A subscription filter matches a rule when the rule's filter covers it
+// entirely (a rule on a/# allows subscribing to a/b/+, not to #).
+func (rt *runtimeConfig) aclAllows(username, clientID, topic string, publish bool) bool {
+	if len(rt.acl) == 0 {
+		return true
+	}
+	for _, r := range rt.acl {
+		if publish && !r.publish || !publish && !r.subscribe {
+			continue
+		}
+		if !idMatch(r.username, username) || !idMatch(r.clientID, clientID) {
+			continue
+		}
+		filter := expandPlaceholders(r.topic, username, clientID)
+		if publish {
+			if bus.Match(filter, topic) {
+				return r.allow
+			}
+			continue
+		}
+		if filterCovers(filter, topic) {
+			return r.allow
+		}
+		// A deny rule that overlaps part of the requested filter denies it.
+		if !r.allow && filterOverlaps(filter, topic) {
+			return false
+		}
+	}
+	return false
+}
+
+// expandPlaceholders replaces %u with the username and %c with the client id.
+// An empty username never matches a %u rule: it becomes a level no topic has.
+func expandPlaceholders(topic, username, clientID string) string {
+	if !strings.Contains(topic, "%") {
+		return topic
+	}
+	if username == "" {
+		username = "\x00"
+	}
+	return strings.NewReplacer("%u", username, "%c", clientID).Replace(topic)
+}
+
+// filterCovers reports whether every topic matched by sub is matched by rule.
+func filterCovers(rule, sub string) bool {
+	rl := strings.Split(rule, "/")
+	sl := strings.Split(sub, "/")
+	for i, r := range rl {
+		if r == "#" {
+			return true
+		}
+		if i >= len(sl) {
+			return false
+		}
+		s := sl[i]
+		switch {
+		case s == "#":
+			return false
+		case r == "+":
+			continue
+		case s == "+" || r != s:
+			return false
+		}
+	}
+	return len(rl) == len(sl)
+}
+
+// filterOverlaps reports whether some topic is matched by both filters.
+func filterOverlaps(a, b string) bool {
+	al := strings.Split(a, "/")
+	bl := strings.Split(b, "/")
+	for i := 0; ; i++ {
+		if i == len(al) || i == len(bl) {
+			return len(al) == len(bl)
+		}
+		x, y := al[i], bl[i]
+		if x == "#" || y == "#" {
+			return true
+		}
+		if x != "+" && y != "+" && x != y {
+			return false
+		}
+	}
+}
+
+// rewriteTopic applies the first matching rewrite rule for the action.
+func (rt *runtimeConfig) rewriteTopic(topic string, publish bool) string {
+	for _, r := range rt.rewrite {
+		if publish && !r.publish || !publish && !r.subscribe {
+			continue
+		}
+		if publish && !bus.Match(r.source, topic) || !publish && !filterCovers(r.source, topic) {
+			continue
+		}
+		m := r.re.FindStringSubmatchIndex(topic)
+		if m == nil {
+			continue
+		}
+		return string(r.re.ExpandString(nil, r.dest, topic, m))
+	}
+	return topic
+}
+
+// topicWithinLimits checks the configured maximum levels and length.
+func (rt *runtimeConfig) topicWithinLimits(topic string) bool {
+	l := rt.limits
+	if l.MaxTopicLength > 0 && len(topic) > l.MaxTopicLength {
+		return false
+	}
+	if l.MaxTopicLevels > 0 && strings.Count(topic, "/")+1 > l.MaxTopicLevels {
+		return false
+	}
+	return true
+}
+
+// banned reports whether a client id or username is on the banned lists.
+func (rt *runtimeConfig) banned(clientID, username string) bool {
+	return rt.bannedIDs[clientID] || (username != "" && rt.bannedUsr[username])
+}
+
+// bannedIP reports whether ip is in a banned network.
+func (rt *runtimeConfig) bannedIP(ip net.IP) bool {
+	for _, n := range rt.bannedNet {
+		if n.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
