@@ -36,6 +36,9 @@ type Options struct {
 	Version string
 	// Reload asks for ConfigPath to be read again and applied.
 	Reload <-chan struct{}
+	// Override, if not nil, is applied to every config read on reload, as
+	// it was to Config (command-line flags such as -data).
+	Override func(*config.Config)
 	// Ready, if not nil, is closed once every listener is bound and serving.
 	Ready chan<- struct{}
 }
@@ -100,7 +103,7 @@ func Run(ctx context.Context, opts Options) error {
 		case err := <-brokerDone:
 			return fmt.Errorf("gateway: broker stopped: %w", err)
 		case <-opts.Reload:
-			next, err := reload(log, opts.ConfigPath, cfg, broker)
+			next, err := reload(log, opts, cfg, broker)
 			if err != nil {
 				log.Error("config reload refused; the running config stays", "path", opts.ConfigPath, "error", err)
 				continue
@@ -112,13 +115,17 @@ func Run(ctx context.Context, opts Options) error {
 
 // reload reads and validates the config file and applies what may change
 // live. What needs a restart is named in a log line and stays as it was.
-func reload(log *slog.Logger, path string, cur config.Config, broker *mqtt.Broker) (config.Config, error) {
+func reload(log *slog.Logger, opts Options, cur config.Config, broker *mqtt.Broker) (config.Config, error) {
+	path := opts.ConfigPath
 	if path == "" {
 		return cur, errors.New("running on built-in defaults: no config file to reload")
 	}
 	next, err := config.Load(path)
 	if err != nil {
 		return cur, err
+	}
+	if opts.Override != nil {
+		opts.Override(&next)
 	}
 	if err := next.Validate(); err != nil {
 		return cur, err

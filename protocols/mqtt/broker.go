@@ -118,7 +118,11 @@ func New(cfg Config, opts Options) (*Broker, error) {
 	caps.MaximumInflight = uint16(min(cfg.Limits.MaxInflight+cfg.Limits.MaxQueued+1, math.MaxUint16))
 	caps.MaximumSessionExpiryInterval = uint32(cfg.Limits.MaxSessionExpiry / time.Second)
 	caps.MaximumMessageExpiryInterval = int64(cfg.Limits.MaxMessageExpiry / time.Second)
-	caps.MaximumClientWritesPending = 1024
+	// The engine's per-client outbound queue is a channel of this many
+	// pointers: 64 KB, allocated but left untouched (so not resident) until a
+	// burst needs it. Smaller channels fall into the allocator's small size
+	// classes and are resident from the start.
+	caps.MaximumClientWritesPending = 8192
 	caps.Compatibilities.NoInheritedPropertiesOnAck = true // acks must not echo the publish's properties
 	caps.TopicAliasMaximum = 1024
 
@@ -128,7 +132,9 @@ func New(cfg Config, opts Options) (*Broker, error) {
 		Logger:                   log.With("part", "mqtt"),
 		SysTopicResendInterval:   int64(max(cfg.SysInterval/time.Second, 1)),
 		ClientNetReadBufferSize:  1024,
-		ClientNetWriteBufferSize: 2048,
+		// Only used while a burst is queued for a client: bigger means fewer
+		// write calls under load and costs nothing when idle.
+		ClientNetWriteBufferSize: 16 << 10,
 	})
 	if opts.Version != "" {
 		b.srv.Info.Version = opts.Version

@@ -111,6 +111,15 @@ func (h *gatewayHook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 			cl.State.ServerKeepalive = true
 		}
 	}
+	// The broker never uses topic aliases towards clients: the engine keeps
+	// an aliased message in flight without its topic, which cannot be resent
+	// after a reconnect. Aliases are optional for the server.
+	cl.Properties.Props.TopicAliasMaximum = 0
+	// Flow control towards every client: at most max_inflight QoS 1/2
+	// messages unacknowledged (fewer if an MQTT 5 client asks); the rest wait
+	// in the session queue instead of being dropped. MQTT 3 clients have no
+	// receive maximum of their own, which the engine reads as "unlimited".
+	resetSendQuota(cl, rt)
 	if rt.limits.PublishRate > 0 {
 		h.mu.Lock()
 		h.limiterLocked(cl).setRate(rt.limits.PublishRate, rt.limits.PublishBurst)
@@ -464,6 +473,7 @@ const willSink = "$fieldgate/will-sink"
 func (h *gatewayHook) OnSessionEstablished(cl *mochi.Client, pk packets.Packet) {
 	h.b.wills.cancel(cl.ID)
 	rt := h.b.rt.Load()
+	resetSendQuota(cl, rt) // the engine resets it when a session is inherited
 	if len(rt.autoSub) > 0 {
 		h.b.autoSubscribe(cl, rt)
 	}
@@ -496,4 +506,13 @@ func (h *gatewayHook) OnDisconnect(cl *mochi.Client, err error, expire bool) {
 func refusalCode(err error) packets.Code {
 	r := bus.RefusalOf(err)
 	return packets.Code{Code: r.Code, Reason: r.Reason}
+}
+
+// resetSendQuota applies the broker's flow control towards a client.
+func resetSendQuota(cl *mochi.Client, rt *runtimeConfig) {
+	q := rt.limits.MaxInflight
+	if rm := int(cl.Properties.Props.ReceiveMaximum); rm > 0 && rm < q {
+		q = rm
+	}
+	cl.State.Inflight.ResetSendQuota(int32(q))
 }

@@ -1,0 +1,179 @@
+// Package config is fieldgate's configuration: one YAML file with a
+// version field, strictly decoded (unknown keys are errors), with every
+// default in one place (Default) and a Validate that reports every problem
+// with the path of the field at fault.
+//
+// Each part of the gateway defines its own section as a plain struct with
+// its own DefaultConfig and Validate (the broker's is mqtt.Config); this
+// package only assembles them. To add a section: add a field to Config, set
+// its default in Default, list it in Config.sections, and document it in
+// default.yaml (a test keeps default.yaml and Default equal).
+//
+// Relative file paths in the config (data_dir, certificates) are relative to
+// the working directory of the process.
+package config
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"unicode"
+
+	"github.com/fieldgate/fieldgate/protocols/mqtt"
+)
+
+// Version is the only config version this build knows.
+const Version = 1
+
+// Config is the whole gateway configuration.
+type Config struct {
+	// Version is the schema version of the file; it must be 1.
+	Version int `yaml:"version"`
+	// Gateway is the identity and storage of this gateway.
+	Gateway Gateway `yaml:"gateway"`
+	// Log configures the process log (stderr).
+	Log Log `yaml:"log"`
+	// Web configures the local setup page and admin API.
+	Web Web `yaml:"web"`
+	// Broker is the local MQTT broker, the gateway's bus.
+	Broker mqtt.Config `yaml:"broker"`
+}
+
+// Gateway is the identity and storage of this gateway.
+type Gateway struct {
+	// ID names the gateway (in $SYS topics and towards the cloud). Empty
+	// means: derived at run time from the host name.
+	ID string `yaml:"id"`
+	// DataDir holds the gateway's persistent state (the bbolt database).
+	DataDir string `yaml:"data_dir"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level is debug, info, warn or error.
+	Level string `yaml:"level"`
+	// Format is text (logfmt-like) or json.
+	Format string `yaml:"format"`
+}
+
+// Web configures the local setup page and admin API.
+type Web struct {
+	// Enabled serves the page.
+	Enabled bool `yaml:"enabled"`
+	// Address is the host:port to listen on.
+	Address string `yaml:"address"`
+}
+
+// DefaultYAML is the default configuration as a commented YAML file. Parsing
+// it yields exactly Default().
+//
+//go:embed default.yaml
+var DefaultYAML []byte
+
+// Default returns the built-in configuration: what fieldgate runs with when
+// no config file exists, and what every omitted field of a file keeps. It is
+// the one place where defaults live; each section's come from its package.
+func Default() Config {
+	return Config{
+		Version: Version,
+		Gateway: Gateway{ID: "", DataDir: "./data"},
+		Log:     Log{Level: "info", Format: "text"},
+		Web:     Web{Enabled: true, Address: ":8080"},
+		Broker:  mqtt.DefaultConfig(),
+	}
+}
+
+// Load reads the config file at path, parses and validates it. The errors
+// are joined and each is one line "path: reason", without the file name.
+func Load(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read config: %w", err)
+	}
+	c, err := Parse(data)
+	if err != nil {
+		return Config{}, err
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// section is a part of the config that validates itself with paths relative
+// to its own key.
+type section struct {
+	key      string
+	validate func() error
+}
+
+// sections lists the sections that validate themselves.
+func (c Config) sections() []section {
+	return []section{
+		{key: "broker", validate: c.Broker.Validate},
+	}
+}
+
+// Validate checks the whole config and returns every problem found joined
+// with errors.Join, each one line "path: reason", for example
+// "broker.limits.max_packet_size: must be between 16 and 268435456, got 5".
+func (c Config) Validate() error {
+	var errs []error
+	if c.Version != Version {
+		errs = append(errs, fmt.Errorf("version: must be %d, got %d", Version, c.Version))
+	}
+	if c.Gateway.ID != "" && !validID(c.Gateway.ID) {
+		errs = append(errs, fmt.Errorf("gateway.id: %q must be at most 64 letters, digits, '-', '_' or '.'", c.Gateway.ID))
+	}
+	if c.Gateway.DataDir == "" {
+		errs = append(errs, errors.New("gateway.data_dir: must not be empty"))
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log.level: must be one of debug, info, warn, error, got %q", c.Log.Level))
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		errs = append(errs, fmt.Errorf("log.format: must be one of text, json, got %q", c.Log.Format))
+	}
+	if c.Web.Enabled {
+		if err := checkAddress(c.Web.Address); err != nil {
+			errs = append(errs, fmt.Errorf("web.address: %w", err))
+		}
+	}
+	for _, s := range c.sections() {
+		for _, err := range unjoin(s.validate()) {
+			errs = append(errs, fmt.Errorf("%s.%w", s.key, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// validID reports whether id can name the gateway in topics and logs.
+func validID(id string) bool {
+	if len(id) > 64 {
+		return false
+	}
+	for _, r := range id {
+		if r > unicode.MaxASCII || !(unicode.IsLetter(r) || unicode.IsDigit(r) || strings.ContainsRune("-_.", r)) {
+			return false
+		}
+	}
+	return true
+}
+
+// unjoin returns the errors joined in err (one level of errors.Join), or err
+// alone.
+func unjoin(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
