@@ -25,6 +25,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -88,8 +89,22 @@ func runGateway(args []string, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "", "config file (default: fieldgate.yaml beside the binary if it exists, else built-in defaults)")
 	dataDir := fs.String("data", "", "data directory, overriding gateway.data_dir")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to `FILE` until the gateway stops (for diagnosis)")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "fieldgate run: %v\n", err)
+			return 1
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "fieldgate run: cpu profile: %v\n", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "fieldgate run: unexpected arguments %q\n", fs.Args())

@@ -39,7 +39,8 @@ type clientConn struct {
 
 	version atomic.Uint32 // MQTT protocol level from CONNECT (3, 4 or 5)
 
-	rate *publishLimiter // per-client publish rate; nil without a limit
+	rate     *publishLimiter // per-client publish rate; nil without a limit
+	certUser bool            // authenticated by its TLS client certificate
 }
 
 type frameState uint8

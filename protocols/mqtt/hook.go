@@ -30,7 +30,6 @@ type gatewayHook struct {
 	mu         sync.Mutex
 	subOverlay map[*mochi.Client]map[uint16][]byte // SUBACK codes to set, per client and packet id
 	exclusive  map[string]string                   // $exclusive filter → owning client id
-	limiters   map[*mochi.Client]*publishLimiter
 }
 
 func newGatewayHook(b *Broker) *gatewayHook {
@@ -41,7 +40,6 @@ func newGatewayHook(b *Broker) *gatewayHook {
 		logs:       newLogLimiter(b.log, time.Minute),
 		subOverlay: make(map[*mochi.Client]map[uint16][]byte),
 		exclusive:  make(map[string]string),
-		limiters:   make(map[*mochi.Client]*publishLimiter),
 	}
 }
 
@@ -89,9 +87,7 @@ func (h *gatewayHook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 		if st, ok := cc.tlsState(); ok && len(st.PeerCertificates) > 0 && len(st.VerifiedChains) > 0 {
 			if cn := st.PeerCertificates[0].Subject.CommonName; cn != "" {
 				cl.Properties.Username = []byte(cn)
-				h.mu.Lock()
-				h.limiterLocked(cl).certUser = true
-				h.mu.Unlock()
+				cc.certUser = true
 			}
 		}
 	}
@@ -120,28 +116,10 @@ func (h *gatewayHook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 	// in the session queue instead of being dropped. MQTT 3 clients have no
 	// receive maximum of their own, which the engine reads as "unlimited".
 	resetSendQuota(cl, rt)
-	if rt.limits.PublishRate > 0 {
-		h.mu.Lock()
-		h.limiterLocked(cl).setRate(rt.limits.PublishRate, rt.limits.PublishBurst)
-		h.mu.Unlock()
+	if rt.limits.PublishRate > 0 && cc != nil {
+		cc.rate = newPublishLimiter(rt.limits.PublishRate, rt.limits.PublishBurst)
 	}
 	return nil
-}
-
-// limiterLocked returns the per-client state, creating it. h.mu is held.
-func (h *gatewayHook) limiterLocked(cl *mochi.Client) *publishLimiter {
-	l := h.limiters[cl]
-	if l == nil {
-		l = &publishLimiter{}
-		h.limiters[cl] = l
-	}
-	return l
-}
-
-func (h *gatewayHook) clientState(cl *mochi.Client) *publishLimiter {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.limiters[cl]
 }
 
 // OnConnectAuthenticate checks the username and password (bcrypt), or the
@@ -158,7 +136,7 @@ func (h *gatewayHook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet)
 		h.logs.warn("blocked:"+key, "login refused: too many failures from this address", "remote", cl.Net.Remote)
 		return false
 	}
-	if st := h.clientState(cl); st != nil && st.certUser {
+	if cc, ok := cl.Net.Conn.(*clientConn); ok && cc.certUser {
 		return true
 	}
 	user := string(pk.Connect.Username)
@@ -223,12 +201,12 @@ func (h *gatewayHook) OnPacketRead(cl *mochi.Client, pk packets.Packet) (packets
 	if pk.FixedHeader.Type != packets.Publish {
 		return pk, nil
 	}
-	st := h.clientState(cl)
-	if st == nil || st.lim == nil {
+	cc, ok := cl.Net.Conn.(*clientConn)
+	if !ok || cc.rate == nil {
 		return pk, nil
 	}
 	grace := h.b.rt.Load().limits.PublishRateGrace
-	if wait, over := st.take(time.Now(), grace); over {
+	if wait, over := cc.rate.take(time.Now(), grace); over {
 		h.b.stats.RateLimited.Add(1)
 		h.logs.warn("rate:"+cl.ID, "client disconnected: publish rate too high", "client", cl.ID, "remote", cl.Net.Remote)
 		_ = h.b.srv.DisconnectClient(cl, packets.Code{Code: 0x96, Reason: "message rate too high"})
@@ -488,7 +466,6 @@ func (h *gatewayHook) OnDisconnect(cl *mochi.Client, err error, expire bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	delete(h.subOverlay, cl)
-	delete(h.limiters, cl)
 	if expire {
 		for f, owner := range h.exclusive {
 			if owner == cl.ID {

@@ -8,19 +8,16 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// publishLimiter is the per-connection state of the publish rate limit (and
-// whether the client was authenticated by its certificate).
+// publishLimiter is one connection's publish rate limit. Only the
+// connection's reading goroutine uses it.
 type publishLimiter struct {
 	mu        sync.Mutex
 	lim       *rate.Limiter
 	overSince time.Time
-	certUser  bool
 }
 
-func (p *publishLimiter) setRate(perSecond float64, burst int) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.lim = rate.NewLimiter(rate.Limit(perSecond), max(burst, 1))
+func newPublishLimiter(perSecond float64, burst int) *publishLimiter {
+	return &publishLimiter{lim: rate.NewLimiter(rate.Limit(perSecond), max(burst, 1))}
 }
 
 // take accounts for one publish at now. It returns how long the reader
