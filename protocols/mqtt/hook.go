@@ -209,7 +209,7 @@ func (h *gatewayHook) OnPacketRead(cl *mochi.Client, pk packets.Packet) (packets
 	if wait, over := cc.rate.take(time.Now(), grace); over {
 		h.b.stats.RateLimited.Add(1)
 		h.logs.warn("rate:"+cl.ID, "client disconnected: publish rate too high", "client", cl.ID, "remote", cl.Net.Remote)
-		_ = h.b.srv.DisconnectClient(cl, packets.Code{Code: 0x96, Reason: "message rate too high"})
+		h.disconnect(cl, packets.Code{Code: 0x96, Reason: "message rate too high"})
 		return pk, errRateTooHigh
 	} else if wait > 0 {
 		time.Sleep(wait)
@@ -224,8 +224,13 @@ var errRateTooHigh = errors.New("message rate too high")
 func (h *gatewayHook) OnPacketEncode(cl *mochi.Client, pk packets.Packet) packets.Packet {
 	switch pk.FixedHeader.Type {
 	case packets.Connack:
-		if mp := h.b.rt.Load().limits.MaxPacketSize; mp > 0 && cl.Properties.ProtocolVersion == 5 {
-			pk.Properties.MaximumPacketSize = uint32(mp)
+		if cl.Properties.ProtocolVersion == 5 && pk.ReasonCode < packets.ErrUnspecifiedError.Code {
+			if mp := h.b.rt.Load().limits.MaxPacketSize; mp > 0 {
+				pk.Properties.MaximumPacketSize = uint32(mp)
+			}
+			// The engine accepts topic aliases from clients but never says
+			// so; without this value clients must assume 0.
+			pk.Properties.TopicAliasMaximum = h.b.srv.Options.Capabilities.TopicAliasMaximum
 		}
 	case packets.Suback:
 		h.mu.Lock()
@@ -380,14 +385,36 @@ func (h *gatewayHook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Pa
 // publisher, which has no way to be told, is disconnected (it keeps the
 // message and sends it again after reconnecting); QoS 0 is dropped.
 func (h *gatewayHook) refusal(cl *mochi.Client, pk packets.Packet, code packets.Code) error {
-	if pk.FixedHeader.Qos == 0 {
+	switch {
+	case pk.FixedHeader.Qos == 0:
+		return packets.ErrRejectPacket
+	case cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos == 1:
+		return code // the engine answers with a PUBACK carrying it
+	case cl.Properties.ProtocolVersion == 5:
+		// The engine would answer a QoS 2 publish with a PUBACK; the flow
+		// needs a PUBREC, which with a failure code also ends it.
+		_ = cl.WritePacket(packets.Packet{
+			FixedHeader: packets.FixedHeader{Type: packets.Pubrec},
+			PacketID:    pk.PacketID,
+			ReasonCode:  code.Code,
+			Properties:  packets.Properties{ReasonString: code.Reason},
+		})
 		return packets.ErrRejectPacket
 	}
-	if cl.Properties.ProtocolVersion == 5 {
-		return code
-	}
-	_ = h.b.srv.DisconnectClient(cl, code)
+	// MQTT 3 has no DISCONNECT from the server: close the connection.
+	cl.Stop(code)
 	return packets.ErrRejectPacket
+}
+
+// disconnect ends a client's connection: MQTT 5 clients get a DISCONNECT
+// with the reason code; MQTT 3 has no server DISCONNECT, so the connection
+// is just closed.
+func (h *gatewayHook) disconnect(cl *mochi.Client, code packets.Code) {
+	if cl.Properties.ProtocolVersion == 5 {
+		_ = h.b.srv.DisconnectClient(cl, code)
+		return
+	}
+	cl.Stop(code)
 }
 
 // OnPublished queues QoS 0 messages for offline persistent sessions when
