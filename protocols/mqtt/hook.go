@@ -52,7 +52,7 @@ func (h *gatewayHook) Provides(b byte) bool {
 	case mochi.OnConnect, mochi.OnConnectAuthenticate, mochi.OnACLCheck,
 		mochi.OnSessionEstablished, mochi.OnDisconnect,
 		mochi.OnPacketRead, mochi.OnPacketEncode,
-		mochi.OnSubscribe, mochi.OnSubscribed, mochi.OnUnsubscribed,
+		mochi.OnSubscribe, mochi.OnSubscribed, mochi.OnUnsubscribe, mochi.OnUnsubscribed,
 		mochi.OnPublish, mochi.OnPublished, mochi.OnQosPublish, mochi.OnWill:
 		return true
 	}
@@ -98,7 +98,11 @@ func (h *gatewayHook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 	if rt.banned(cl.ID, string(cl.Properties.Username)) {
 		h.b.stats.ConnectionsRefused.Add(1)
 		h.logs.warn("banned:"+cl.ID, "connection refused: banned client", "client", cl.ID, "remote", cl.Net.Remote)
-		_ = h.b.srv.SendConnack(cl, packets.ErrBanned, false, nil)
+		code := packets.ErrBanned
+		if cl.Properties.ProtocolVersion < 5 {
+			code = packets.ErrBadUsernameOrPassword // MQTT 3 has no "banned": mapped to 0x05 not authorised
+		}
+		_ = h.b.srv.SendConnack(cl, code, false, nil)
 		return packets.ErrBanned
 	}
 	if max := uint16(min(rt.limits.MaxKeepalive/time.Second, 65535)); max > 0 {
@@ -291,6 +295,11 @@ func (h *gatewayHook) OnSubscribe(cl *mochi.Client, pk packets.Packet) packets.P
 				refuse(i, packets.ErrTopicFilterInvalid.Code)
 				continue
 			}
+			if !h.OnACLCheck(cl, inner, false) {
+				// Let the engine refuse it (0x87) without taking the lock.
+				pk.Filters[i].Filter = inner
+				continue
+			}
 			h.mu.Lock()
 			owner, taken := h.exclusive[inner]
 			if !taken || owner == cl.ID {
@@ -325,6 +334,23 @@ func validSubFilter(f string) bool {
 	return mochi.IsValidFilter(f, false)
 }
 
+// OnUnsubscribe maps filters the way OnSubscribe did ($exclusive/ prefix,
+// rewrite rules), so that unsubscribing removes what subscribing added.
+func (h *gatewayHook) OnUnsubscribe(cl *mochi.Client, pk packets.Packet) packets.Packet {
+	rt := h.b.rt.Load()
+	filters := make(packets.Subscriptions, len(pk.Filters))
+	copy(filters, pk.Filters)
+	for i := range filters {
+		f := filters[i].Filter
+		if !cl.Net.Inline && len(rt.rewrite) > 0 {
+			f = rt.rewriteTopic(f, false)
+		}
+		filters[i].Filter = strings.TrimPrefix(f, exclusivePrefix)
+	}
+	pk.Filters = filters
+	return pk
+}
+
 // OnSubscribed is a no-op kept for symmetry with OnUnsubscribed.
 func (h *gatewayHook) OnSubscribed(cl *mochi.Client, pk packets.Packet, codes []byte) {}
 
@@ -356,7 +382,11 @@ func (h *gatewayHook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Pa
 		if !ok {
 			h.b.stats.DelayedInvalid.Add(1)
 			h.logs.warn("delayed:"+cl.ID, "delayed publish dropped: bad interval or topic", "client", cl.ID, "topic", pk.TopicName)
-			return pk, packets.ErrRejectPacket
+			if pk.FixedHeader.Qos > 0 && cl.Properties.ProtocolVersion == 5 {
+				return pk, h.refusal(cl, pk, packets.ErrTopicNameInvalid)
+			}
+			// MQTT 3 cannot be told: acknowledge and drop, as EMQX does.
+			return pk, packets.CodeSuccessIgnore
 		}
 		out := pk.Copy(false)
 		out.TopicName = real

@@ -204,7 +204,15 @@ func filterOverlaps(a, b string) bool {
 	bl := strings.Split(b, "/")
 	for i := 0; ; i++ {
 		if i == len(al) || i == len(bl) {
-			return len(al) == len(bl)
+			// One filter ended; a/# also matches a, its parent level.
+			switch {
+			case len(al) == len(bl):
+				return true
+			case i < len(al):
+				return al[i] == "#"
+			default:
+				return bl[i] == "#"
+			}
 		}
 		x, y := al[i], bl[i]
 		if x == "#" || y == "#" {
