@@ -127,11 +127,11 @@ func New(cfg Config, opts Options) (*Broker, error) {
 	caps.TopicAliasMaximum = 1024
 
 	b.srv = mochi.New(&mochi.Options{
-		Capabilities:             caps,
-		InlineClient:             true,
-		Logger:                   log.With("part", "mqtt"),
-		SysTopicResendInterval:   int64(max(cfg.SysInterval/time.Second, 1)),
-		ClientNetReadBufferSize:  1024,
+		Capabilities:            caps,
+		InlineClient:            true,
+		Logger:                  log.With("part", "mqtt"),
+		SysTopicResendInterval:  int64(max(cfg.SysInterval/time.Second, 1)),
+		ClientNetReadBufferSize: 1024,
 		// Only used while a burst is queued for a client: bigger means fewer
 		// write calls under load and costs nothing when idle.
 		ClientNetWriteBufferSize: 16 << 10,
