@@ -29,7 +29,7 @@ test: ## go vet, gofmt check, and every test with -race (integration tests inclu
 	$(GO) test -race -count=1 ./...
 
 bench: build ## run the benchmark against Debian's mosquitto and print the table
-	$(GO) run ./cmd/mqttbench -fieldgate ./bin/fieldgate
+	$(GO) run ./cmd/mqttbench -fieldgate $(CURDIR)/bin/fieldgate -json bin/bench.json
 
 cross: ## build stripped linux/armv7 and linux/arm64 binaries into dist/
 	@mkdir -p dist

@@ -1,0 +1,278 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Broker kinds the benchmark knows how to start.
+const (
+	kindMosquitto = "mosquitto"
+	kindFieldgate = "fieldgate"
+)
+
+const (
+	// readyTimeout bounds a broker's start-up, until its port accepts.
+	readyTimeout = 10 * time.Second
+	// stopTimeout is how long a broker gets to exit after SIGTERM before
+	// it is killed.
+	stopTimeout = 5 * time.Second
+	// outputTail is how much of a broker's stdout and stderr is kept.
+	outputTail = 64 << 10
+	// fieldgateMaxConnections is the broker limit written into fieldgate's
+	// config; it must stay above -idle-conns.
+	fieldgateMaxConnections = 20000
+)
+
+// brokerSpec says how to start one of the compared brokers.
+type brokerSpec struct {
+	// label names the broker in logs and in the table's column.
+	label string
+	// kind is kindMosquitto or kindFieldgate: which config to write.
+	kind string
+	// path is the executable.
+	path string
+}
+
+// brokerProc is a running broker process on its own port.
+type brokerProc struct {
+	spec    brokerSpec
+	addr    string
+	pid     int
+	dir     string
+	cmd     *exec.Cmd
+	out     *tailBuffer
+	done    chan struct{} // closed when the process has exited
+	waitErr error         // valid once done is closed
+}
+
+// startBroker writes the broker's config into a new temp dir, starts it on a
+// free loopback port and waits until the port accepts connections. The
+// process is killed when ctx ends, and also (Pdeathsig) if this program
+// dies without stopping it.
+func startBroker(ctx context.Context, spec brokerSpec) (*brokerProc, error) {
+	dir, err := os.MkdirTemp("", "mqttbench-"+spec.kind+"-")
+	if err != nil {
+		return nil, fmt.Errorf("start %s: make temp dir: %w", spec.label, err)
+	}
+	port, err := freePort()
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("start %s: %w", spec.label, err)
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+
+	var config, configPath string
+	var args []string
+	switch spec.kind {
+	case kindMosquitto:
+		config = mosquittoConfig(port)
+		configPath = filepath.Join(dir, "mosquitto.conf")
+		args = []string{"-c", configPath}
+	case kindFieldgate:
+		dataDir := filepath.Join(dir, "data")
+		if err := os.Mkdir(dataDir, 0o700); err != nil {
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("start %s: make data dir: %w", spec.label, err)
+		}
+		config = fieldgateConfig(dataDir, addr)
+		configPath = filepath.Join(dir, "fieldgate.yaml")
+		args = []string{"run", "-config", configPath}
+	default:
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("start %s: unknown broker kind %q", spec.label, spec.kind)
+	}
+	if err := os.WriteFile(configPath, []byte(config), 0o600); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("start %s: write config: %w", spec.label, err)
+	}
+
+	out := &tailBuffer{max: outputTail}
+	cmd := exec.CommandContext(ctx, spec.path, args...)
+	cmd.Dir = dir
+	cmd.Stdout = out
+	cmd.Stderr = out
+	cmd.WaitDelay = stopTimeout
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("start %s (%s): %w", spec.label, spec.path, err)
+	}
+	b := &brokerProc{spec: spec, addr: addr, pid: cmd.Process.Pid, dir: dir, cmd: cmd, out: out, done: make(chan struct{})}
+	// This goroutine ends when the process exits; stop makes sure it does.
+	go func() {
+		b.waitErr = cmd.Wait()
+		close(b.done)
+	}()
+	if err := b.waitReady(ctx); err != nil {
+		_ = b.stop()
+		return nil, err
+	}
+	return b, nil
+}
+
+// waitReady polls the broker's port until it accepts a connection.
+func (b *brokerProc) waitReady(ctx context.Context) error {
+	deadline := time.Now().Add(readyTimeout)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-b.done:
+			return &startError{label: b.spec.label, err: fmt.Errorf("exited during start-up: %v", b.waitErr), output: b.out.String()}
+		case <-ctx.Done():
+			return fmt.Errorf("start %s: %w", b.spec.label, ctx.Err())
+		case <-tick.C:
+		}
+		conn, err := net.DialTimeout("tcp", b.addr, time.Second)
+		if err == nil {
+			conn.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return &startError{label: b.spec.label, err: fmt.Errorf("port %s not accepting after %s: %w", b.addr, readyTimeout, err), output: b.out.String()}
+		}
+	}
+}
+
+// stop terminates the broker (SIGTERM, then SIGKILL after stopTimeout) and
+// removes its temp dir. It returns an error if the broker had exited by
+// itself before, i.e. crashed during the scenario.
+func (b *brokerProc) stop() error {
+	var crashed error
+	select {
+	case <-b.done:
+		crashed = &startError{label: b.spec.label, err: fmt.Errorf("exited during the run: %v", b.waitErr), output: b.out.String(), running: true}
+	default:
+		_ = b.cmd.Process.Signal(syscall.SIGTERM)
+		t := time.NewTimer(stopTimeout)
+		select {
+		case <-b.done:
+		case <-t.C:
+			_ = b.cmd.Process.Kill()
+			<-b.done
+		}
+		t.Stop()
+	}
+	if err := os.RemoveAll(b.dir); err != nil {
+		return errors.Join(crashed, fmt.Errorf("remove %s: %w", b.dir, err))
+	}
+	return crashed
+}
+
+// startError is a broker that would not start or died; it carries the
+// broker's output, which usually says why (for fieldgate: the config key it
+// rejected).
+type startError struct {
+	label   string
+	err     error
+	output  string
+	running bool
+}
+
+// Error says which broker failed and how, with the last line of its
+// output; the whole output is kept apart.
+func (e *startError) Error() string {
+	msg := fmt.Sprintf("start %s: %v", e.label, e.err)
+	if e.running {
+		msg = fmt.Sprintf("%s: %v", e.label, e.err)
+	}
+	lines := strings.Split(strings.TrimSpace(e.output), "\n")
+	if last := strings.TrimSpace(lines[len(lines)-1]); last != "" {
+		msg += ": " + last
+	}
+	return msg
+}
+
+// Unwrap returns the underlying failure.
+func (e *startError) Unwrap() error { return e.err }
+
+// mosquittoConfig is mosquitto's config: its defaults (no persistence) on
+// one loopback listener.
+func mosquittoConfig(port int) string {
+	return fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\n", port)
+}
+
+// fieldgateConfig is fieldgate's config: the broker on one loopback TCP
+// listener, everything else that listens switched off.
+func fieldgateConfig(dataDir, addr string) string {
+	return fmt.Sprintf(`version: 1
+gateway:
+  data_dir: %q
+log:
+  level: warn
+broker:
+  listeners:
+    tcp: {enabled: true, address: %q}
+    websocket: {enabled: false}
+  limits:
+    max_connections: %d
+web: {enabled: false}
+`, dataDir, addr, fieldgateMaxConnections)
+}
+
+// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// brokerVersion returns the first line of `mosquitto -h` (which prints the
+// version); other brokers get their path only.
+func brokerVersion(ctx context.Context, spec brokerSpec) string {
+	if spec.kind != kindMosquitto {
+		return spec.path
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	out, _ := exec.CommandContext(ctx, spec.path, "-h").CombinedOutput() // exits non-zero after printing
+	line, _, _ := bytes.Cut(out, []byte("\n"))
+	if len(line) == 0 {
+		return spec.path
+	}
+	return fmt.Sprintf("%s (%s)", bytes.TrimSpace(line), spec.path)
+}
+
+// tailBuffer is an io.Writer that keeps the last max bytes written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	b   []byte
+}
+
+// Write keeps p, dropping the oldest bytes beyond the limit.
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if len(t.b) > 2*t.max { // compact rarely: broker logs can be chatty
+		n := copy(t.b, t.b[len(t.b)-t.max:])
+		t.b = t.b[:n]
+	}
+	return len(p), nil
+}
+
+// String returns the kept output (up to max bytes).
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.b) > t.max {
+		return string(t.b[len(t.b)-t.max:])
+	}
+	return string(t.b)
+}

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+const (
+	// idleSettle is the pause before each resident memory reading.
+	idleSettle = 2 * time.Second
+	// idleConnectors is how many goroutines open the idle connections.
+	idleConnectors = 16
+	// churnWorkers is how many goroutines run connect/disconnect cycles.
+	churnWorkers = 8
+	// churnTimeout bounds one connect/disconnect cycle.
+	churnTimeout = 2 * time.Second
+)
+
+// idleResult is what the idle-connections scenario measured.
+type idleResult struct {
+	opened, failed int64
+	openTime       time.Duration
+	rssBeforeKiB   int64
+	rssAfterKiB    int64
+	// firstErr is the first failure to connect, if any.
+	firstErr error
+}
+
+// perConnKiB is the broker's resident memory growth per open connection.
+func (r idleResult) perConnKiB() float64 {
+	if r.opened == 0 {
+		return 0
+	}
+	return float64(r.rssAfterKiB-r.rssBeforeKiB) / float64(r.opened)
+}
+
+// runIdle opens n connections that send CONNECT (keep alive 60 s) and then
+// nothing, and reads the broker's resident memory before and after, each
+// after a settle.
+func runIdle(ctx context.Context, addr string, pid, n int) (res idleResult, err error) {
+	if err := sleepCtx(ctx, idleSettle); err != nil {
+		return res, err
+	}
+	if res.rssBeforeKiB, err = readRSSKiB(pid); err != nil {
+		return res, err
+	}
+
+	conns := make([]net.Conn, n)
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}()
+	var next, opened, failed atomic.Int64
+	var firstErr error
+	var errOnce sync.Once
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range idleConnectors {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				i := next.Add(1) - 1
+				if i >= int64(n) {
+					return
+				}
+				c, err := handshake(ctx, addr, "idle-"+strconv.FormatInt(i, 10), 60)
+				if err != nil {
+					failed.Add(1)
+					errOnce.Do(func() { firstErr = err })
+					continue
+				}
+				conns[i] = c
+				opened.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	res.openTime = time.Since(start)
+	res.opened, res.failed = opened.Load(), failed.Load()
+	if err := ctx.Err(); err != nil {
+		return res, err
+	}
+	res.firstErr = firstErr
+	if res.opened == 0 {
+		return res, fmt.Errorf("no idle connection opened: %w", firstErr)
+	}
+	if err := sleepCtx(ctx, idleSettle); err != nil {
+		return res, err
+	}
+	if res.rssAfterKiB, err = readRSSKiB(pid); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+// churnResult is what the connect/disconnect churn scenario measured.
+type churnResult struct {
+	cycles, failed int64
+	elapsed        time.Duration
+	// firstErr is the first failed cycle's error, if any.
+	firstErr error
+}
+
+// rate is completed cycles per second.
+func (r churnResult) rate() float64 {
+	return float64(r.cycles) / r.elapsed.Seconds()
+}
+
+// runChurn runs CONNECT → CONNACK → DISCONNECT → close cycles at target
+// cycles/s in total, spread over churnWorkers goroutines, for d. A worker
+// that falls behind runs its cycles back to back.
+func runChurn(ctx context.Context, addr string, d time.Duration, target float64) (churnResult, error) {
+	var res churnResult
+	var cycles, failed atomic.Int64
+	var firstErr error
+	var errOnce sync.Once
+	var wg sync.WaitGroup
+	perWorker := target / churnWorkers
+	start := time.Now()
+	end := start.Add(d)
+	for w := range churnWorkers {
+		wg.Go(func() {
+			scratch := make([]byte, 0, 64)
+			var done int64
+			for ctx.Err() == nil {
+				now := time.Now()
+				if !now.Before(end) {
+					return
+				}
+				if due := int64(now.Sub(start).Seconds() * perWorker); done >= due {
+					next := start.Add(time.Duration(float64(done+1) / perWorker * float64(time.Second)))
+					time.Sleep(min(time.Until(next), time.Until(end)))
+					continue
+				}
+				done++
+				id := "churn-" + strconv.Itoa(w) + "-" + strconv.FormatInt(done, 10)
+				if err := churnCycle(ctx, addr, id, scratch); err != nil {
+					failed.Add(1)
+					errOnce.Do(func() { firstErr = err })
+					continue
+				}
+				cycles.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	res.elapsed = time.Since(start)
+	res.cycles, res.failed = cycles.Load(), failed.Load()
+	if err := ctx.Err(); err != nil {
+		return res, err
+	}
+	res.firstErr = firstErr
+	if res.cycles == 0 {
+		return res, fmt.Errorf("no connect/disconnect cycle succeeded: %w", firstErr)
+	}
+	return res, nil
+}
+
+// churnCycle connects, waits for CONNACK, sends DISCONNECT and closes.
+func churnCycle(ctx context.Context, addr, clientID string, scratch []byte) error {
+	d := net.Dialer{Timeout: churnTimeout}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("dial %s: %w", addr, err)
+	}
+	defer conn.Close()
+	if err := connectOn(conn, clientID, 60, churnTimeout, scratch); err != nil {
+		return fmt.Errorf("client %s: %w", clientID, err)
+	}
+	if err := conn.SetWriteDeadline(time.Now().Add(churnTimeout)); err != nil {
+		return fmt.Errorf("client %s: set write deadline: %w", clientID, err)
+	}
+	if _, err := conn.Write(appendDisconnect(scratch[:0])); err != nil {
+		return fmt.Errorf("client %s: write DISCONNECT: %w", clientID, err)
+	}
+	return nil
+}
+
+// sleepCtx sleeps for d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
