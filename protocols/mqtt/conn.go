@@ -26,7 +26,9 @@ type clientConn struct {
 	net.Conn
 	maxPacket int // 0: unlimited
 
-	writeMu sync.Mutex
+	writeMu   sync.Mutex
+	closeOnce sync.Once
+	closeErr  error
 
 	// Framing state, touched only by the reading goroutine.
 	state     frameState
@@ -149,6 +151,46 @@ func (c *clientConn) refuseOversized() {
 	// DISCONNECT, remaining length 2: reason 0x95, no properties.
 	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
 	_, _ = c.Write([]byte{0xE0, 0x02, 0x95, 0x00})
+}
+
+// lingerTimeout bounds how long a closed connection keeps draining what the
+// client still sends, so that a last packet (DISCONNECT with a reason code)
+// reaches it instead of being destroyed by a reset.
+const lingerTimeout = 200 * time.Millisecond
+
+// Close shuts the write side down first (the peer reads everything written,
+// then EOF) and closes the socket once the peer has closed its side or after
+// lingerTimeout. Closing a socket that still has unread input makes the kernel
+// send a reset, which can discard the DISCONNECT written just before: a
+// client flooding the broker would never learn why it was cut off.
+func (c *clientConn) Close() error {
+	c.closeOnce.Do(func() {
+		cw, ok := c.Conn.(interface{ CloseWrite() error })
+		if !ok {
+			c.closeErr = c.Conn.Close()
+			return
+		}
+		c.writeMu.Lock()
+		err := cw.CloseWrite()
+		c.writeMu.Unlock()
+		if err != nil {
+			c.closeErr = c.Conn.Close()
+			return
+		}
+		// The drain runs on its own goroutine so that closing many clients
+		// (shutdown) is not serialised; it ends within lingerTimeout.
+		go func() {
+			_ = c.Conn.SetReadDeadline(time.Now().Add(lingerTimeout))
+			buf := make([]byte, 512)
+			for {
+				if _, err := c.Conn.Read(buf); err != nil {
+					break
+				}
+			}
+			_ = c.Conn.Close()
+		}()
+	})
+	return c.closeErr
 }
 
 // Write writes p as one unit.
