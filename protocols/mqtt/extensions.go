@@ -243,13 +243,7 @@ func newWillScheduler(b *Broker) *willScheduler {
 }
 
 func (w *willScheduler) schedule(cl *mochi.Client, will mochi.Will) {
-	pk := packets.Packet{
-		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: will.Qos, Retain: will.Retain},
-		TopicName:   will.TopicName,
-		Payload:     will.Payload,
-		Properties:  packets.Properties{User: will.User},
-		Origin:      cl.ID,
-	}
+	pk := will.Packet(cl.ID) // with all the will's properties
 	w.mu.Lock()
 	w.pending[cl.ID] = pendingWill{due: time.Now().Add(time.Duration(will.WillDelayInterval) * time.Second), pk: pk}
 	w.mu.Unlock()

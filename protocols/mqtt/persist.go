@@ -2,10 +2,13 @@ package mqtt
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,7 +27,7 @@ import (
 const (
 	clientsBucket  = "clients"  // key: client id → storage.Client
 	subsBucket     = "subs"     // key: client id, 0x00, filter → storage.Subscription
-	inflightBucket = "inflight" // key: client id, 0x00, packet id (2 bytes, big endian) → storage.Message
+	inflightBucket = "inflight" // key: client id, 0x00, packet id (2 bytes, big endian) → inflightRecord
 	retainedBucket = "retained" // key: topic → storage.Message
 	sysInfoBucket  = "sysinfo"  // key: sysInfoKey → storage.SystemInfo
 )
@@ -81,6 +84,11 @@ type persistHook struct {
 	sysWritten time.Time
 
 	lastLog atomic.Int64 // unix nanoseconds of the last error log
+
+	// seq orders the inflight records: the queue order of a session's
+	// messages, which neither the key (packet ids wrap) nor Created (whole
+	// seconds) gives. See nextSeq.
+	seq atomic.Uint64
 }
 
 // newPersistHook returns the storage hook over db. The hook does not own db:
@@ -372,10 +380,38 @@ func (h *persistHook) OnQosPublish(cl *mochi.Client, pk packets.Packet, sent int
 	m := storedMessage(cl.ID, pk)
 	m.T = storage.InflightKey
 	m.Sent = sent
-	h.put(inflightBucket, inflightKey(cl.ID, pk.PacketID), m)
+	h.put(inflightBucket, inflightKey(cl.ID, pk.PacketID), inflightRecord{Message: m, Seq: h.nextSeq()})
 }
 
 var errTopicAliasOnly = errors.New("topic replaced by an outbound topic alias")
+
+// inflightRecord is the stored form of an inflight or queued message: mochi's
+// storage.Message (its JSON fields, flattened) and the record's place in the
+// queue. Records written before Seq existed decode with Seq 0 and are
+// returned first, in key order.
+type inflightRecord struct {
+	storage.Message
+	Seq uint64 `json:"fg_seq,omitempty"`
+}
+
+// MarshalBinary encodes the record as JSON (storage.Message's own
+// MarshalBinary, promoted, would drop Seq).
+func (r inflightRecord) MarshalBinary() ([]byte, error) {
+	return json.Marshal(r)
+}
+
+// nextSeq returns a number greater than any returned before, in this run
+// and, as it is at least the wall clock in nanoseconds and at least the
+// largest loaded (StoredInflightMessages), in earlier runs too.
+func (h *persistHook) nextSeq() uint64 {
+	for {
+		last := h.seq.Load()
+		n := max(last+1, uint64(time.Now().UnixNano()))
+		if h.seq.CompareAndSwap(last, n) {
+			return n
+		}
+	}
+}
 
 // OnQosComplete removes a message the client has acknowledged.
 func (h *persistHook) OnQosComplete(cl *mochi.Client, pk packets.Packet) {
@@ -477,20 +513,30 @@ func (h *persistHook) StoredSubscriptions() ([]storage.Subscription, error) {
 }
 
 // StoredInflightMessages returns the inflight and queued messages of the
-// persisted sessions; those of sessions that no longer exist are removed.
+// persisted sessions in the order they were queued; those of sessions that
+// no longer exist are removed.
 func (h *persistHook) StoredInflightMessages() ([]storage.Message, error) {
-	var out []storage.Message
+	var recs []inflightRecord
 	err := h.load(inflightBucket, func(k, v []byte) error {
-		var m storage.Message
-		if err := m.UnmarshalBinary(v); err != nil || !bytes.Equal(k, inflightKey(m.Client, m.PacketID)) {
+		var r inflightRecord
+		if err := json.Unmarshal(v, &r); err != nil || !bytes.Equal(k, inflightKey(r.Client, r.PacketID)) {
 			return errBadRecord
 		}
-		if !h.isLoaded(m.Client) {
+		if !h.isLoaded(r.Client) {
 			return errOrphan
 		}
-		out = append(out, m)
+		recs = append(recs, r)
 		return nil
 	})
+	// Stable: records without a sequence (older versions) stay in key order.
+	slices.SortStableFunc(recs, func(a, b inflightRecord) int { return cmp.Compare(a.Seq, b.Seq) })
+	out := make([]storage.Message, len(recs))
+	for i, r := range recs {
+		out[i] = r.Message
+		if r.Seq > h.seq.Load() {
+			h.seq.Store(r.Seq) // before any new record: the engine loads before it serves
+		}
+	}
 	return out, err
 }
 

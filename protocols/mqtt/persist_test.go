@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
 	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/storage"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
@@ -289,5 +291,58 @@ func TestPersistHotPath(t *testing.T) {
 		}); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestPersistInflightOrder: the store gives a session's queued messages back
+// in queue order, across a packet id wrap and within the same second, after
+// records written before the order was stored (which come first).
+func TestPersistInflightOrder(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "broker.db")
+	db, err := store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	h := newPersistHook(db, nil)
+	cl := &mochi.Client{ID: "c"}
+	cl.Properties.ProtocolVersion = 4 // clean session false: persisted
+	h.putClient(cl)
+
+	// A record of an older version: no sequence.
+	legacy := storedMessage("c", packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, TopicName: "t", PacketID: 9, Created: 1000})
+	legacy.T = storage.InflightKey
+	h.put(inflightBucket, inflightKey("c", 9), legacy)
+
+	ids := []uint16{65534, 65535, 1, 2, 3}
+	for _, id := range ids {
+		h.OnQosPublish(cl, packets.Packet{
+			FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
+			TopicName:   "t", Payload: []byte{byte(id)}, PacketID: id, Created: 1000, // all in the same second
+		}, 1000, 0)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := db.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	h2 := newPersistHook(db, nil)
+	if _, err := h2.StoredClients(); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := h2.StoredInflightMessages()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []uint16
+	for _, m := range msgs {
+		got = append(got, m.PacketID)
+	}
+	if want := append([]uint16{9}, ids...); !slices.Equal(got, want) {
+		t.Errorf("restored packet ids %v, want queue order %v", got, want)
+	}
+	if last, n := h.seq.Load(), h2.nextSeq(); n <= last {
+		t.Errorf("sequence after load %d not beyond the stored ones (%d)", n, last)
 	}
 }

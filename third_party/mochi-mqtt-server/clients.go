@@ -92,7 +92,9 @@ func (cl *Clients) Delete(id string) {
 func (cl *Clients) GetByListener(id string) []*Client {
 	cl.RLock()
 	defer cl.RUnlock()
-	clients := make([]*Client, 0, cl.Len())
+	// fieldgate patch: len, not cl.Len(): taking the read lock twice
+	// deadlocks when a writer (Delete) is waiting in between.
+	clients := make([]*Client, 0, len(cl.internal))
 	for _, client := range cl.internal {
 		if client.Net.Listener == id && !client.Closed() {
 			clients = append(clients, client)
@@ -131,14 +133,49 @@ type ClientProperties struct {
 }
 
 // Will contains the last will and testament details for a client connection.
+//
+// fieldgate patch (will properties): the will's MQTT 5 publication
+// properties are kept (upstream kept only the user properties). The field
+// list must stay identical to storage.ClientWill, which converts to Will.
 type Will struct {
-	Payload           []byte                 // -
-	User              []packets.UserProperty // -
-	TopicName         string                 // -
-	Flag              uint32                 // 0,1
-	WillDelayInterval uint32                 // -
-	Qos               byte                   // -
-	Retain            bool                   // -
+	Payload               []byte                 // -
+	User                  []packets.UserProperty // -
+	TopicName             string                 // -
+	Flag                  uint32                 // 0,1
+	WillDelayInterval     uint32                 // -
+	Qos                   byte                   // -
+	Retain                bool                   // -
+	CorrelationData       []byte                 // fieldgate patch (will properties)
+	ContentType           string                 // fieldgate patch (will properties)
+	ResponseTopic         string                 // fieldgate patch (will properties)
+	MessageExpiryInterval uint32                 // fieldgate patch (will properties)
+	PayloadFormat         byte                   // fieldgate patch (will properties)
+	PayloadFormatFlag     bool                   // fieldgate patch (will properties)
+}
+
+// Packet returns the will as the PUBLISH packet to send, from the client
+// origin, created now. fieldgate patch (will properties).
+func (w Will) Packet(origin string) packets.Packet {
+	return packets.Packet{
+		FixedHeader: packets.FixedHeader{
+			Type:   packets.Publish,
+			Retain: w.Retain, // [MQTT-3.1.2-14] [MQTT-3.1.2-15]
+			Qos:    w.Qos,
+		},
+		TopicName: w.TopicName,
+		Payload:   w.Payload,
+		Properties: packets.Properties{ // [MQTT-3.1.3-10] ff.
+			User:                  w.User,
+			CorrelationData:       w.CorrelationData,
+			ContentType:           w.ContentType,
+			ResponseTopic:         w.ResponseTopic,
+			MessageExpiryInterval: w.MessageExpiryInterval,
+			PayloadFormat:         w.PayloadFormat,
+			PayloadFormatFlag:     w.PayloadFormatFlag,
+		},
+		Origin:  origin,
+		Created: time.Now().Unix(),
+	}
 }
 
 // ClientState tracks the state of the client.
@@ -269,6 +306,13 @@ func (cl *Client) ParseConnect(lid string, pk packets.Packet) {
 			TopicName:         pk.Connect.WillTopic,
 			WillDelayInterval: pk.Connect.WillProperties.WillDelayInterval,
 			User:              pk.Connect.WillProperties.User,
+			// fieldgate patch (will properties)
+			CorrelationData:       pk.Connect.WillProperties.CorrelationData,
+			ContentType:           pk.Connect.WillProperties.ContentType,
+			ResponseTopic:         pk.Connect.WillProperties.ResponseTopic,
+			MessageExpiryInterval: pk.Connect.WillProperties.MessageExpiryInterval,
+			PayloadFormat:         pk.Connect.WillProperties.PayloadFormat,
+			PayloadFormatFlag:     pk.Connect.WillProperties.PayloadFormatFlag,
 		}
 		if pk.Properties.SessionExpiryIntervalFlag &&
 			pk.Properties.SessionExpiryInterval < pk.Connect.WillProperties.WillDelayInterval {
@@ -284,7 +328,9 @@ func (cl *Client) ParseConnect(lid string, pk packets.Packet) {
 func (cl *Client) refreshDeadline(keepalive uint16) {
 	var expiry time.Time // nil time can be used to disable deadline if keepalive = 0
 	if keepalive > 0 {
-		expiry = time.Now().Add(time.Duration(keepalive+(keepalive/2)) * time.Second) // [MQTT-3.1.2-22]
+		// fieldgate patch (keep alive): one and a half periods as a duration;
+		// keepalive+keepalive/2 in whole seconds made 1 s time out after 1 s.
+		expiry = time.Now().Add(time.Duration(keepalive) * time.Second * 3 / 2) // [MQTT-3.1.2-22] [MQTT-3.1.2-24]
 	}
 
 	if cl.Net.Conn != nil {
@@ -357,34 +403,50 @@ func (cl *Client) sendWaiting() {
 }
 
 // ResendInflightMessages attempts to resend any pending inflight messages to connected clients.
+//
+// fieldgate patch (resend): upstream wrote every inflight message at once,
+// all with DUP=1, ignoring the client's receive maximum. Now the PUBREL (and
+// inbound QoS 2 acks) are resent first, then the PUBLISH packets in queue
+// order as far as the send quota allows, DUP=1 only on those written before
+// [MQTT-3.3.1-1]; the rest wait and leave as acknowledgements return quota
+// (processPacket calls sendWaiting).
 func (cl *Client) ResendInflightMessages(force bool) error {
-	if cl.State.Inflight.Len() == 0 {
+	in := cl.State.Inflight
+	if in.Len() == 0 {
 		return nil
 	}
 
-	for _, tk := range cl.State.Inflight.GetAll(false) {
-		if tk.FixedHeader.Type == packets.Publish {
-			tk.FixedHeader.Dup = true // [MQTT-3.3.1-1] [MQTT-3.3.1-3]
-		}
-		if tk.Expiry < 0 {
-			// fieldgate patch (send waiting): a waiting packet sent here is in
-			// flight now; otherwise it would be sent a second time from the queue.
-			if pk, ok := cl.State.Inflight.TakeImmediateID(tk.PacketID); ok {
-				tk.Expiry = pk.Expiry
-			}
-		}
-
+	for _, tk := range in.Requeue() {
 		cl.ops.hooks.OnQosPublish(cl, tk, tk.Created, 0)
 		err := cl.WritePacket(tk)
 		if err != nil {
 			return err
 		}
 
-		if tk.FixedHeader.Type == packets.Puback || tk.FixedHeader.Type == packets.Pubcomp {
-			if ok := cl.State.Inflight.Delete(tk.PacketID); ok {
+		switch tk.FixedHeader.Type {
+		case packets.Puback, packets.Pubcomp:
+			if ok := in.Delete(tk.PacketID); ok {
 				cl.ops.hooks.OnQosComplete(cl, tk)
 				atomic.AddInt64(&cl.ops.info.Inflight, -1)
 			}
+		case packets.Pubrel:
+			in.DecreaseSendQuota() // still counts until its PUBCOMP [MQTT-4.9.0-2]
+		}
+	}
+
+	cl.State.sendMu.Lock()
+	defer cl.State.sendMu.Unlock()
+	for in.Waiting() > 0 {
+		if atomic.LoadInt32(&in.maximumSendQuota) > 0 && atomic.LoadInt32(&in.sendQuota) <= 0 {
+			break
+		}
+		pk, ok := in.TakeImmediate()
+		if !ok {
+			break
+		}
+		in.DecreaseSendQuota()
+		if err := cl.WritePacket(pk); err != nil {
+			return err
 		}
 	}
 
@@ -404,7 +466,7 @@ func (cl *Client) ClearInflights() {
 // ClearExpiredInflights deletes any inflight messages which have expired.
 func (cl *Client) ClearExpiredInflights(now, maximumExpiry int64) []uint16 {
 	deleted := []uint16{}
-	for _, tk := range cl.State.Inflight.GetAll(false) {
+	for _, tk := range cl.State.Inflight.GetAllWithExpiry() { // fieldgate patch (first delivery): waiting ones expire too
 		expired := tk.ProtocolVersion == 5 && tk.Expiry > 0 && tk.Expiry < now // [MQTT-3.3.2-5]
 
 		// If the maximum message expiry interval is set (greater than 0), and the message
@@ -704,6 +766,11 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 	atomic.AddInt64(&cl.ops.info.PacketsSent, 1)
 	if pk.FixedHeader.Type == packets.Publish {
 		atomic.AddInt64(&cl.ops.info.MessagesSent, 1)
+		if pk.FixedHeader.Qos > 0 {
+			// fieldgate patch (first delivery): a later resend of it is a
+			// re-delivery, with DUP=1.
+			cl.State.Inflight.MarkSent(pk.PacketID)
+		}
 	}
 
 	cl.ops.hooks.OnPacketSent(cl, pk, buf.Bytes())

@@ -40,6 +40,7 @@ type inflightEntry struct {
 	pk     packets.Packet
 	seq    uint64
 	expiry int64 // the packet's own Expiry while it is marked immediate (Expiry < 0)
+	sent   bool  // fieldgate patch (first delivery): the PUBLISH was written to a connection
 }
 
 // inflightRef names one entry in the immediate FIFO; it is stale once the
@@ -146,6 +147,29 @@ func (i *Inflight) GetAll(immediate bool) []packets.Packet {
 	return m
 }
 
+// GetAllWithExpiry returns all the inflight messages in insertion order, with
+// the packet's own Expiry for those marked waiting (Expiry < 0 in GetAll).
+// fieldgate patch (first delivery): messages queued for an offline session
+// wait, and must still expire.
+func (i *Inflight) GetAllWithExpiry() []packets.Packet {
+	i.RLock()
+	defer i.RUnlock()
+
+	es := make([]inflightEntry, 0, len(i.internal))
+	for _, v := range i.internal {
+		es = append(es, v)
+	}
+	slices.SortFunc(es, func(a, b inflightEntry) int { return cmp.Compare(a.seq, b.seq) })
+	m := make([]packets.Packet, len(es))
+	for j := range es {
+		m[j] = es[j].pk
+		if m[j].Expiry < 0 {
+			m[j].Expiry = es[j].expiry
+		}
+	}
+	return m
+}
+
 // nextImmediate returns the oldest waiting entry, dropping stale refs from
 // the head of the FIFO. The caller holds the write lock.
 func (i *Inflight) nextImmediate() (inflightEntry, bool) {
@@ -202,7 +226,67 @@ func (i *Inflight) TakeImmediate() (packets.Packet, bool) {
 	e.expiry = 0
 	i.internal[e.pk.PacketID] = e
 	i.waiting.Add(-1)
-	return e.pk, true
+	return e.resendable(), true
+}
+
+// resendable returns the entry's packet, with DUP set if it is a PUBLISH
+// that was written before [MQTT-3.3.1-1]. fieldgate patch (first delivery).
+func (e inflightEntry) resendable() packets.Packet {
+	pk := e.pk
+	if e.sent && pk.FixedHeader.Type == packets.Publish {
+		pk.FixedHeader.Dup = true
+	}
+	return pk
+}
+
+// MarkSent records that the PUBLISH with this packet id was written to the
+// client's connection: if it is sent again, it is a re-delivery (DUP=1).
+// fieldgate patch (first delivery).
+func (i *Inflight) MarkSent(id uint16) {
+	i.Lock()
+	defer i.Unlock()
+	if e, ok := i.internal[id]; ok && !e.sent && e.pk.FixedHeader.Type == packets.Publish {
+		e.sent = true
+		i.internal[id] = e
+	}
+}
+
+// Requeue prepares the session's messages to be sent again on a new
+// connection: every PUBLISH is marked waiting, in insertion order (the FIFO
+// is rebuilt), to be sent as the new connection's send quota allows, with
+// DUP=1 only if it was written before. It returns the other entries (PUBREL,
+// and the server's acks of inbound QoS 2 messages) in insertion order, to be
+// resent at once. fieldgate patch (resend).
+func (i *Inflight) Requeue() []packets.Packet {
+	i.Lock()
+	defer i.Unlock()
+
+	es := make([]inflightEntry, 0, len(i.internal))
+	for _, e := range i.internal {
+		es = append(es, e)
+	}
+	slices.SortFunc(es, func(a, b inflightEntry) int { return cmp.Compare(a.seq, b.seq) })
+
+	clear(i.immediate)
+	i.immediate = i.immediate[:0]
+	i.immediateHead = 0
+	var others []packets.Packet
+	var n int32
+	for _, e := range es {
+		if e.pk.FixedHeader.Type != packets.Publish {
+			others = append(others, e.pk)
+			continue
+		}
+		if e.pk.Expiry >= 0 {
+			e.expiry = e.pk.Expiry
+			e.pk.Expiry = -1
+			i.internal[e.pk.PacketID] = e
+		}
+		i.immediate = append(i.immediate, inflightRef{seq: e.seq, id: e.pk.PacketID})
+		n++
+	}
+	i.waiting.Store(n)
+	return others
 }
 
 // TakeImmediateID is TakeImmediate for one given packet id; its ref in the
@@ -219,7 +303,7 @@ func (i *Inflight) TakeImmediateID(id uint16) (packets.Packet, bool) {
 	e.expiry = 0
 	i.internal[id] = e
 	i.waiting.Add(-1)
-	return e.pk, true
+	return e.resendable(), true
 }
 
 // Untake puts back a packet returned by TakeImmediate at the head of the

@@ -406,8 +406,13 @@ func (s *Server) EstablishConnection(listener string, c net.Conn) error {
 // attachClient validates an incoming client connection and if viable, attaches the client
 // to the server, performs session housekeeping, and reads incoming packets.
 func (s *Server) attachClient(cl *Client, listener string) error {
-	defer s.Listeners.ClientsWg.Done()
-	s.Listeners.ClientsWg.Add(1)
+	// fieldgate patch (shutdown race): counted under the listeners' lock, and
+	// refused once Close has begun (ClientsWg.Add raced ClientsWg.Wait).
+	if !s.Listeners.AddClient() {
+		cl.Stop(packets.ErrServerShuttingDown)
+		return packets.ErrServerShuttingDown
+	}
+	defer s.Listeners.ClientDone()
 
 	// fieldgate patch (idle memory): the write loop starts when the first
 	// packet is queued (startWriter), not here.
@@ -1116,6 +1121,15 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 			s.hooks.OnQosPublish(cl, out, out.Created, 0)
 		}
 
+		// fieldgate patch (first delivery): a message for a session whose
+		// client is not connected waits (it is not in flight: it was never
+		// sent); the next connection sends it, in order, as a first delivery.
+		if cl.Net.Conn == nil || cl.Closed() {
+			out.Expiry = -1
+			cl.State.Inflight.Set(out)
+			return out, packets.CodeDisconnect
+		}
+
 		// fieldgate patch (send waiting): a message also waits when older
 		// ones are waiting, so that they are sent in order.
 		if (sentQuota == 0 || cl.State.Inflight.Waiting() > 0) && atomic.LoadInt32(&cl.State.Inflight.maximumSendQuota) > 0 {
@@ -1307,11 +1321,27 @@ func (s *Server) processPubcomp(cl *Client, pk packets.Packet) error {
 	return nil
 }
 
+// clientPacketIDInUse tells whether a packet id the client chose for a
+// SUBSCRIBE or UNSUBSCRIBE is still in use by the client: only an inbound
+// QoS 2 publish awaiting its PUBREL (kept as the server's PUBREC) holds one.
+// fieldgate patch (packet id spaces): upstream checked the whole inflight
+// store, whose PUBLISH and PUBREL entries carry the server's own outgoing
+// packet ids, an independent space [MQTT-2.2.1-3]; a client re-subscribing
+// while its queue drained got 0x91. MQTT 3.1.1 has no such return code
+// (3.9.3), so only MQTT 5 clients are answered 0x91.
+func (s *Server) clientPacketIDInUse(cl *Client, id uint16) bool {
+	if cl.Properties.ProtocolVersion < 5 {
+		return false
+	}
+	pk, ok := cl.State.Inflight.Get(id)
+	return ok && pk.FixedHeader.Type == packets.Pubrec
+}
+
 // processSubscribe processes a Subscribe packet.
 func (s *Server) processSubscribe(cl *Client, pk packets.Packet) error {
 	pk = s.hooks.OnSubscribe(cl, pk)
 	code := packets.CodeSuccess
-	if _, ok := cl.State.Inflight.Get(pk.PacketID); ok {
+	if s.clientPacketIDInUse(cl, pk.PacketID) { // fieldgate patch (packet id spaces)
 		code = packets.ErrPacketIdentifierInUse
 	}
 
@@ -1385,7 +1415,7 @@ func (s *Server) processSubscribe(cl *Client, pk packets.Packet) error {
 // processUnsubscribe processes an unsubscribe packet.
 func (s *Server) processUnsubscribe(cl *Client, pk packets.Packet) error {
 	code := packets.CodeSuccess
-	if _, ok := cl.State.Inflight.Get(pk.PacketID); ok {
+	if s.clientPacketIDInUse(cl, pk.PacketID) { // fieldgate patch (packet id spaces)
 		code = packets.ErrPacketIdentifierInUse
 	}
 
@@ -1481,7 +1511,17 @@ func (s *Server) processDisconnect(cl *Client, pk packets.Packet) error {
 }
 
 // DisconnectClient sends a Disconnect packet to a client and then closes the client connection.
+// fieldgate patch (no v3 DISCONNECT): MQTT 3.1 and 3.1.1 have no DISCONNECT
+// from the server; those clients are only disconnected (the connection closed).
 func (s *Server) DisconnectClient(cl *Client, code packets.Code) error {
+	if cl.Properties.ProtocolVersion < 5 {
+		cl.Stop(code)
+		if code.Code >= packets.ErrUnspecifiedError.Code {
+			return code
+		}
+		return nil
+	}
+
 	out := packets.Packet{
 		FixedHeader: packets.FixedHeader{
 			Type: packets.Disconnect,
@@ -1590,20 +1630,9 @@ func (s *Server) sendLWT(cl *Client) {
 
 	modifiedLWT := s.hooks.OnWill(cl, cl.Properties.Will)
 
-	pk := packets.Packet{
-		FixedHeader: packets.FixedHeader{
-			Type:   packets.Publish,
-			Retain: modifiedLWT.Retain, // [MQTT-3.1.2-14] [MQTT-3.1.2-15]
-			Qos:    modifiedLWT.Qos,
-		},
-		TopicName: modifiedLWT.TopicName,
-		Payload:   modifiedLWT.Payload,
-		Properties: packets.Properties{
-			User: modifiedLWT.User,
-		},
-		Origin:  cl.ID,
-		Created: time.Now().Unix(),
-	}
+	// fieldgate patch (will properties): with all the will's properties
+	// (upstream copied only the user properties).
+	pk := modifiedLWT.Packet(cl.ID)
 
 	if cl.Properties.Will.WillDelayInterval > 0 {
 		pk.Connect.WillProperties.WillDelayInterval = cl.Properties.Will.WillDelayInterval
@@ -1819,6 +1848,10 @@ func (s *Server) clearExpiredInflights(now int64) {
 func (s *Server) sendDelayedLWT(dt int64) {
 	for id, pk := range s.loop.willDelayed.GetAll() {
 		if dt > pk.Expiry {
+			// fieldgate patch (will properties): Expiry held the send time;
+			// the message expiry interval runs from now.
+			pk.Expiry = 0
+			pk.Created = time.Now().Unix()
 			s.publishToSubscribers(pk) // [MQTT-3.1.2-8]
 			if cl, ok := s.Clients.Get(id); ok {
 				if pk.FixedHeader.Retain {

@@ -43,6 +43,28 @@ type Listeners struct {
 	ClientsWg sync.WaitGroup      // a waitgroup that waits for all clients in all listeners to finish.
 	internal  map[string]Listener // a map of active listeners.
 	sync.RWMutex
+	clientsMu sync.Mutex // fieldgate patch (shutdown race): guards closing and ClientsWg.Add
+	closing   bool       // fieldgate patch (shutdown race): CloseAll has begun; no client may be added
+}
+
+// AddClient counts a new client connection in ClientsWg, unless CloseAll has
+// begun: it then returns false and the connection must be refused.
+// fieldgate patch (shutdown race): a WaitGroup's Add must not race its Wait
+// when the counter may be zero; the server added clients from their
+// connection goroutines while CloseAll could already be waiting.
+func (l *Listeners) AddClient() bool {
+	l.clientsMu.Lock()
+	defer l.clientsMu.Unlock()
+	if l.closing {
+		return false
+	}
+	l.ClientsWg.Add(1)
+	return true
+}
+
+// ClientDone marks the end of a client counted by AddClient (fieldgate patch).
+func (l *Listeners) ClientDone() {
+	l.ClientsWg.Done()
 }
 
 // New returns a new instance of Listeners.
@@ -119,6 +141,10 @@ func (l *Listeners) Close(id string, closer CloseFn) {
 
 // CloseAll iterates and closes all registered listeners.
 func (l *Listeners) CloseAll(closer CloseFn) {
+	l.clientsMu.Lock() // fieldgate patch (shutdown race): no AddClient from now on
+	l.closing = true
+	l.clientsMu.Unlock()
+
 	l.RLock()
 	i := 0
 	ids := make([]string, len(l.internal))

@@ -224,7 +224,7 @@ func (pk *Packet) Copy(allowTransfer bool) Packet {
 		p.Connect.ProtocolName = append([]byte{}, pk.Connect.ProtocolName...)
 	}
 
-	if len(pk.Connect.Password) > 0 {
+	if len(pk.Connect.Password) > 0 || pk.Connect.PasswordFlag { // fieldgate patch (empty password): keep the flag of a zero-length password
 		p.Connect.PasswordFlag = true
 		p.Connect.Password = append([]byte{}, pk.Connect.Password...)
 	}
@@ -467,9 +467,10 @@ func (pk *Packet) ConnectValidate() Code {
 		return ErrProtocolViolationUsernameNoFlag // [MQTT-3.1.2-16]
 	}
 
-	if pk.Connect.PasswordFlag && len(pk.Connect.Password) == 0 {
-		return ErrProtocolViolationFlagNoPassword // [MQTT-3.1.2-19]
-	}
+	// fieldgate patch (empty password): a zero-length password is valid
+	// (MQTT 3.1.1 3.1.3.5 and MQTT 5 3.1.3.6: 0 to 65535 bytes of binary
+	// data); [MQTT-3.1.2-19] only requires the field to be present, which
+	// ConnectDecode already enforces (ErrMalformedPassword).
 
 	if !pk.Connect.PasswordFlag && len(pk.Connect.Password) > 0 {
 		return ErrProtocolViolationPasswordNoFlag // [MQTT-3.1.2-18]

@@ -68,6 +68,14 @@ type ClientWill struct {
 	WillDelayInterval uint32                 `json:"willDelayInterval,omitempty"`
 	Qos               byte                   `json:"qos,omitempty"`
 	Retain            bool                   `json:"retain,omitempty"`
+	// fieldgate patch (will properties): the will's MQTT 5 publication
+	// properties; same fields, in the same order, as mqtt.Will.
+	CorrelationData       []byte `json:"correlationData,omitempty"`
+	ContentType           string `json:"contentType,omitempty"`
+	ResponseTopic         string `json:"responseTopic,omitempty"`
+	MessageExpiryInterval uint32 `json:"messageExpiry,omitempty"`
+	PayloadFormat         byte   `json:"payloadFormat,omitempty"`
+	PayloadFormatFlag     bool   `json:"payloadFormatFlag,omitempty"`
 }
 
 // MarshalBinary encodes the values into a json string.
