@@ -201,8 +201,15 @@ func subKey(id, filter string) []byte {
 	return append(clientPrefix(id), filter...)
 }
 
-func inflightKey(id string, packetID uint16) []byte {
-	return binary.BigEndian.AppendUint16(clientPrefix(id), packetID)
+// inflightKey is the key of a message in flight to or queued for a client
+// (the server's packet id), or, with inbound, of the PUBREC state of a QoS 2
+// publish from the client (the client's packet id: another id space).
+func inflightKey(id string, packetID uint16, inbound bool) []byte {
+	k := binary.BigEndian.AppendUint16(clientPrefix(id), packetID)
+	if inbound {
+		k = append(k, 'i')
+	}
+	return k
 }
 
 // ---- sessions ----
@@ -380,7 +387,8 @@ func (h *persistHook) OnQosPublish(cl *mochi.Client, pk packets.Packet, sent int
 	m := storedMessage(cl.ID, pk)
 	m.T = storage.InflightKey
 	m.Sent = sent
-	h.put(inflightBucket, inflightKey(cl.ID, pk.PacketID), inflightRecord{Message: m, Seq: h.nextSeq()})
+	inbound := pk.FixedHeader.Type == packets.Pubrec
+	h.put(inflightBucket, inflightKey(cl.ID, pk.PacketID, inbound), inflightRecord{Message: m, Seq: h.nextSeq()})
 }
 
 var errTopicAliasOnly = errors.New("topic replaced by an outbound topic alias")
@@ -413,10 +421,12 @@ func (h *persistHook) nextSeq() uint64 {
 	}
 }
 
-// OnQosComplete removes a message the client has acknowledged.
+// OnQosComplete removes a message the client has acknowledged (PUBACK,
+// PUBCOMP), or the state of a QoS 2 publish from the client it released
+// (PUBREL).
 func (h *persistHook) OnQosComplete(cl *mochi.Client, pk packets.Packet) {
 	if sessionPersists(cl) {
-		h.del(inflightBucket, inflightKey(cl.ID, pk.PacketID))
+		h.del(inflightBucket, inflightKey(cl.ID, pk.PacketID, pk.FixedHeader.Type == packets.Pubrel))
 	}
 }
 
@@ -424,7 +434,7 @@ func (h *persistHook) OnQosComplete(cl *mochi.Client, pk packets.Packet) {
 // clean start), except for an old connection whose session was taken over.
 func (h *persistHook) OnQosDropped(cl *mochi.Client, pk packets.Packet) {
 	if sessionPersists(cl) && !takenOver(cl) && h.current(cl) {
-		h.del(inflightBucket, inflightKey(cl.ID, pk.PacketID))
+		h.del(inflightBucket, inflightKey(cl.ID, pk.PacketID, pk.FixedHeader.Type == packets.Pubrec))
 	}
 }
 
@@ -519,7 +529,7 @@ func (h *persistHook) StoredInflightMessages() ([]storage.Message, error) {
 	var recs []inflightRecord
 	err := h.load(inflightBucket, func(k, v []byte) error {
 		var r inflightRecord
-		if err := json.Unmarshal(v, &r); err != nil || !bytes.Equal(k, inflightKey(r.Client, r.PacketID)) {
+		if err := json.Unmarshal(v, &r); err != nil || !bytes.Equal(k, inflightKey(r.Client, r.PacketID, r.FixedHeader.Type == packets.Pubrec)) {
 			return errBadRecord
 		}
 		if !h.isLoaded(r.Client) {

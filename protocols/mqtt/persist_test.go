@@ -312,7 +312,7 @@ func TestPersistInflightOrder(t *testing.T) {
 	// A record of an older version: no sequence.
 	legacy := storedMessage("c", packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, TopicName: "t", PacketID: 9, Created: 1000})
 	legacy.T = storage.InflightKey
-	h.put(inflightBucket, inflightKey("c", 9), legacy)
+	h.put(inflightBucket, inflightKey("c", 9, false), legacy)
 
 	ids := []uint16{65534, 65535, 1, 2, 3}
 	for _, id := range ids {

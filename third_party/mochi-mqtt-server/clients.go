@@ -183,6 +183,7 @@ type ClientState struct {
 	TopicAliases    TopicAliases         // a map of topic aliases
 	stopCause       atomic.Value         // reason for stopping
 	Inflight        *Inflight            // a map of in-flight qos messages
+	InboundQos2     *Inflight            // fieldgate patch (inbound QoS 2 state): PUBRECs of client publishes awaiting PUBREL, by the client's packet id
 	Subscriptions   *Subscriptions       // a map of the subscription filters a client maintains
 	disconnected    int64                // the time the client disconnected in unix time, for calculating expiry
 	outbound        chan *packets.Packet // queue for pending outbound packets
@@ -205,6 +206,7 @@ func newClient(c net.Conn, o *ops) *Client {
 	cl := &Client{
 		State: ClientState{
 			Inflight:      NewInflights(),
+			InboundQos2:   NewInflights(),
 			Subscriptions: NewSubscriptions(),
 			TopicAliases:  NewTopicAliases(o.options.Capabilities.TopicAliasMaximum),
 			open:          ctx,
@@ -455,6 +457,12 @@ func (cl *Client) ResendInflightMessages(force bool) error {
 
 // ClearInflights deletes all inflight messages for the client, e.g. for a disconnected user with a clean session.
 func (cl *Client) ClearInflights() {
+	for _, tk := range cl.State.InboundQos2.GetAll(false) { // fieldgate patch (inbound QoS 2 state)
+		if ok := cl.State.InboundQos2.Delete(tk.PacketID); ok {
+			cl.ops.hooks.OnQosDropped(cl, tk)
+			atomic.AddInt64(&cl.ops.info.Inflight, -1)
+		}
+	}
 	for _, tk := range cl.State.Inflight.GetAll(false) {
 		if ok := cl.State.Inflight.Delete(tk.PacketID); ok {
 			cl.ops.hooks.OnQosDropped(cl, tk)

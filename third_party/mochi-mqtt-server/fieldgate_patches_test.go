@@ -174,7 +174,11 @@ func TestSubscribePacketIDSpaces(t *testing.T) {
 		s := newServer()
 		cl, r, w := newTestClient()
 		cl.Properties.ProtocolVersion = tc.version
-		cl.State.Inflight.Set(packets.Packet{PacketID: 15, FixedHeader: packets.FixedHeader{Type: tc.inUse}})
+		if tc.inUse == packets.Pubrec { // an inbound QoS 2 publish awaiting PUBREL
+			cl.State.InboundQos2.Set(packets.Packet{PacketID: 15, FixedHeader: packets.FixedHeader{Type: tc.inUse}})
+		} else {
+			cl.State.Inflight.Set(packets.Packet{PacketID: 15, FixedHeader: packets.FixedHeader{Type: tc.inUse}})
+		}
 		go func() {
 			_ = s.processPacket(cl, packets.Packet{
 				FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, ProtocolVersion: tc.version,

@@ -608,6 +608,9 @@ func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 		}
 
 		existing.State.isTakenOver.Store(true)
+		if existing.State.InboundQos2.Len() > 0 { // fieldgate patch (inbound QoS 2 state)
+			cl.State.InboundQos2 = existing.State.InboundQos2.Clone()
+		}
 		if existing.State.Inflight.Len() > 0 {
 			cl.State.Inflight = existing.State.Inflight.Clone() // [MQTT-3.1.2-5]
 			if cl.State.Inflight.maximumReceiveQuota == 0 && cl.ops.options.Capabilities.ReceiveMaximum != 0 {
@@ -925,15 +928,18 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 		pk.Expiry = pk.Created + expiry
 	}
 
-	if !cl.Net.Inline {
-		if pki, ok := cl.State.Inflight.Get(pk.PacketID); ok {
-			if pki.FixedHeader.Type == packets.Pubrec { // [MQTT-4.3.3-10]
-				ack := s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.ErrPacketIdentifierInUse)
-				return cl.WritePacket(ack)
+	// fieldgate patch (inbound QoS 2 state): the client's packet ids are
+	// looked up only in the inbound QoS 2 state. Upstream looked them up in
+	// the store of the server's own outgoing messages and deleted whatever
+	// carried the same id: a client that publishes and receives at QoS 1
+	// lost messages sent to it [MQTT-2.2.1-3].
+	if !cl.Net.Inline && pk.FixedHeader.Qos == 2 {
+		if _, ok := cl.State.InboundQos2.Get(pk.PacketID); ok {
+			code := packets.ErrPacketIdentifierInUse
+			if pk.FixedHeader.Dup {
+				code = packets.CodeSuccess // a re-sent publish we already have: acknowledge again, deliver once [MQTT-4.3.3-10]
 			}
-			if ok := cl.State.Inflight.Delete(pk.PacketID); ok { // [MQTT-4.3.2-5]
-				atomic.AddInt64(&s.Info.Inflight, -1)
-			}
+			return cl.WritePacket(s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, code))
 		}
 	}
 
@@ -973,28 +979,23 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 		return nil
 	}
 
-	cl.State.Inflight.DecreaseReceiveQuota()
-	ack := s.buildAck(pk.PacketID, packets.Puback, 0, pk.Properties, packets.QosCodes[pk.FixedHeader.Qos]) // [MQTT-4.3.2-4]
-	if pk.FixedHeader.Qos == 2 {
-		ack = s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.CodeSuccess) // [MQTT-3.3.4-1] [MQTT-4.3.3-8]
-	}
-
-	if ok := cl.State.Inflight.Set(ack); ok {
-		atomic.AddInt64(&s.Info.Inflight, 1)
-		s.hooks.OnQosPublish(cl, ack, ack.Created, 0)
-	}
-
-	err = cl.WritePacket(ack)
-	if err != nil {
-		return err
-	}
-
+	// fieldgate patch (inbound QoS 2 state): a QoS 1 publish is acknowledged
+	// at once and needs no state; a QoS 2 publish keeps its PUBREC in the
+	// inbound state until the PUBREL, apart from the outgoing messages.
 	if pk.FixedHeader.Qos == 1 {
-		if ok := cl.State.Inflight.Delete(ack.PacketID); ok {
-			atomic.AddInt64(&s.Info.Inflight, -1)
+		if err := cl.WritePacket(s.buildAck(pk.PacketID, packets.Puback, 0, pk.Properties, packets.CodeSuccess)); err != nil { // [MQTT-4.3.2-4]
+			return err
 		}
-		cl.State.Inflight.IncreaseReceiveQuota()
-		s.hooks.OnQosComplete(cl, ack)
+	} else {
+		cl.State.Inflight.DecreaseReceiveQuota()
+		ack := s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.CodeSuccess) // [MQTT-3.3.4-1] [MQTT-4.3.3-8]
+		if ok := cl.State.InboundQos2.Set(ack); ok {
+			atomic.AddInt64(&s.Info.Inflight, 1)
+			s.hooks.OnQosPublish(cl, ack, ack.Created, 0)
+		}
+		if err := cl.WritePacket(ack); err != nil {
+			return err
+		}
 	}
 
 	s.publishToSubscribers(pk)
@@ -1258,7 +1259,8 @@ func (s *Server) processPuback(cl *Client, pk packets.Packet) error {
 
 // processPubrec processes a Pubrec packet, denoting receipt of a QOS 2 packet sent from the server.
 func (s *Server) processPubrec(cl *Client, pk packets.Packet) error {
-	if _, ok := cl.State.Inflight.Get(pk.PacketID); !ok { // [MQTT-4.3.3-7] [MQTT-4.3.3-13]
+	out, ok := cl.State.Inflight.Get(pk.PacketID)
+	if !ok { // [MQTT-4.3.3-7] [MQTT-4.3.3-13]
 		return cl.WritePacket(s.buildAck(pk.PacketID, packets.Pubrel, 1, pk.Properties, packets.ErrPacketIdentifierNotFound))
 	}
 
@@ -1266,41 +1268,44 @@ func (s *Server) processPubrec(cl *Client, pk packets.Packet) error {
 		if ok := cl.State.Inflight.Delete(pk.PacketID); ok {
 			atomic.AddInt64(&s.Info.Inflight, -1)
 		}
-		cl.ops.hooks.OnQosDropped(cl, pk)
-		return nil // as per MQTT5 Section 4.13.2 paragraph 2
+		cl.ops.hooks.OnQosDropped(cl, out) // fieldgate patch (inbound QoS 2 state): the dropped entry, an outgoing PUBLISH
+		return nil                         // as per MQTT5 Section 4.13.2 paragraph 2
 	}
 
 	ack := s.buildAck(pk.PacketID, packets.Pubrel, 1, pk.Properties, packets.CodeSuccess) // [MQTT-4.3.3-4] ![MQTT-4.3.3-6]
-	cl.State.Inflight.DecreaseReceiveQuota()                                              // -1 RECV QUOTA
-	cl.State.Inflight.Set(ack)                                                            // [MQTT-4.3.3-5]
+	// fieldgate patch (inbound QoS 2 state): an outgoing flow does not use
+	// the client's receive quota (upstream took one here and gave it back
+	// on PUBCOMP).
+	cl.State.Inflight.Set(ack) // [MQTT-4.3.3-5]
 	return cl.WritePacket(ack)
 }
 
 // processPubrel processes a Pubrel packet, denoting completion of a QOS 2 packet sent from the client.
 func (s *Server) processPubrel(cl *Client, pk packets.Packet) error {
-	if _, ok := cl.State.Inflight.Get(pk.PacketID); !ok { // [MQTT-4.3.3-7] [MQTT-4.3.3-13]
+	// fieldgate patch (inbound QoS 2 state): the PUBREC kept for this id is
+	// in the inbound state, apart from the server's outgoing messages.
+	rec, ok := cl.State.InboundQos2.Get(pk.PacketID)
+	if !ok { // [MQTT-4.3.3-7] [MQTT-4.3.3-13]
 		return cl.WritePacket(s.buildAck(pk.PacketID, packets.Pubcomp, 0, pk.Properties, packets.ErrPacketIdentifierNotFound))
 	}
 
 	if pk.ReasonCode >= packets.ErrUnspecifiedError.Code || !pk.ReasonCodeValid() { // [MQTT-4.3.3-9]
-		if ok := cl.State.Inflight.Delete(pk.PacketID); ok {
+		if ok := cl.State.InboundQos2.Delete(pk.PacketID); ok {
 			atomic.AddInt64(&s.Info.Inflight, -1)
+			cl.State.Inflight.IncreaseReceiveQuota()
 		}
-		cl.ops.hooks.OnQosDropped(cl, pk)
+		cl.ops.hooks.OnQosDropped(cl, rec)
 		return nil
 	}
 
 	ack := s.buildAck(pk.PacketID, packets.Pubcomp, 0, pk.Properties, packets.CodeSuccess) // [MQTT-4.3.3-11]
-	cl.State.Inflight.Set(ack)
-
 	err := cl.WritePacket(ack)
 	if err != nil {
 		return err
 	}
 
-	cl.State.Inflight.IncreaseReceiveQuota()             // +1 RECV QUOTA
-	cl.State.Inflight.IncreaseSendQuota()                // +1 SENT QUOTA
-	if ok := cl.State.Inflight.Delete(pk.PacketID); ok { // [MQTT-4.3.3-12]
+	if ok := cl.State.InboundQos2.Delete(pk.PacketID); ok { // [MQTT-4.3.3-12]
+		cl.State.Inflight.IncreaseReceiveQuota() // +1 RECV QUOTA
 		atomic.AddInt64(&s.Info.Inflight, -1)
 		s.hooks.OnQosComplete(cl, pk)
 	}
@@ -1310,9 +1315,8 @@ func (s *Server) processPubrel(cl *Client, pk packets.Packet) error {
 
 // processPubcomp processes a Pubcomp packet, denoting completion of a QOS 2 packet sent from the server.
 func (s *Server) processPubcomp(cl *Client, pk packets.Packet) error {
-	// regardless of whether the pubcomp is a success or failure, we end the qos flow, delete inflight, and restore the quotas.
-	cl.State.Inflight.IncreaseReceiveQuota() // +1 RECV QUOTA
-	cl.State.Inflight.IncreaseSendQuota()    // +1 SENT QUOTA
+	// regardless of whether the pubcomp is a success or failure, we end the qos flow, delete inflight, and restore the quota.
+	cl.State.Inflight.IncreaseSendQuota() // +1 SENT QUOTA (fieldgate patch: the receive quota is the client's, untouched)
 	if ok := cl.State.Inflight.Delete(pk.PacketID); ok {
 		atomic.AddInt64(&s.Info.Inflight, -1)
 		s.hooks.OnQosComplete(cl, pk)
@@ -1333,8 +1337,8 @@ func (s *Server) clientPacketIDInUse(cl *Client, id uint16) bool {
 	if cl.Properties.ProtocolVersion < 5 {
 		return false
 	}
-	pk, ok := cl.State.Inflight.Get(id)
-	return ok && pk.FixedHeader.Type == packets.Pubrec
+	_, ok := cl.State.InboundQos2.Get(id)
+	return ok
 }
 
 // processSubscribe processes a Subscribe packet.
@@ -1783,7 +1787,12 @@ func (s *Server) loadInflight(v []storage.Message) {
 	slices.SortStableFunc(v, func(a, b storage.Message) int { return cmp.Compare(a.Created, b.Created) })
 	for _, msg := range v {
 		if client, ok := s.Clients.Get(msg.Client); ok {
-			client.State.Inflight.Set(msg.ToPacket())
+			pk := msg.ToPacket()
+			if pk.FixedHeader.Type == packets.Pubrec { // fieldgate patch (inbound QoS 2 state)
+				client.State.InboundQos2.Set(pk)
+				continue
+			}
+			client.State.Inflight.Set(pk)
 		}
 	}
 }

@@ -1791,14 +1791,18 @@ func TestServerProcessPacketPublishQos1PacketIDInUse(t *testing.T) {
 	buf, err := io.ReadAll(r)
 	require.NoError(t, err)
 	require.Equal(t, packets.TPacketData[packets.Puback].Get(packets.TPuback).RawBytes, buf)
-	require.Equal(t, int64(0), atomic.LoadInt64(&s.Info.Inflight))
+	// fieldgate patch (inbound QoS 2 state): the server's own outgoing
+	// message with the same packet id is untouched.
+	require.Equal(t, int64(1), atomic.LoadInt64(&s.Info.Inflight))
+	_, ok := cl.State.Inflight.Get(7)
+	require.True(t, ok)
 }
 
 func TestServerProcessPacketPublishQos2PacketIDInUse(t *testing.T) {
 	s := newServer()
 	cl, r, w := newTestClient()
 	cl.Properties.ProtocolVersion = 5
-	cl.State.Inflight.Set(packets.Packet{PacketID: 7, FixedHeader: packets.FixedHeader{Type: packets.Pubrec}})
+	cl.State.InboundQos2.Set(packets.Packet{PacketID: 7, FixedHeader: packets.FixedHeader{Type: packets.Pubrec}}) // fieldgate patch (inbound QoS 2 state)
 	atomic.StoreInt64(&s.Info.Inflight, 1)
 
 	go func() {
@@ -2477,7 +2481,7 @@ func TestServerProcessPacketPubrec(t *testing.T) {
 
 	require.Equal(t, packets.TPacketData[packets.Pubrel].Get(packets.TPubrel).RawBytes, <-recv)
 
-	require.Equal(t, int32(2), atomic.LoadInt32(&cl.State.Inflight.receiveQuota))
+	require.Equal(t, int32(3), atomic.LoadInt32(&cl.State.Inflight.receiveQuota)) // fieldgate patch: an outbound flow leaves the receive quota alone
 	require.Equal(t, int32(3), atomic.LoadInt32(&cl.State.Inflight.sendQuota))
 	require.Equal(t, int64(1), atomic.LoadInt64(&s.Info.Inflight))
 	_, ok := cl.State.Inflight.Get(pID)
@@ -2539,7 +2543,7 @@ func TestServerProcessPacketPubrel(t *testing.T) {
 	cl.State.Inflight.sendQuota = 3
 	cl.State.Inflight.receiveQuota = 3
 
-	cl.State.Inflight.Set(packets.Packet{PacketID: pID})
+	cl.State.InboundQos2.Set(packets.Packet{PacketID: pID, FixedHeader: packets.FixedHeader{Type: packets.Pubrec}}) // fieldgate patch (inbound QoS 2 state)
 	atomic.AddInt64(&s.Info.Inflight, 1)
 
 	recv := make(chan []byte)
@@ -2554,12 +2558,12 @@ func TestServerProcessPacketPubrel(t *testing.T) {
 	_ = w.Close()
 
 	require.Equal(t, int32(4), atomic.LoadInt32(&cl.State.Inflight.receiveQuota))
-	require.Equal(t, int32(4), atomic.LoadInt32(&cl.State.Inflight.sendQuota))
+	require.Equal(t, int32(3), atomic.LoadInt32(&cl.State.Inflight.sendQuota)) // fieldgate patch: an inbound flow leaves the send quota alone
 
 	require.Equal(t, packets.TPacketData[packets.Pubcomp].Get(packets.TPubcomp).RawBytes, <-recv)
 
 	require.Equal(t, int64(0), atomic.LoadInt64(&s.Info.Inflight))
-	_, ok := cl.State.Inflight.Get(pID)
+	_, ok := cl.State.InboundQos2.Get(pID)
 	require.False(t, ok)
 }
 
@@ -2592,7 +2596,7 @@ func TestServerProcessPacketPubrelFailure(t *testing.T) {
 	pID := uint16(7)
 	s := newServer()
 	cl, _, _ := newTestClient()
-	cl.State.Inflight.Set(packets.Packet{PacketID: pID})
+	cl.State.InboundQos2.Set(packets.Packet{PacketID: pID, FixedHeader: packets.FixedHeader{Type: packets.Pubrec}}) // fieldgate patch (inbound QoS 2 state)
 	cl.Stop(packets.CodeDisconnect)
 	err := s.processPacket(cl, *packets.TPacketData[packets.Pubrel].Get(packets.TPubrel).Packet)
 	require.Error(t, err)
@@ -2603,11 +2607,11 @@ func TestServerProcessPacketPubrelBadReason(t *testing.T) {
 	pID := uint16(7)
 	s := newServer()
 	cl, _, _ := newTestClient()
-	cl.State.Inflight.Set(packets.Packet{PacketID: pID})
+	cl.State.InboundQos2.Set(packets.Packet{PacketID: pID, FixedHeader: packets.FixedHeader{Type: packets.Pubrec}}) // fieldgate patch (inbound QoS 2 state)
 	err := s.processPacket(cl, *packets.TPacketData[packets.Pubrel].Get(packets.TPubrelInvalidReason).Packet)
 	require.NoError(t, err)
 	require.Equal(t, int64(-1), atomic.LoadInt64(&s.Info.Inflight))
-	_, ok := cl.State.Inflight.Get(pID)
+	_, ok := cl.State.InboundQos2.Get(pID)
 	require.False(t, ok)
 }
 
@@ -2639,7 +2643,7 @@ func TestServerProcessPacketPubcomp(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, int64(0), atomic.LoadInt64(&s.Info.Inflight))
 
-			require.Equal(t, int32(4), atomic.LoadInt32(&cl.State.Inflight.receiveQuota))
+			require.Equal(t, int32(3), atomic.LoadInt32(&cl.State.Inflight.receiveQuota)) // fieldgate patch: outbound flows leave the receive quota alone
 			require.Equal(t, int32(4), atomic.LoadInt32(&cl.State.Inflight.sendQuota))
 
 			_, ok := cl.State.Inflight.Get(pID)
@@ -2665,7 +2669,7 @@ func TestServerProcessInboundQos2Flow(t *testing.T) {
 			in:              packets.TPacketData[packets.Pubrel].Get(packets.TPubrel),
 			out:             packets.TPacketData[packets.Pubcomp].Get(packets.TPubcomp),
 			data: map[string]any{
-				"sendquota": int32(4),
+				"sendquota": int32(3), // fieldgate patch: an inbound flow leaves the send quota alone
 				"recvquota": int32(3),
 				"inflight":  int64(0),
 			},
@@ -2696,7 +2700,7 @@ func TestServerProcessInboundQos2Flow(t *testing.T) {
 
 			require.Equal(t, tx.out.RawBytes, <-recv)
 			if i == 0 {
-				_, ok := cl.State.Inflight.Get(pID)
+				_, ok := cl.State.InboundQos2.Get(pID) // fieldgate patch (inbound QoS 2 state)
 				require.True(t, ok)
 			}
 
@@ -2706,7 +2710,7 @@ func TestServerProcessInboundQos2Flow(t *testing.T) {
 		})
 	}
 
-	_, ok := cl.State.Inflight.Get(pID)
+	_, ok := cl.State.InboundQos2.Get(pID)
 	require.False(t, ok)
 }
 
@@ -2728,7 +2732,7 @@ func TestServerProcessOutboundQos2Flow(t *testing.T) {
 			out:             packets.TPacketData[packets.Pubrel].Get(packets.TPubrel),
 			data: map[string]any{
 				"sendquota": int32(2),
-				"recvquota": int32(2),
+				"recvquota": int32(3), // fieldgate patch: an outbound flow leaves the receive quota alone
 				"inflight":  int64(1),
 			},
 		},
@@ -2808,7 +2812,7 @@ func TestServerProcessPacketSubscribePacketIDInUse(t *testing.T) {
 	s := newServer()
 	cl, r, w := newTestClient()
 	cl.Properties.ProtocolVersion = 5
-	cl.State.Inflight.Set(packets.Packet{PacketID: 15, FixedHeader: packets.FixedHeader{Type: packets.Pubrec}}) // fieldgate patch (packet id spaces): inbound QoS 2
+	cl.State.InboundQos2.Set(packets.Packet{PacketID: 15, FixedHeader: packets.FixedHeader{Type: packets.Pubrec}}) // fieldgate patch (packet id spaces, inbound QoS 2 state)
 
 	pkx := *packets.TPacketData[packets.Subscribe].Get(packets.TSubscribeMqtt5).Packet
 	pkx.PacketID = 15
@@ -3059,7 +3063,7 @@ func TestServerProcessPacketUnsubscribePackedIDInUse(t *testing.T) {
 	s := newServer()
 	cl, r, w := newTestClient()
 	cl.Properties.ProtocolVersion = 5
-	cl.State.Inflight.Set(packets.Packet{PacketID: 15, FixedHeader: packets.FixedHeader{Type: packets.Pubrec}}) // fieldgate patch (packet id spaces): inbound QoS 2
+	cl.State.InboundQos2.Set(packets.Packet{PacketID: 15, FixedHeader: packets.FixedHeader{Type: packets.Pubrec}}) // fieldgate patch (packet id spaces, inbound QoS 2 state)
 	go func() {
 		err := s.processPacket(cl, *packets.TPacketData[packets.Unsubscribe].Get(packets.TUnsubscribeMqtt5).Packet)
 		require.NoError(t, err)
