@@ -1,6 +1,7 @@
 package mqtt
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -253,22 +254,45 @@ func TestWillPropertiesPassThrough(t *testing.T) {
 	tb := startBroker(t, "", nil)
 	w := connectV5(t, tb, "wpwatch", nil)
 	w.sub(t, "wp/#", 1, nil)
-	c := connectV5(t, tb, "wpc", func(cp *paho.Connect, _ *paho.ClientConfig) {
-		cp.WillMessage = &paho.WillMessage{Topic: "wp/t", QoS: 1, Payload: []byte("gone")}
-		cp.WillProperties = &paho.WillProperties{
-			ContentType: "text/plain", ResponseTopic: "wp/resp", CorrelationData: []byte("c1"),
-			User: paho.UserProperties{{Key: "k", Value: "v"}},
-		}
-	})
-	c.kill()
+	// paho.golang does not encode these will properties, so the CONNECT is
+	// built with the engine's own codec and sent on a raw socket.
+	connect := packets.Packet{
+		FixedHeader:     packets.FixedHeader{Type: packets.Connect},
+		ProtocolVersion: 5,
+		Connect: packets.ConnectParams{
+			ProtocolName: []byte("MQTT"), ClientIdentifier: "wpc", Keepalive: 30, Clean: true,
+			WillFlag: true, WillTopic: "wp/t", WillQos: 1, WillPayload: []byte("gone"),
+			WillProperties: packets.Properties{
+				ContentType: "text/plain", ResponseTopic: "wp/resp", CorrelationData: []byte("c1"),
+				User: []packets.UserProperty{{Key: "k", Val: "v"}},
+			},
+		},
+	}
+	connect.Mods.AllowResponseInfo = true // the codec's switch for response topic and correlation data
+	var buf bytes.Buffer
+	if err := connect.ConnectEncode(&buf); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("tcp", tb.Addr("tcp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Write(buf.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	ack := make([]byte, 64)
+	_ = conn.SetReadDeadline(time.Now().Add(waitFor))
+	if n, err := conn.Read(ack); err != nil || n < 4 || ack[0] != 0x20 || ack[3] != 0 {
+		t.Fatalf("CONNACK: % x, %v", ack[:n], err)
+	}
+	_ = conn.Close() // no DISCONNECT: the will is published
 	m := recv(t, w.Msgs, waitFor, "will")
 	p := m.Properties
 	if p == nil || !slices.Equal(p.User, paho.UserProperties{{Key: "k", Value: "v"}}) {
 		t.Fatalf("will user properties %+v", p)
 	}
 	if p.ContentType != "text/plain" || p.ResponseTopic != "wp/resp" || string(p.CorrelationData) != "c1" {
-		t.Skipf("BUG: will delivered with content type %q, response topic %q, correlation data %q; want the will's "+
-			"(mochi server.go sendLWT copies only the user properties; extensions.go willScheduler.schedule likewise)",
+		t.Fatalf("will delivered with content type %q, response topic %q, correlation data %q; want the will's",
 			p.ContentType, p.ResponseTopic, p.CorrelationData)
 	}
 }
