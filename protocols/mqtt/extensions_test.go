@@ -63,7 +63,7 @@ func TestExtDelayedInvalid(t *testing.T) {
 		defer cancel()
 		pr, err := pub.Publish(ctx, &paho.Publish{Topic: "$delayed/abc/x", QoS: 1, Payload: []byte("bad1")})
 		if pr == nil {
-			t.Skipf("BUG: QoS 1 PUBLISH to $delayed/abc/x gets no PUBACK at all (%v); the packet id stays in use", err)
+			t.Fatalf("regression: QoS 1 PUBLISH to $delayed/abc/x gets no PUBACK at all (%v); the packet id stays in use", err)
 		}
 		t.Logf("QoS 1 invalid delayed publish answered with %#x", pr.ReasonCode)
 		sub.none(t, 300*time.Millisecond)
@@ -160,7 +160,7 @@ func TestExtExclusive(t *testing.T) {
 	case <-time.After(300 * time.Millisecond):
 	}
 	if len(bugs) > 0 {
-		t.Skip("BUG: " + strings.Join(bugs, "; "))
+		t.Fatal("regression: " + strings.Join(bugs, "; "))
 	}
 }
 
@@ -192,7 +192,7 @@ func TestExtExclusiveDeniedByACL(t *testing.T) {
 		t.Fatalf("alice exclusive subscribe denied by ACL: %#x, want 0x87", rc)
 	}
 	if rc := bob.sub(t, "$exclusive/ex/#", 0); rc != 0 {
-		t.Skipf("BUG: bob's exclusive subscribe after alice's was denied by the ACL: %#x, want 0x00 (alice holds the lock without a subscription)", rc)
+		t.Fatalf("regression: bob's exclusive subscribe after alice's was denied by the ACL: %#x, want 0x00 (alice holds the lock without a subscription)", rc)
 	}
 }
 
@@ -261,7 +261,7 @@ func TestExtRewrite(t *testing.T) {
 	pub.pub(t, "y/2", 1, "after-unsub")
 	select {
 	case m := <-xsub.msgs:
-		t.Skipf("BUG: after unsubscribing x/2 (rewritten to y/2 on subscribe) the client still receives %s %q", m.Topic, m.Payload)
+		t.Fatalf("regression: after unsubscribing x/2 (rewritten to y/2 on subscribe) the client still receives %s %q", m.Topic, m.Payload)
 	case <-time.After(300 * time.Millisecond):
 	}
 }
