@@ -118,6 +118,11 @@ type ClientConnection struct {
 	Conn     net.Conn      // the net.Conn used to establish the connection
 	bconn    *bufio.Reader // a buffered net.Conn for reading packets
 	outbuf   *bytes.Buffer // a buffer for writing packets
+	// fieldgate patch (deferred acks): true while the reading goroutine
+	// handles a packet; what is written meanwhile (its PUBACKs, PUBRECs…)
+	// waits in outbuf and goes out in one write when the reader next needs
+	// input from the network (flushingReader) or another write flushes.
+	deferWrites atomic.Bool
 	Remote   string        // the remote address of the client
 	Listener string        // listener id of the client
 	Inline   bool          // if true, the client is the built-in 'inline' embedded client
@@ -223,7 +228,7 @@ func newClient(c net.Conn, o *ops) *Client {
 	if c != nil {
 		cl.Net = ClientConnection{
 			Conn:   c,
-			bconn:  bufio.NewReaderSize(c, o.options.ClientNetReadBufferSize),
+			bconn:  bufio.NewReaderSize(flushingReader{cl: cl}, o.options.ClientNetReadBufferSize),
 			Remote: c.RemoteAddr().String(),
 		}
 	}
@@ -515,8 +520,11 @@ func (cl *Client) Read(packetHandler ReadFn) error {
 			return err
 		}
 
-		err = packetHandler(cl, pk) // Process inbound packet.
+		cl.Net.deferWrites.Store(true) // fieldgate patch (deferred acks)
+		err = packetHandler(cl, pk)    // Process inbound packet.
+		cl.Net.deferWrites.Store(false)
 		if err != nil {
+			_ = cl.flushDeferred()
 			return err
 		}
 	}
@@ -739,6 +747,18 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 	n, err := func() (int64, error) {
 		cl.Lock()
 		defer cl.Unlock()
+		// fieldgate patch (deferred acks); a DISCONNECT is followed by a
+		// close, so it and what precedes it go out at once.
+		if cl.Net.deferWrites.Load() && pk.FixedHeader.Type != packets.Disconnect {
+			if cl.Net.outbuf == nil {
+				cl.Net.outbuf = getBuffer()
+			}
+			n, _ := cl.Net.outbuf.Write(buf.Bytes())
+			if cl.Net.outbuf.Len() >= cl.ops.options.ClientNetWriteBufferSize {
+				err = cl.flushOutbuf()
+			}
+			return int64(n), err
+		}
 		if len(cl.State.outbound) == 0 {
 			if cl.Net.outbuf == nil {
 				return buf.WriteTo(cl.Net.Conn)
@@ -759,7 +779,7 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 		}
 
 		n, _ := cl.Net.outbuf.Write(buf.Bytes()) // will always be successful
-		if cl.Net.outbuf.Len() < cl.ops.options.ClientNetWriteBufferSize {
+		if cl.Net.outbuf.Len() < cl.ops.options.ClientNetWriteBufferSize && pk.FixedHeader.Type != packets.Disconnect {
 			return int64(n), nil
 		}
 
@@ -823,4 +843,30 @@ func putBuffer(b *bytes.Buffer) {
 	}
 	b.Reset()
 	bufferPool.Put(b)
+}
+
+// flushingReader is what the client's buffered reader reads from: before it
+// waits for the network it writes out what was deferred while the reader
+// handled the packets it already had (fieldgate patch: deferred acks). A
+// burst of publishes is so acknowledged with one write instead of one per
+// packet, and nothing deferred waits on the client's next packet.
+type flushingReader struct {
+	cl *Client
+}
+
+func (r flushingReader) Read(p []byte) (int, error) {
+	if err := r.cl.flushDeferred(); err != nil {
+		return 0, err
+	}
+	return r.cl.Net.Conn.Read(p)
+}
+
+// flushDeferred writes what waits in the client's output buffer.
+func (cl *Client) flushDeferred() error {
+	cl.Lock()
+	defer cl.Unlock()
+	if cl.Net.outbuf == nil || cl.Net.Conn == nil {
+		return nil
+	}
+	return cl.flushOutbuf()
 }
