@@ -115,17 +115,17 @@ type Client struct {
 
 // ClientConnection contains the connection transport and metadata for the client.
 type ClientConnection struct {
-	Conn     net.Conn      // the net.Conn used to establish the connection
-	bconn    *bufio.Reader // a buffered net.Conn for reading packets
-	outbuf   *bytes.Buffer // a buffer for writing packets
+	Conn   net.Conn      // the net.Conn used to establish the connection
+	bconn  *bufio.Reader // a buffered net.Conn for reading packets
+	outbuf *bytes.Buffer // a buffer for writing packets
 	// fieldgate patch (deferred acks): true while the reading goroutine
 	// handles a packet; what is written meanwhile (its PUBACKs, PUBRECs…)
 	// waits in outbuf and goes out in one write when the reader next needs
 	// input from the network (flushingReader) or another write flushes.
 	deferWrites atomic.Bool
-	Remote   string        // the remote address of the client
-	Listener string        // listener id of the client
-	Inline   bool          // if true, the client is the built-in 'inline' embedded client
+	Remote      string // the remote address of the client
+	Listener    string // listener id of the client
+	Inline      bool   // if true, the client is the built-in 'inline' embedded client
 }
 
 // ClientProperties contains the properties which define the client behaviour.
