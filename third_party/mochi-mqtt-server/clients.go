@@ -120,8 +120,8 @@ type ClientConnection struct {
 	outbuf *bytes.Buffer // a buffer for writing packets
 	// fieldgate patch (deferred acks): true while the reading goroutine
 	// handles a packet; what is written meanwhile (its PUBACKs, PUBRECs…)
-	// waits in outbuf and goes out in one write when the reader next needs
-	// input from the network (flushingReader) or another write flushes.
+	// waits in outbuf and goes out in one write when the reader has no more
+	// buffered input (Client.Read) or another write flushes.
 	deferWrites atomic.Bool
 	Remote      string // the remote address of the client
 	Listener    string // listener id of the client
@@ -228,7 +228,7 @@ func newClient(c net.Conn, o *ops) *Client {
 	if c != nil {
 		cl.Net = ClientConnection{
 			Conn:   c,
-			bconn:  bufio.NewReaderSize(flushingReader{cl: cl}, o.options.ClientNetReadBufferSize),
+			bconn:  bufio.NewReaderSize(c, o.options.ClientNetReadBufferSize),
 			Remote: c.RemoteAddr().String(),
 		}
 	}
@@ -508,6 +508,16 @@ func (cl *Client) Read(packetHandler ReadFn) error {
 			return nil
 		}
 
+		// fieldgate patch (deferred acks): before waiting for the network,
+		// write out what was deferred while the packets already read were
+		// handled. (Done here rather than in a reader wrapper, which would
+		// deepen the idle reader's stack past 4 KiB.)
+		if cl.Net.bconn.Buffered() == 0 {
+			if err := cl.flushDeferred(); err != nil {
+				return err
+			}
+		}
+
 		cl.refreshDeadline(cl.State.Keepalive)
 		fh := new(packets.FixedHeader)
 		err = cl.ReadFixedHeader(fh)
@@ -520,11 +530,8 @@ func (cl *Client) Read(packetHandler ReadFn) error {
 			return err
 		}
 
-		cl.Net.deferWrites.Store(true) // fieldgate patch (deferred acks)
-		err = packetHandler(cl, pk)    // Process inbound packet.
-		cl.Net.deferWrites.Store(false)
+		err = cl.handle(packetHandler, pk) // Process inbound packet.
 		if err != nil {
-			_ = cl.flushDeferred()
 			return err
 		}
 	}
@@ -845,23 +852,26 @@ func putBuffer(b *bytes.Buffer) {
 	bufferPool.Put(b)
 }
 
-// flushingReader is what the client's buffered reader reads from: before it
-// waits for the network it writes out what was deferred while the reader
-// handled the packets it already had (fieldgate patch: deferred acks). A
-// burst of publishes is so acknowledged with one write instead of one per
-// packet, and nothing deferred waits on the client's next packet.
-type flushingReader struct {
-	cl *Client
-}
-
-func (r flushingReader) Read(p []byte) (int, error) {
-	if err := r.cl.flushDeferred(); err != nil {
-		return 0, err
+// handle runs the packet handler with the client's writes deferred
+// (fieldgate patch: deferred acks). Not inlined, like flushDeferred: the
+// read loop's frame stays as small as upstream's.
+//
+//go:noinline
+func (cl *Client) handle(packetHandler ReadFn, pk packets.Packet) error {
+	cl.Net.deferWrites.Store(true)
+	err := packetHandler(cl, pk)
+	cl.Net.deferWrites.Store(false)
+	if err != nil {
+		_ = cl.flushDeferred()
 	}
-	return r.cl.Net.Conn.Read(p)
+	return err
 }
 
-// flushDeferred writes what waits in the client's output buffer.
+// flushDeferred writes what waits in the client's output buffer. Not
+// inlined: it would enlarge the read loop's frame, which is on the stack of
+// every idle connection (and tips it from 4 to 8 KiB).
+//
+//go:noinline
 func (cl *Client) flushDeferred() error {
 	cl.Lock()
 	defer cl.Unlock()
