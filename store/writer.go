@@ -10,6 +10,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // commitLogInterval rate-limits the logging of commit errors: a dead disk
@@ -310,7 +311,7 @@ func (d *DB) commit(b *batch) error {
 				}
 			}
 			if err := bk.Put([]byte(k.key), v); err != nil {
-				if errors.Is(err, bolt.ErrValueTooLarge) || errors.Is(err, bolt.ErrKeyTooLarge) {
+				if errors.Is(err, berrors.ErrValueTooLarge) || errors.Is(err, berrors.ErrKeyTooLarge) {
 					d.reject(k, err)
 					continue
 				}

@@ -317,7 +317,7 @@ func (b *Broker) Publish(ctx context.Context, m bus.Message) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if m.Topic == "" || m.Topic != stripWild(m.Topic) {
+	if m.Topic == "" || strings.ContainsAny(m.Topic, "+#") {
 		return fmt.Errorf("mqtt: publish: invalid topic %q", m.Topic)
 	}
 	origin := m.Origin
@@ -331,16 +331,6 @@ func (b *Broker) Publish(ctx context.Context, m bus.Message) error {
 		return fmt.Errorf("mqtt: publish %s: %w", m.Topic, err)
 	}
 	return nil
-}
-
-// stripWild returns topic unchanged when it has no wildcard characters.
-func stripWild(topic string) string {
-	for i := 0; i < len(topic); i++ {
-		if topic[i] == '+' || topic[i] == '#' {
-			return ""
-		}
-	}
-	return topic
 }
 
 // inlineClient returns the engine client that injects messages for origin.

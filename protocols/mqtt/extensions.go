@@ -308,7 +308,7 @@ func (b *Broker) autoSubscribe(cl *mochi.Client, rt *runtimeConfig) {
 		}
 		sub := packets.Subscription{Filter: f, Qos: byte(a.QoS)}
 		if b.srv.Topics.Subscribe(cl.ID, sub) {
-			atomicAdd(&b.srv.Info.Subscriptions, 1)
+			atomic.AddInt64(&b.srv.Info.Subscriptions, 1)
 		}
 		cl.State.Subscriptions.Add(f, sub)
 		subs = append(subs, sub)
@@ -377,5 +377,3 @@ func (b *Broker) flushQoS0(cl *mochi.Client) {
 		_ = cl.WritePacket(pk)
 	}
 }
-
-func atomicAdd(p *int64, d int64) { atomic.AddInt64(p, d) }

@@ -291,7 +291,7 @@ func (h *gatewayHook) OnSubscribe(cl *mochi.Client, pk packets.Packet) packets.P
 			continue
 		}
 		if inner, ok := strings.CutPrefix(f, exclusivePrefix); ok {
-			if !validSubFilter(inner) {
+			if !mochi.IsValidFilter(inner, false) {
 				refuse(i, packets.ErrTopicFilterInvalid.Code)
 				continue
 			}
@@ -329,10 +329,6 @@ func (h *gatewayHook) OnSubscribe(cl *mochi.Client, pk packets.Packet) packets.P
 
 // exclusivePrefix marks an exclusive subscription: one subscriber at a time.
 const exclusivePrefix = "$exclusive/"
-
-func validSubFilter(f string) bool {
-	return mochi.IsValidFilter(f, false)
-}
 
 // OnUnsubscribe maps filters the way OnSubscribe did ($exclusive/ prefix,
 // rewrite rules), so that unsubscribing removes what subscribing added.
