@@ -69,6 +69,8 @@ type Broker struct {
 	wills   *willScheduler
 	qos0    qos0Queue
 	stats   Stats
+
+	inprocWG sync.WaitGroup // the goroutines of in-process sessions (session.go)
 }
 
 type tapEntry struct {
@@ -230,6 +232,7 @@ func (b *Broker) Run(ctx context.Context) error {
 	<-ctx.Done()
 	err := b.srv.Close()
 	wg.Wait()
+	b.inprocWG.Wait()
 	return err
 }
 

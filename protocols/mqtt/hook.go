@@ -61,20 +61,27 @@ func (h *gatewayHook) Provides(b byte) bool {
 
 // admit runs on accept, before any MQTT byte is read: banned networks and
 // the per-address connection rate.
-func (h *gatewayHook) admit(remote net.Addr) bool {
+func (h *gatewayHook) admit(remote net.Addr) bool { return h.admitCode(remote) == 0 }
+
+// admitCode is admit with the reason: 0 (admitted), 0x8A banned or 0x9F
+// connection rate exceeded.
+func (h *gatewayHook) admitCode(remote net.Addr) byte {
+	if remote == nil {
+		return 0
+	}
 	rt := h.b.rt.Load()
 	ip := remoteIP(remote)
 	if ip != nil && rt.bannedIP(ip) {
 		h.b.stats.ConnectionsRefused.Add(1)
 		h.logs.warn("banned:"+ip.String(), "connection refused: banned address", "remote", remote.String())
-		return false
+		return packets.ErrBanned.Code
 	}
 	if rt.limits.ConnectRate > 0 && ip != nil && !h.connects.allow(ip.String(), rt.limits.ConnectRate, rt.limits.ConnectBurst) {
 		h.b.stats.ConnectionsRefused.Add(1)
 		h.logs.warn("rate:"+ip.String(), "connection refused: over the connection rate", "remote", remote.String())
-		return false
+		return packets.ErrConnectionRateExceeded.Code
 	}
-	return true
+	return 0
 }
 
 // OnConnect refuses banned clients and reserved client ids, takes the
@@ -105,7 +112,8 @@ func (h *gatewayHook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 		_ = h.b.srv.SendConnack(cl, code, false, nil)
 		return packets.ErrBanned
 	}
-	if max := uint16(min(rt.limits.MaxKeepalive/time.Second, 65535)); max > 0 {
+	_, inproc := cl.Net.Conn.(*inprocConn) // the gateway watches its devices itself
+	if max := uint16(min(rt.limits.MaxKeepalive/time.Second, 65535)); max > 0 && !inproc {
 		if cl.State.Keepalive == 0 || cl.State.Keepalive > max {
 			cl.State.Keepalive = max
 			cl.State.ServerKeepalive = true
@@ -142,6 +150,9 @@ func (h *gatewayHook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet)
 	}
 	if cc, ok := cl.Net.Conn.(*clientConn); ok && cc.certUser {
 		return true
+	}
+	if ic, ok := cl.Net.Conn.(*inprocConn); ok && ic.trusted {
+		return true // the protocol gateway vouches for the username
 	}
 	user := string(pk.Connect.Username)
 	if user == "" {
@@ -487,6 +498,19 @@ func (h *gatewayHook) OnQosPublish(cl *mochi.Client, pk packets.Packet, sent int
 // publishes them to the second (the engine checks once a second and fires up
 // to two seconds late).
 func (h *gatewayHook) OnWill(cl *mochi.Client, will mochi.Will) (mochi.Will, error) {
+	if w, ok := sessionWill(cl); ok {
+		// An in-process session's will may have been replaced since its
+		// CONNECT (MQTT-SN WILLTOPICUPD), so it is checked against the ACL
+		// here rather than at connect time.
+		if w.TopicName == willSink {
+			return w, nil
+		}
+		if !h.OnACLCheck(cl, w.TopicName, true) {
+			h.logs.warn("will-acl:"+cl.ID, "will not published: not authorized", "client", cl.ID, "topic", w.TopicName)
+			return mochi.Will{TopicName: willSink}, nil
+		}
+		will = w
+	}
 	if will.WillDelayInterval == 0 {
 		return will, nil
 	}

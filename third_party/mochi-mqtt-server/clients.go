@@ -285,7 +285,10 @@ func (cl *Client) ParseConnect(lid string, pk packets.Packet) {
 		cl.Properties.Props.ReceiveMaximum = cl.ops.options.Capabilities.MaximumInflight
 	}
 
-	if pk.Connect.Keepalive <= minimumKeepalive {
+	// fieldgate patch (keepalive 0): 0 disables keep alive, which in-process
+	// sessions and many devices use on purpose; only a small non-zero value
+	// is worth a warning.
+	if pk.Connect.Keepalive > 0 && pk.Connect.Keepalive <= minimumKeepalive {
 		cl.ops.log.Warn(
 			ErrMinimumKeepalive.Error(),
 			"client", cl.ID,
