@@ -202,6 +202,17 @@ func (b *Broker) addListeners(cfg Config) error {
 			return fmt.Errorf("mqtt: %w", err)
 		}
 	}
+	if l.QUIC.Enabled {
+		tc, err := serverTLS(l.QUIC.files(l.TLS))
+		if err != nil {
+			return fmt.Errorf("mqtt: listeners.quic: %w", err)
+		}
+		q := newQUICListener(l.QUIC, tc)
+		q.admit, q.wrap = b.hook.admit, wrap
+		if err := b.srv.AddListener(q); err != nil {
+			return fmt.Errorf("mqtt: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -209,8 +220,8 @@ func (b *Broker) closeListeners() {
 	b.srv.Listeners.CloseAll(func(string) {})
 }
 
-// Addr returns the bound address of a listener ("tcp", "tls", "ws" or
-// "wss"), or "" when it is not enabled.
+// Addr returns the bound address of a listener ("tcp", "tls", "ws", "wss"
+// or "quic"), or "" when it is not enabled.
 func (b *Broker) Addr(id string) string {
 	l, ok := b.srv.Listeners.Get(id)
 	if !ok {

@@ -34,6 +34,29 @@ type Listeners struct {
 	TCP       TCPListener       `yaml:"tcp"`
 	TLS       TLSListener       `yaml:"tls"`
 	WebSocket WebSocketListener `yaml:"websocket"`
+	QUIC      QUICListener      `yaml:"quic"`
+}
+
+// QUICListener is MQTT over QUIC (EMQX-compatible: ALPN "mqtt", TLS 1.3,
+// one stream per connection) on UDP. Without cert and key of its own it
+// uses those of the TLS listener.
+type QUICListener struct {
+	Enabled  bool   `yaml:"enabled"`
+	Address  string `yaml:"address"`
+	TLSFiles `yaml:",inline"`
+	// IdleTimeout closes a silent QUIC connection; keep it above 1.5 × the
+	// clients' MQTT keep alive.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+}
+
+// files returns the TLS files the QUIC listener uses.
+func (q QUICListener) files(tls TLSListener) TLSFiles {
+	if q.Cert == "" && q.Key == "" {
+		f := tls.TLSFiles
+		f.MinVersion = "1.3"
+		return f
+	}
+	return q.TLSFiles
 }
 
 // TCPListener is plain MQTT over TCP.
@@ -179,6 +202,7 @@ func DefaultConfig() Config {
 			TCP:       TCPListener{Enabled: true, Address: ":1883"},
 			TLS:       TLSListener{Enabled: false, Address: ":8883", TLSFiles: TLSFiles{MinVersion: "1.2"}},
 			WebSocket: WebSocketListener{Enabled: true, Address: ":8083", Path: "/mqtt", TLSFiles: TLSFiles{MinVersion: "1.2"}},
+			QUIC:      QUICListener{Enabled: false, Address: ":14567", TLSFiles: TLSFiles{MinVersion: "1.3"}, IdleTimeout: 90 * time.Second},
 		},
 		Auth: Auth{
 			AllowAnonymous: true,

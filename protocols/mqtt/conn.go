@@ -1,6 +1,8 @@
 package mqtt
 
 import (
+	"github.com/fieldgate/fieldgate/internal/quicconn"
+
 	"crypto/tls"
 	"errors"
 	"net"
@@ -207,6 +209,9 @@ func (c *clientConn) tlsState() (tls.ConnectionState, bool) {
 	}
 	if wc, ok := c.Conn.(*wsConn); ok && wc.tls != nil {
 		return *wc.tls, true
+	}
+	if qc, ok := c.Conn.(*quicconn.Conn); ok {
+		return qc.QUIC().ConnectionState().TLS, true
 	}
 	return tls.ConnectionState{}, false
 }

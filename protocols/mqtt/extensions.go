@@ -20,6 +20,7 @@ import (
 // such as "$gateway", or a client id for delayed messages and wills), after
 // the taps, exactly like a client's publish would be treated.
 func (b *Broker) inject(origin string, pk packets.Packet) error {
+	pk.Origin = origin // taps see who published (the uplink never forwards its own downlink)
 	if err := b.runTaps(&pk); err != nil {
 		return err
 	}

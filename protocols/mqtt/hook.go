@@ -90,7 +90,7 @@ func (h *gatewayHook) admitCode(remote net.Addr) byte {
 func (h *gatewayHook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 	rt := h.b.rt.Load()
 	cc, _ := cl.Net.Conn.(*clientConn)
-	if cc != nil && rt.listeners.TLS.CNAsUsername || cc != nil && rt.listeners.WebSocket.CNAsUsername {
+	if cc != nil && (rt.listeners.TLS.CNAsUsername || rt.listeners.WebSocket.CNAsUsername || rt.listeners.QUIC.files(rt.listeners.TLS).CNAsUsername) {
 		if st, ok := cc.tlsState(); ok && len(st.PeerCertificates) > 0 && len(st.VerifiedChains) > 0 {
 			if cn := st.PeerCertificates[0].Subject.CommonName; cn != "" {
 				cl.Properties.Username = []byte(cn)

@@ -203,6 +203,18 @@ func (l Listeners) validate(v *validator) {
 		}
 		ws.TLSFiles.validate(v, "listeners.websocket")
 	}
+	if q := l.QUIC; q.Enabled {
+		v.address("listeners.quic.address", q.Address)
+		if q.Cert == "" && q.Key == "" && (l.TLS.Cert == "" || l.TLS.Key == "") {
+			v.addf("listeners.quic.cert", "required when the QUIC listener is enabled (or set listeners.tls.cert and key)")
+		}
+		if q.IdleTimeout < time.Second {
+			v.addf("listeners.quic.idle_timeout", "must be at least 1s, got %s", q.IdleTimeout)
+		}
+		if q.Cert != "" || q.Key != "" {
+			q.TLSFiles.validate(v, "listeners.quic")
+		}
+	}
 }
 
 // validate checks the TLS files of an enabled listener: each one readable,
