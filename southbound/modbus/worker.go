@@ -1,0 +1,633 @@
+package modbus
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/fieldgate/fieldgate/gateway/bus"
+)
+
+// line is one physical line (an RTU port or a TCP endpoint) and its worker:
+// every transaction on it runs in its run goroutine, one at a time.
+type line struct {
+	svc     *Service
+	key     string
+	devices []*device
+	client  Client
+	cmds    chan command
+}
+
+// device is one slave. Its fields are owned by its line's worker, except
+// stats (under mu).
+type device struct {
+	svc         *Service
+	cfg         Device
+	index       int
+	line        *line
+	points      []*point
+	byName      map[string]*point
+	groups      []*group
+	statusTopic string
+
+	fails       int  // failed polls in a row
+	statusKnown bool // a status was published
+	online      bool
+
+	logLimit *rate.Limiter
+	mu       sync.Mutex
+	stats    DeviceStats
+}
+
+// group is a poll group of a device with its read plan.
+type group struct {
+	name     string
+	interval time.Duration
+	topic    string
+	points   []*point
+	reqs     []request
+	results  []result // one per point, reused every poll
+	next     time.Time
+}
+
+// point is one configured point with what was last published.
+type point struct {
+	cfg         Point
+	codec       Codec
+	topic       string
+	resultTopic string
+	unitJSON    []byte
+	slot        int // index in its group
+
+	published bool
+	lastV     Value
+	lastQ     string
+	lastGood  Value
+}
+
+// result is one point's outcome in a poll.
+type result struct {
+	v   Value
+	q   string
+	err error
+	raw []byte // the point's bytes (registers) or nil
+	bit bool
+}
+
+// command is a set command or a ReadNow request queued for a line.
+type command struct {
+	dev *device
+	// set command
+	point    string
+	topic    string
+	payload  []byte
+	received time.Time
+	expiry   time.Duration
+	// ReadNow
+	readNow chan<- Snapshot
+	ctx     context.Context
+}
+
+// run is the line's worker loop: it polls each due group, and runs queued
+// commands between polls, until ctx is done.
+func (l *line) run(ctx context.Context) {
+	start := time.Now()
+	for _, d := range l.devices {
+		for _, g := range d.groups {
+			g.next = start
+		}
+	}
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		due := l.nextDue()
+		timer.Reset(time.Until(due))
+		select {
+		case <-ctx.Done():
+			return
+		case cmd := <-l.cmds:
+			l.execute(ctx, cmd)
+			continue
+		case <-timer.C:
+		}
+		for _, d := range l.devices {
+			for _, g := range d.groups {
+				if now := time.Now(); !now.Before(g.next) {
+					if ctx.Err() != nil {
+						return
+					}
+					l.pollGroup(ctx, d, g, now)
+					l.drain(ctx)
+				}
+			}
+		}
+	}
+}
+
+// nextDue is the earliest scheduled poll of the line.
+func (l *line) nextDue() time.Time {
+	var due time.Time
+	for _, d := range l.devices {
+		for _, g := range d.groups {
+			if due.IsZero() || g.next.Before(due) {
+				due = g.next
+			}
+		}
+	}
+	return due
+}
+
+// drain runs the commands already queued, without waiting.
+func (l *line) drain(ctx context.Context) {
+	for {
+		select {
+		case cmd := <-l.cmds:
+			l.execute(ctx, cmd)
+		default:
+			return
+		}
+	}
+}
+
+func (l *line) execute(ctx context.Context, cmd command) {
+	if cmd.readNow != nil {
+		cmd.readNow <- l.readNow(cmd.ctx, cmd.dev)
+		return
+	}
+	l.write(ctx, cmd)
+}
+
+// transact runs one transaction for d with its request delay, timeout and
+// retries, counting every failed attempt.
+func (l *line) transact(ctx context.Context, d *device, fn func(context.Context) error) error {
+	var err error
+	for attempt := 0; attempt <= d.cfg.Retries; attempt++ {
+		if d.cfg.RequestDelay > 0 {
+			t := time.NewTimer(d.cfg.RequestDelay)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
+			}
+		}
+		tctx, cancel := context.WithTimeout(ctx, d.cfg.Timeout)
+		err = fn(tctx)
+		cancel()
+		kind := ""
+		if err != nil {
+			kind = errorKind(err)
+		}
+		d.mu.Lock()
+		d.stats.Requests++
+		if err != nil {
+			d.stats.Errors[kind]++
+			d.stats.LastError = err.Error()
+			d.stats.LastErrorTime = d.svc.now()
+		}
+		d.mu.Unlock()
+		if err == nil || kind == ErrKindException || ctx.Err() != nil {
+			return err
+		}
+		d.logf(d.svc.now(), slog.LevelWarn, "transaction failed", "kind", kind, "attempt", attempt+1, "err", err)
+	}
+	return err
+}
+
+// read runs the planned request r and fills results for its spans.
+func (l *line) read(ctx context.Context, d *device, g *group, r request) error {
+	var raw []byte
+	err := l.transact(ctx, d, func(ctx context.Context) error {
+		var err error
+		raw, err = l.client.Read(ctx, byte(d.cfg.UnitID), r.Register, uint16(r.Address), uint16(r.Count))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("modbus %s: read %s %d+%d: %w", d.cfg.Name, r.Register, r.Address, r.Count, err)
+	}
+	bits := r.Register == RegCoil || r.Register == RegDiscrete
+	for _, s := range r.Spans {
+		p := g.points[s.Index]
+		res := &g.results[s.Index]
+		off := s.Address - r.Address
+		if bits {
+			on := raw[off/8]>>(off%8)&1 == 1
+			*res = result{v: p.codec.DecodeBit(on), q: QualityGood, bit: on}
+			continue
+		}
+		b := raw[2*off : 2*(off+s.Count)]
+		v, err := p.codec.Decode(b)
+		if err != nil {
+			*res = result{q: QualityBad, err: err, raw: b}
+			continue
+		}
+		*res = result{v: v, q: QualityGood, raw: b}
+	}
+	return nil
+}
+
+// pollGroup reads every request of g, publishes the values and updates the
+// device's status.
+func (l *line) pollGroup(ctx context.Context, d *device, g *group, started time.Time) {
+	scheduled := g.next
+	ts := d.svc.now()
+	var firstErr error
+	failed := false
+	for _, r := range g.reqs {
+		if failed { // the device does not answer: do not wait for every request
+			l.markFailed(d, g, r, QualityStale, firstErr)
+			continue
+		}
+		err := l.read(ctx, d, g, r)
+		if err == nil {
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
+		if errorKind(err) == ErrKindException {
+			l.markFailed(d, g, r, QualityBad, err)
+			continue
+		}
+		failed = true
+		l.markFailed(d, g, r, QualityStale, err)
+	}
+	took := time.Since(started)
+
+	// Schedule the next poll; polls that could not start in time are skipped.
+	skipped := uint64(0)
+	g.next = scheduled.Add(g.interval)
+	if now := time.Now(); !now.Before(g.next) {
+		n := now.Sub(g.next)/g.interval + 1
+		skipped = uint64(n)
+		g.next = g.next.Add(n * g.interval)
+	}
+
+	d.mu.Lock()
+	d.stats.Polls++
+	d.stats.Skipped += skipped
+	if failed {
+		d.stats.FailedPolls++
+	}
+	d.mu.Unlock()
+
+	l.publishGroup(ctx, d, g, ts)
+	if failed {
+		d.fails++
+		if d.fails >= d.svc.cfg.OfflineAfter && (d.online || !d.statusKnown) {
+			d.logf(d.svc.now(), slog.LevelWarn, "device offline", "failures", d.fails, "err", firstErr)
+			d.publishStatus(ctx, false, firstErr.Error())
+		}
+	} else {
+		d.fails = 0
+		if !d.online {
+			d.publishStatus(ctx, true, "")
+			d.svc.log.Info("device online", "device", d.cfg.Name)
+		}
+	}
+	if d.svc.onPoll != nil {
+		d.svc.onPoll(PollInfo{Device: d.cfg.Name, Group: g.name, Scheduled: scheduled, Started: started, Took: took, Err: firstErr})
+	}
+}
+
+// markFailed sets the results of a failed request's spans.
+func (l *line) markFailed(d *device, g *group, r request, q string, err error) {
+	for _, s := range r.Spans {
+		res := &g.results[s.Index]
+		*res = result{q: q, err: err}
+		if q == QualityStale {
+			res.v = g.points[s.Index].lastGood
+		}
+	}
+}
+
+// changed applies deadband and on_change to a point's new result.
+func (p *point) changed(r result) bool {
+	if !p.published || r.q != p.lastQ {
+		return true
+	}
+	if r.q == QualityGood && p.cfg.Deadband > 0 {
+		return math.Abs(r.v.Float64()-p.lastV.Float64()) >= p.cfg.Deadband
+	}
+	if p.cfg.OnChange {
+		return r.v != p.lastV
+	}
+	return true
+}
+
+// remember records what was published for p.
+func (p *point) remember(r result) {
+	p.published, p.lastV, p.lastQ = true, r.v, r.q
+}
+
+// publishGroup publishes g's results, per point or as one message.
+func (l *line) publishGroup(ctx context.Context, d *device, g *group, ts time.Time) {
+	s := d.svc
+	synced := s.synced(ts)
+	for i, p := range g.points {
+		if g.results[i].q == QualityGood {
+			p.lastGood = g.results[i].v
+		}
+	}
+	if s.cfg.PublishMode == PublishGroup {
+		payload := make([]byte, 0, 64+48*len(g.points))
+		payload = appendStamp(append(payload, '{'), ts, synced)
+		payload = append(payload, `,"values":{`...)
+		n := 0
+		for i, p := range g.points {
+			r := g.results[i]
+			if !p.changed(r) {
+				continue
+			}
+			p.remember(r)
+			if n > 0 {
+				payload = append(payload, ',')
+			}
+			n++
+			payload = strconv.AppendQuote(payload, p.cfg.Name)
+			payload = append(payload, ':')
+			payload = p.appendValue(payload, r)
+			payload = append(payload, '}')
+		}
+		if n == 0 {
+			return
+		}
+		payload = append(payload, "}}"...)
+		d.publish(ctx, bus.Message{Topic: g.topic, Payload: payload, QoS: byte(s.cfg.QoS)})
+		return
+	}
+	for i, p := range g.points {
+		r := g.results[i]
+		if !p.changed(r) {
+			continue
+		}
+		p.remember(r)
+		payload := make([]byte, 0, 80)
+		payload = appendStamp(p.appendValue(payload, r), ts, synced)
+		payload = append(payload, '}')
+		d.publish(ctx, bus.Message{Topic: p.topic, Payload: payload, QoS: byte(s.cfg.QoS)})
+	}
+}
+
+// appendValue appends `{"v":…,"q":…[,"unit":…]` (without the closing brace).
+func (p *point) appendValue(b []byte, r result) []byte {
+	b = append(b, `{"v":`...)
+	if r.q == QualityBad {
+		b = append(b, "null"...)
+	} else {
+		b = r.v.AppendJSON(b)
+	}
+	b = append(b, `,"q":"`...)
+	b = append(b, r.q...)
+	b = append(b, '"')
+	if p.cfg.Unit != "" {
+		b = append(b, `,"unit":`...)
+		b = append(b, p.unitJSON...)
+	}
+	return b
+}
+
+// appendStamp appends `,"ts":ms` and, when the clock is not synchronised,
+// `,"ts_sync":false` (after a '{', without the comma).
+func appendStamp(b []byte, ts time.Time, synced bool) []byte {
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, `"ts":`...)
+	b = strconv.AppendInt(b, ts.UnixMilli(), 10)
+	if !synced {
+		b = append(b, `,"ts_sync":false`...)
+	}
+	return b
+}
+
+// publish sends m with the package's origin, counting refusals.
+func (d *device) publish(ctx context.Context, m bus.Message) {
+	m.Origin = Origin
+	if err := d.svc.bus.Publish(ctx, m); err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		d.mu.Lock()
+		d.stats.PublishErrors++
+		d.mu.Unlock()
+		d.logf(d.svc.now(), slog.LevelWarn, "publish refused", "topic", m.Topic, "err", err)
+	}
+}
+
+// publishStatus publishes the retained device status and records it.
+func (d *device) publishStatus(ctx context.Context, online bool, reason string) {
+	ts := d.svc.now()
+	state := "offline"
+	if online {
+		state = "online"
+	}
+	b := append([]byte(nil), `{"state":"`...)
+	b = append(b, state...)
+	b = append(b, '"')
+	if !online {
+		b = append(b, `,"err":`...)
+		b = Value{Kind: KindString, Str: reason}.AppendJSON(b)
+	}
+	b = appendStamp(b, ts, d.svc.synced(ts))
+	b = append(b, '}')
+	d.online, d.statusKnown = online, true
+	d.mu.Lock()
+	d.stats.Online = online
+	d.mu.Unlock()
+	d.publish(ctx, bus.Message{Topic: d.statusTopic, Payload: b, QoS: 1, Retain: true})
+}
+
+// logf logs about the device, at most a few lines per 10 s per device so
+// that a flaky wire cannot flood the log.
+func (d *device) logf(now time.Time, level slog.Level, msg string, args ...any) {
+	if !d.logLimit.AllowN(now, 1) {
+		return
+	}
+	d.svc.log.Log(context.Background(), level, msg, append([]any{"device", d.cfg.Name}, args...)...)
+}
+
+// setResult is the payload of a set/result message.
+type setResult struct {
+	ID  json.RawMessage `json:"id"`
+	OK  bool            `json:"ok"`
+	Err *string         `json:"err"`
+	V   *Value          `json:"v,omitempty"`
+}
+
+// write executes one set command and publishes its result.
+func (l *line) write(ctx context.Context, cmd command) {
+	d := cmd.dev
+	res := setResult{ID: json.RawMessage("null")}
+	topic := cmd.topic + "/result"
+	err := func() error {
+		id, in, expires, err := parseSet(cmd.payload)
+		if id != nil {
+			res.ID = id
+		}
+		p := d.byName[cmd.point]
+		if p == nil {
+			return fmt.Errorf("no point %q on device %s", cmd.point, d.cfg.Name)
+		}
+		topic = p.resultTopic
+		if err != nil {
+			return err
+		}
+		now := d.svc.now()
+		if expires > 0 && now.UnixMilli() > expires {
+			return fmt.Errorf("expired at %d, %d ms ago", expires, now.UnixMilli()-expires)
+		}
+		if cmd.expiry > 0 && !cmd.received.IsZero() && now.After(cmd.received.Add(cmd.expiry)) {
+			return errors.New("expired (message expiry interval)")
+		}
+		if !p.cfg.Writable {
+			return fmt.Errorf("point %s is not writable", p.cfg.Name)
+		}
+		raw, bit, err := p.codec.Encode(in)
+		if err != nil {
+			return fmt.Errorf("point %s: %w", p.cfg.Name, err)
+		}
+		addr := uint16(p.cfg.Address)
+		unit := byte(d.cfg.UnitID)
+		err = l.transact(ctx, d, func(ctx context.Context) error {
+			if p.cfg.Register == RegCoil {
+				return l.client.WriteCoil(ctx, unit, addr, bit)
+			}
+			return l.client.WriteRegisters(ctx, unit, addr, raw)
+		})
+		if err != nil {
+			return fmt.Errorf("modbus %s: write %s: %w", d.cfg.Name, p.cfg.Name, err)
+		}
+		if !p.cfg.ReadBack {
+			return nil
+		}
+		r, err := l.readPoint(ctx, d, p)
+		if err != nil {
+			return fmt.Errorf("read back: %w", err)
+		}
+		res.V = &r.v
+		if p.cfg.Register == RegCoil && r.bit != bit || p.cfg.Register != RegCoil && !bytes.Equal(r.raw, raw) {
+			return fmt.Errorf("read back %s after writing", string(r.v.AppendJSON(nil)))
+		}
+		return nil
+	}()
+	res.OK = err == nil
+	d.mu.Lock()
+	d.stats.Writes++
+	if err != nil {
+		d.stats.WriteErrors++
+	}
+	d.mu.Unlock()
+	if err != nil {
+		msg := err.Error()
+		res.Err = &msg
+		d.logf(d.svc.now(), slog.LevelInfo, "set refused or failed", "point", cmd.point, "err", err)
+	}
+	payload, _ := json.Marshal(res) // plain types: cannot fail
+	d.publish(ctx, bus.Message{Topic: topic, Payload: payload, QoS: byte(d.svc.cfg.QoS)})
+}
+
+// parseSet decodes a set payload: a JSON value, or an object
+// {"id":…, "v":…, "expires": ms}. Numbers stay json.Number.
+func parseSet(payload []byte) (id json.RawMessage, v any, expires int64, err error) {
+	trimmed := bytes.TrimSpace(payload)
+	if len(trimmed) > 0 && trimmed[0] == '{' {
+		var obj struct {
+			ID      json.RawMessage `json:"id"`
+			V       json.RawMessage `json:"v"`
+			Expires json.Number     `json:"expires"`
+		}
+		if err := json.Unmarshal(trimmed, &obj); err != nil {
+			return nil, nil, 0, fmt.Errorf("bad command object: %w", err)
+		}
+		id = obj.ID
+		if obj.V == nil {
+			return id, nil, 0, errors.New(`command object has no "v"`)
+		}
+		if obj.Expires != "" {
+			expires, err = obj.Expires.Int64()
+			if err != nil {
+				return id, nil, 0, fmt.Errorf("expires %s is not milliseconds since 1970", obj.Expires)
+			}
+		}
+		trimmed = obj.V
+	}
+	dec := json.NewDecoder(bytes.NewReader(trimmed))
+	dec.UseNumber()
+	if err := dec.Decode(&v); err != nil {
+		return id, nil, 0, fmt.Errorf("payload is not a JSON value: %w", err)
+	}
+	if dec.More() {
+		return id, nil, 0, errors.New("payload has data after the JSON value")
+	}
+	return id, v, expires, nil
+}
+
+// readPoint reads one point on its own.
+func (l *line) readPoint(ctx context.Context, d *device, p *point) (result, error) {
+	n := max(p.codec.Words(), 1)
+	r := request{Register: p.cfg.Register, Address: p.cfg.Address, Count: n,
+		Spans: []span{{Index: 0, Register: p.cfg.Register, Address: p.cfg.Address, Count: n}}}
+	g := &group{points: []*point{p}, results: make([]result, 1)}
+	if err := l.read(ctx, d, g, r); err != nil {
+		return result{}, err
+	}
+	res := g.results[0]
+	if res.err != nil {
+		return res, res.err
+	}
+	return res, nil
+}
+
+// readNow reads every group of d without publishing.
+func (l *line) readNow(ctx context.Context, d *device) Snapshot {
+	snap := Snapshot{Device: d.cfg.Name, Time: d.svc.now()}
+	for _, g := range d.groups {
+		scratch := &group{points: g.points, results: make([]result, len(g.points))}
+		for _, r := range g.reqs {
+			if err := l.read(ctx, d, scratch, r); err != nil {
+				q := QualityStale
+				if errorKind(err) == ErrKindException {
+					q = QualityBad
+				}
+				l.markFailed(d, scratch, r, q, err)
+			}
+		}
+		for i, p := range g.points {
+			res := scratch.results[i]
+			rd := Reading{Point: p.cfg.Name, Value: res.v, Quality: res.q, Unit: p.cfg.Unit}
+			if res.q == QualityBad {
+				rd.Value = Value{}
+			}
+			if res.err != nil {
+				rd.Err = res.err.Error()
+			}
+			switch {
+			case res.raw != nil:
+				rd.Raw = make([]uint16, len(res.raw)/2)
+				for j := range rd.Raw {
+					rd.Raw[j] = binary.BigEndian.Uint16(res.raw[2*j:])
+				}
+			case res.q == QualityGood && res.bit:
+				rd.Raw = []uint16{1}
+			case res.q == QualityGood:
+				rd.Raw = []uint16{0}
+			}
+			snap.Readings = append(snap.Readings, rd)
+		}
+	}
+	return snap
+}
