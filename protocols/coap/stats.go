@@ -1,0 +1,131 @@
+package coap
+
+import (
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+)
+
+// Stats are the gateway's counters.
+type Stats struct {
+	// Requests counts requests by method (GET, POST, PUT, DELETE, other).
+	Requests map[string]uint64
+	// Publishes counts messages accepted by the broker.
+	Publishes uint64
+	// Notifications counts notifications sent (and ACKed, when CON);
+	// NotifyFailed those that timed out or could not be sent.
+	Notifications, NotifyFailed uint64
+	// Dropped counts QoS 0 messages dropped for a device that is too slow.
+	Dropped uint64
+	// Observers, Connections and Sessions are current numbers:
+	// observations, connections (POST /mqtt/connection) and broker
+	// sessions (connections and connectionless devices).
+	Observers, Connections, Sessions int64
+	// Errors counts error responses by CoAP code ("4.04" ...).
+	Errors map[string]uint64
+}
+
+type stats struct {
+	get, post, put, del, other       atomic.Uint64
+	publishes, notifications         atomic.Uint64
+	notifyFailed, dropped            atomic.Uint64
+	observers, connections, sessions atomic.Int64
+
+	mu     sync.Mutex
+	errors map[codes.Code]uint64
+}
+
+func (s *stats) init() { s.errors = make(map[codes.Code]uint64) }
+
+func (s *stats) request(c codes.Code) {
+	switch c {
+	case codes.GET:
+		s.get.Add(1)
+	case codes.POST:
+		s.post.Add(1)
+	case codes.PUT:
+		s.put.Add(1)
+	case codes.DELETE:
+		s.del.Add(1)
+	default:
+		s.other.Add(1)
+	}
+}
+
+func (s *stats) failed(c codes.Code) {
+	s.mu.Lock()
+	s.errors[c]++
+	s.mu.Unlock()
+}
+
+// Stats returns a snapshot of the counters.
+func (g *Gateway) Stats() Stats {
+	s := &g.stats
+	out := Stats{
+		Requests: map[string]uint64{
+			"GET": s.get.Load(), "POST": s.post.Load(), "PUT": s.put.Load(),
+			"DELETE": s.del.Load(), "other": s.other.Load(),
+		},
+		Publishes:     s.publishes.Load(),
+		Notifications: s.notifications.Load(),
+		NotifyFailed:  s.notifyFailed.Load(),
+		Dropped:       s.dropped.Load(),
+		Observers:     s.observers.Load(),
+		Connections:   s.connections.Load(),
+		Sessions:      s.sessions.Load(),
+		Errors:        make(map[string]uint64),
+	}
+	s.mu.Lock()
+	for c, n := range s.errors {
+		out.Errors[codeString(c)] = n
+	}
+	s.mu.Unlock()
+	return out
+}
+
+// codeString writes a CoAP code as "4.04".
+func codeString(c codes.Code) string {
+	return string([]byte{'0' + byte(c>>5), '.', '0' + byte(c&0x1f)/10, '0' + byte(c&0x1f)%10})
+}
+
+// logLimiter logs one line per key per interval, so that a device sending
+// garbage cannot flood the log.
+type logLimiter struct {
+	log      *slog.Logger
+	interval time.Duration
+	mu       sync.Mutex
+	last     map[string]time.Time
+}
+
+func newLogLimiter(log *slog.Logger, interval time.Duration) *logLimiter {
+	return &logLimiter{log: log, interval: interval, last: make(map[string]time.Time)}
+}
+
+func (l *logLimiter) allow(key string) bool {
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if t, ok := l.last[key]; ok && now.Sub(t) < l.interval {
+		return false
+	}
+	if len(l.last) > 1024 {
+		clear(l.last)
+	}
+	l.last[key] = now
+	return true
+}
+
+func (l *logLimiter) warn(key, msg string, args ...any) {
+	if l.allow(key) {
+		l.log.Warn(msg, args...)
+	}
+}
+
+func (l *logLimiter) debug(key, msg string, args ...any) {
+	if l.allow(key) {
+		l.log.Debug(msg, args...)
+	}
+}
