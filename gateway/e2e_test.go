@@ -174,12 +174,24 @@ type gateway struct {
 	done    chan struct{} // closed when the current run has exited
 	started time.Time     // when the current run was exec'd
 	ready   time.Duration // from exec to the TCP port accepting
+
+	// config, when set, writes the whole config file instead of
+	// gatewayConfig (see startGatewayWith).
+	config func(g *gateway) string
 }
 
 // startGateway writes a config with brokerExtra (see gatewayConfig) and
 // starts the binary on it. The process is killed at the end of the test, and
 // its output shown if the test failed.
 func startGateway(t *testing.T, brokerExtra string) *gateway {
+	t.Helper()
+	return startGatewayWith(t, brokerExtra, nil)
+}
+
+// startGatewayWith is startGateway with a config file written by config
+// (nil: gatewayConfig with brokerExtra). config sees the gateway's data dir
+// and TCP port.
+func startGatewayWith(t *testing.T, brokerExtra string, config func(g *gateway) string) *gateway {
 	t.Helper()
 	path := requireTools(t)
 	dir := t.TempDir()
@@ -190,9 +202,14 @@ func startGateway(t *testing.T, brokerExtra string) *gateway {
 		cfgPath: filepath.Join(dir, "fieldgate.yaml"),
 		dataDir: filepath.Join(dir, "data"),
 		port:    freePort(t),
+		config:  config,
 	}
 	g.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(g.port))
-	g.writeConfig(brokerExtra)
+	if config != nil {
+		g.writeFile(config(g))
+	} else {
+		g.writeConfig(brokerExtra)
+	}
 	t.Cleanup(func() {
 		if g.running() {
 			_ = g.cmd.Process.Kill()

@@ -16,11 +16,13 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"sync"
 	"time"
 
 	"github.com/fieldgate/fieldgate/gateway/config"
 	"github.com/fieldgate/fieldgate/protocols/mqtt"
 	"github.com/fieldgate/fieldgate/store"
+	"github.com/fieldgate/fieldgate/uplink"
 )
 
 // Options are what cmd/fieldgate hands the gateway.
@@ -76,13 +78,47 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("gateway: %w", err)
 	}
 
+	// The uplink's taps are installed before the broker serves anyone, so
+	// nothing a forward rule selects can escape the outbox.
+	gwID := gatewayID(cfg.Gateway.ID)
+	var obox *store.Outbox
+	bridgeOpts := uplink.Options{Bus: broker, GatewayID: gwID, Logger: log}
+	if cfg.Uplink.Enabled {
+		obox, err = openOutbox(cfg.Uplink, cfg.Gateway.DataDir, log.With("part", "outbox"))
+		if err != nil {
+			return fmt.Errorf("gateway: %w", err)
+		}
+		defer func() {
+			if err := obox.Close(); err != nil {
+				log.Error("outbox close failed", "error", err)
+			}
+		}()
+		bridgeOpts.Outbox = outbox{obox}
+	}
+	bridge, err := uplink.New(cfg.Uplink, bridgeOpts)
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	defer bridge.Close() // after the broker stopped, before the outbox closes
+
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	brokerDone := make(chan error, 1)
 	go func() { brokerDone <- broker.Run(runCtx) }()
+	// The uplink stops after the broker: what the broker accepted last is
+	// in the outbox, and the drain may go on until the broker is down.
+	uplinkCtx, stopUplink := context.WithCancel(context.Background())
+	defer stopUplink()
+	var uplinkWG sync.WaitGroup
+	uplinkWG.Go(func() { _ = bridge.Run(uplinkCtx) })
+	if obox != nil {
+		uplinkWG.Go(func() { publishUplinkStatus(uplinkCtx, broker, bridge, obox, cfg.Broker.SysInterval, log) })
+	}
+	defer func() { stopUplink(); uplinkWG.Wait() }()
 
 	attrs := []any{"version", opts.Version, "data_dir", cfg.Gateway.DataDir, "startup", time.Since(start).Round(time.Millisecond)}
-	for _, id := range []string{"tcp", "tls", "ws", "wss"} {
+	attrs = append(attrs, "gateway_id", gwID)
+	for _, id := range []string{"tcp", "tls", "ws", "wss", "quic"} {
 		if a := broker.Addr(id); a != "" {
 			attrs = append(attrs, "mqtt_"+id, a)
 		}
@@ -142,6 +178,9 @@ func reload(log *slog.Logger, opts Options, cur config.Config, broker *mqtt.Brok
 	}
 	if next.Log != cur.Log {
 		restart = append(restart, "log")
+	}
+	if !reflect.DeepEqual(next.Uplink, cur.Uplink) {
+		restart = append(restart, "uplink")
 	}
 	log.Info("config reloaded", "path", path)
 	if len(restart) > 0 {

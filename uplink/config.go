@@ -53,7 +53,7 @@ type Config struct {
 	// Downlink rules bring cloud messages into the local broker.
 	Downlink []DownlinkRule `yaml:"downlink"`
 	// Outbox bounds the durable queue of messages waiting for the cloud.
-	Outbox Outbox `yaml:"outbox"`
+	Outbox OutboxLimits `yaml:"outbox"`
 	// MinClock is the earliest wall clock time taken as plausible. Before
 	// it (a board without RTC boots in 1970) no TLS connection is tried,
 	// because certificates cannot be checked; messages keep queueing.
@@ -114,8 +114,8 @@ type DownlinkRule struct {
 	QoS        int    `yaml:"qos"`
 }
 
-// Outbox bounds the durable queue.
-type Outbox struct {
+// OutboxLimits bound the durable queue.
+type OutboxLimits struct {
 	// MaxBytes and MaxMessages bound the queue (0: no limit).
 	MaxBytes    int64 `yaml:"max_bytes"`
 	MaxMessages int64 `yaml:"max_messages"`
@@ -139,9 +139,7 @@ func DefaultConfig() Config {
 		BackoffMin:     time.Second,
 		BackoffMax:     time.Minute,
 		Inflight:       1024,
-		Forward:        []ForwardRule{},
-		Downlink:       []DownlinkRule{},
-		Outbox:         Outbox{MaxBytes: 256 << 20, MaxMessages: 0, Policy: "drop_oldest"},
+		Outbox:         OutboxLimits{MaxBytes: 256 << 20, MaxMessages: 0, Policy: "drop_oldest"},
 		MinClock:       "2025-01-01T00:00:00Z",
 	}
 }

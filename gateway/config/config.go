@@ -22,6 +22,7 @@ import (
 	"unicode"
 
 	"github.com/fieldgate/fieldgate/protocols/mqtt"
+	"github.com/fieldgate/fieldgate/uplink"
 )
 
 // Version is the only config version this build knows.
@@ -39,6 +40,8 @@ type Config struct {
 	Web Web `yaml:"web"`
 	// Broker is the local MQTT broker, the gateway's bus.
 	Broker mqtt.Config `yaml:"broker"`
+	// Uplink is the store-and-forward bridge to the cloud.
+	Uplink uplink.Config `yaml:"uplink"`
 }
 
 // Gateway is the identity and storage of this gateway.
@@ -82,6 +85,7 @@ func Default() Config {
 		Log:     Log{Level: "info", Format: "text"},
 		Web:     Web{Enabled: true, Address: ":8080"},
 		Broker:  mqtt.DefaultConfig(),
+		Uplink:  uplink.DefaultConfig(),
 	}
 }
 
@@ -113,6 +117,7 @@ type section struct {
 func (c Config) sections() []section {
 	return []section{
 		{key: "broker", validate: c.Broker.Validate},
+		{key: "uplink", validate: c.Uplink.Validate},
 	}
 }
 

@@ -408,10 +408,19 @@ func (h *Hooks) OnPublish(cl *Client, pk packets.Packet) (pkx packets.Packet, er
 				} else if errors.Is(err, packets.CodeSuccessIgnore) {
 					return pk, err
 				}
+				// fieldgate patch (refusal logs): a reason code is the hook's
+				// deliberate answer (quota exceeded, not authorized), which
+				// the hook logs itself, rate-limited; and a packet dump would
+				// put payloads in the log.
+				var code packets.Code
+				if errors.As(err, &code) {
+					h.Log.Debug("publish refused by hook", "error", err, "hook", hook.ID(), "topic", pkx.TopicName)
+					return pk, err
+				}
 				h.Log.Error("publish packet error",
 					"error", err,
 					"hook", hook.ID(),
-					"packet", pkx)
+					"topic", pkx.TopicName)
 				return pk, err
 			}
 			pkx = npk
