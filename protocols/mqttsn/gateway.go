@@ -1,0 +1,488 @@
+// Package mqttsn is fieldgate's MQTT-SN v1.2 gateway: sensors speak MQTT-SN
+// over UDP, and the gateway makes each of them a session of the local broker
+// (protocols/mqtt), so that authentication, the ACL, wills, retained
+// messages, persistent sessions and limits hold for them exactly as for MQTT
+// clients.
+//
+// packet.go is the pure codec; gateway.go owns the UDP socket, routes
+// datagrams to devices and answers what needs no device (SEARCHGW, QoS -1);
+// client.go is the state machine of one device, run by one goroutine that
+// owns all of its state.
+package mqttsn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/fieldgate/fieldgate/gateway/bus"
+	"github.com/fieldgate/fieldgate/protocols/mqtt"
+)
+
+// listenerName is the sessions' origin in the broker's logs and $SYS.
+const listenerName = "mqttsn"
+
+// qosMinusOneClientID is the broker session QoS -1 publishes go through.
+const qosMinusOneClientID = "mqttsn-qos-1"
+
+// connectTimeout bounds how long a broker CONNECT may take.
+const connectTimeout = 10 * time.Second
+
+// udpReadBuffer is the socket receive buffer asked for.
+const udpReadBuffer = 4 << 20
+
+// inboxSize is how many decoded datagrams may wait for one device's
+// goroutine; more are dropped (DropOverload).
+const inboxSize = 16
+
+// Gateway is a running MQTT-SN gateway.
+type Gateway struct {
+	cfg    Config
+	broker *mqtt.Broker
+	log    *slog.Logger
+	conn   *net.UDPConn
+	advTo  netip.AddrPort
+
+	predefByID   map[uint16]string
+	predefByName map[string]uint16
+	allowAll     bool
+
+	stats   counters
+	logDrop map[string]*rate.Limiter // by cause, fixed after New
+	logMisc *rate.Limiter
+
+	minusOne chan bus.Message // QoS -1 publishes for runMinusOne
+
+	mu      sync.Mutex
+	byAddr  map[netip.AddrPort]*client
+	byID    map[string]*client
+	clients sync.WaitGroup
+}
+
+// counters are the gateway's statistics.
+type counters struct {
+	connected, asleep         atomic.Int64
+	datagramsIn, datagramsOut atomic.Int64
+	publishesIn, publishesOut atomic.Int64
+	retransmissions, lost     atomic.Int64
+	drops                     map[string]*atomic.Int64 // fixed after New
+}
+
+// Stats is a snapshot of the gateway's counters.
+type Stats struct {
+	// ClientsConnected counts devices with a broker session, asleep or not.
+	ClientsConnected int64
+	// ClientsAsleep counts devices asleep (DISCONNECT with a duration).
+	ClientsAsleep int64
+	// DatagramsIn and DatagramsOut count UDP datagrams.
+	DatagramsIn, DatagramsOut int64
+	// PublishesIn counts device publishes passed to the broker (QoS -1
+	// included); PublishesOut counts PUBLISH messages sent to devices
+	// (retransmissions excluded).
+	PublishesIn, PublishesOut int64
+	// Retransmissions counts PUBLISH, PUBREL and REGISTER sent again.
+	Retransmissions int64
+	// LostClients counts devices lost: silent past 1.5 × their keep alive,
+	// asleep past 1.5 × their sleep duration, or not acknowledging after the
+	// retries. Their wills are published.
+	LostClients int64
+	// Drops counts dropped datagrams and deliveries by cause (the Drop*
+	// constants).
+	Drops map[string]int64
+}
+
+var dropCauses = []string{
+	DropShort, DropLength, DropUnknownType, DropMalformed, DropNotConnected,
+	DropUnexpected, DropOverload, DropBuffer, DropInvalidTopic,
+}
+
+// DropInvalidTopic counts publishes to a topic id the device never
+// registered (answered with PUBACK 0x02).
+const DropInvalidTopic = "invalid_topic"
+
+// New checks cfg and binds the UDP socket, so a busy port is an error here
+// and not later. Run serves it. logger may be nil.
+func New(cfg Config, broker *mqtt.Broker, logger *slog.Logger) (*Gateway, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("mqttsn: config: %w", err)
+	}
+	if broker == nil {
+		return nil, errors.New("mqttsn: no broker")
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	g := &Gateway{
+		cfg:          cfg,
+		broker:       broker,
+		log:          logger.With("part", "mqttsn"),
+		predefByID:   make(map[uint16]string, len(cfg.PredefinedTopics)),
+		predefByName: make(map[string]uint16, len(cfg.PredefinedTopics)),
+		allowAll:     len(cfg.Clients.Allow) == 0,
+		logDrop:      make(map[string]*rate.Limiter, len(dropCauses)),
+		logMisc:      rate.NewLimiter(rate.Every(10*time.Second), 5),
+		minusOne:     make(chan bus.Message, 256),
+		byAddr:       make(map[netip.AddrPort]*client),
+		byID:         make(map[string]*client),
+	}
+	g.stats.drops = make(map[string]*atomic.Int64, len(dropCauses))
+	for _, c := range dropCauses {
+		g.stats.drops[c] = new(atomic.Int64)
+		g.logDrop[c] = rate.NewLimiter(rate.Every(10*time.Second), 3)
+	}
+	for _, t := range cfg.PredefinedTopics {
+		g.predefByID[uint16(t.ID)] = t.Topic
+		g.predefByName[t.Topic] = uint16(t.ID)
+	}
+	if cfg.AdvertiseInterval > 0 {
+		ua, err := net.ResolveUDPAddr("udp", cfg.AdvertiseAddress)
+		if err != nil {
+			return nil, fmt.Errorf("mqttsn: advertise_address %s: %w", cfg.AdvertiseAddress, err)
+		}
+		g.advTo = ua.AddrPort()
+	}
+	ua, err := net.ResolveUDPAddr("udp", cfg.Address)
+	if err != nil {
+		return nil, fmt.Errorf("mqttsn: address %s: %w", cfg.Address, err)
+	}
+	g.conn, err = net.ListenUDP("udp", ua)
+	if err != nil {
+		return nil, fmt.Errorf("mqttsn: listen %s: %w", cfg.Address, err)
+	}
+	// Best effort: room for bursts of datagrams (the kernel caps it at
+	// net.core.rmem_max).
+	_ = g.conn.SetReadBuffer(udpReadBuffer)
+	return g, nil
+}
+
+// Addr is the bound UDP address.
+func (g *Gateway) Addr() net.Addr { return g.conn.LocalAddr() }
+
+// Stats returns a snapshot of the counters.
+func (g *Gateway) Stats() Stats {
+	s := Stats{
+		ClientsConnected: g.stats.connected.Load(),
+		ClientsAsleep:    g.stats.asleep.Load(),
+		DatagramsIn:      g.stats.datagramsIn.Load(),
+		DatagramsOut:     g.stats.datagramsOut.Load(),
+		PublishesIn:      g.stats.publishesIn.Load(),
+		PublishesOut:     g.stats.publishesOut.Load(),
+		Retransmissions:  g.stats.retransmissions.Load(),
+		LostClients:      g.stats.lost.Load(),
+		Drops:            make(map[string]int64, len(g.stats.drops)),
+	}
+	for k, v := range g.stats.drops {
+		s.Drops[k] = v.Load()
+	}
+	return s
+}
+
+// Run serves devices until ctx is done. Then it disconnects every device's
+// broker session cleanly (wills discarded: the gateway stopping is not the
+// device's fault; persistent sessions stay in the broker), closes the socket
+// and returns.
+func (g *Gateway) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		<-ctx.Done()
+		_ = g.conn.Close() // unblocks the read loop
+	}()
+	go func() { defer wg.Done(); g.runMinusOne(ctx) }()
+	if g.cfg.AdvertiseInterval > 0 {
+		wg.Add(1)
+		go func() { defer wg.Done(); g.advertise(ctx) }()
+	}
+	g.log.Info("MQTT-SN gateway listening", "address", g.conn.LocalAddr().String(), "gateway_id", g.cfg.GatewayID)
+	err := g.readLoop(ctx)
+	cancel()
+	g.clients.Wait()
+	wg.Wait()
+	return err
+}
+
+func (g *Gateway) readLoop(ctx context.Context) error {
+	buf := make([]byte, maxMessageLength+1)
+	for {
+		n, from, err := g.conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("mqttsn: read %s: %w", g.conn.LocalAddr(), err)
+		}
+		g.stats.datagramsIn.Add(1)
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		p, err := Decode(buf[:n])
+		if err != nil {
+			g.drop(CauseOf(err), from, err)
+			continue
+		}
+		g.dispatch(ctx, from, p)
+	}
+}
+
+// dispatch answers what needs no device and hands the rest to the device's
+// goroutine, starting one on CONNECT.
+func (g *Gateway) dispatch(ctx context.Context, from netip.AddrPort, p Packet) {
+	switch {
+	case p.Type == TypeSearchGW:
+		g.send(from, Packet{Type: TypeGWInfo, GatewayID: byte(g.cfg.GatewayID)})
+		return
+	case p.Type == TypeAdvertise || p.Type == TypeGWInfo:
+		g.drop(DropUnexpected, from, fmt.Errorf("%s from another gateway ignored", p.Type))
+		return
+	case p.Type == TypePublish && p.Flags.QoS == -1:
+		g.publishMinusOne(from, p)
+		return
+	}
+	g.mu.Lock()
+	c := g.byAddr[from]
+	if c == nil && p.Type == TypePingreq && p.ClientID != "" {
+		// A sleeping device may wake up from a new address.
+		if s := g.byID[p.ClientID]; s != nil && s.asleep.Load() {
+			c = s
+		}
+	}
+	if c == nil && p.Type == TypeConnect {
+		if len(g.byAddr) >= g.cfg.MaxClients {
+			g.mu.Unlock()
+			g.drop(DropOverload, from, fmt.Errorf("max_clients (%d) reached", g.cfg.MaxClients))
+			g.send(from, Packet{Type: TypeConnack, ReturnCode: RejectedCongestion})
+			return
+		}
+		c = newClient(g, from)
+		g.byAddr[from] = c
+		g.clients.Add(1)
+		go func() { defer g.clients.Done(); c.run(ctx) }()
+	}
+	if c != nil {
+		// Posting under g.mu: once a client is removed (under g.mu too),
+		// nothing more reaches its inbox, so it can hand back what is there.
+		select {
+		case c.inbox <- inbound{p: p, from: from}:
+		default:
+			g.drop(DropOverload, from, fmt.Errorf("%s: the device's queue is full", p.Type))
+		}
+		g.mu.Unlock()
+		return
+	}
+	g.mu.Unlock()
+	g.drop(DropNotConnected, from, fmt.Errorf("%s from a device that is not connected", p.Type))
+	if p.Type != TypeDisconnect {
+		// Tell the device to connect again (never answer a DISCONNECT with
+		// one: two gateways could play ping-pong).
+		g.send(from, Packet{Type: TypeDisconnect})
+	}
+}
+
+// send encodes p and writes it to addr.
+func (g *Gateway) send(to netip.AddrPort, p Packet) {
+	b, err := Encode(make([]byte, 0, 16+len(p.Data)+len(p.TopicName)), p)
+	if err != nil {
+		if g.logMisc.Allow() {
+			g.log.Warn("cannot encode a message", "remote", to.String(), "error", err)
+		}
+		return
+	}
+	if _, err := g.conn.WriteToUDPAddrPort(b, to); err != nil {
+		if g.logMisc.Allow() && !errors.Is(err, net.ErrClosed) {
+			g.log.Warn("send failed", "remote", to.String(), "type", p.Type.String(), "error", err)
+		}
+		return
+	}
+	g.stats.datagramsOut.Add(1)
+}
+
+// drop counts a dropped datagram or delivery and logs it, rate-limited per
+// cause.
+func (g *Gateway) drop(cause string, from netip.AddrPort, err error) {
+	n := g.stats.drops[cause].Add(1)
+	if g.logDrop[cause].Allow() {
+		g.log.Warn("dropped", "cause", cause, "remote", from.String(), "error", err, "dropped_total", n)
+	}
+}
+
+// warn logs a warning about one device, rate-limited over all devices.
+func (g *Gateway) warn(msg string, args ...any) {
+	if g.logMisc.Allow() {
+		g.log.Warn(msg, args...)
+	}
+}
+
+// claim makes c the owner of client id; a device that owned it from another
+// address is taken over (the broker ends its session).
+func (g *Gateway) claim(c *client, id string) {
+	g.mu.Lock()
+	g.byID[id] = c
+	g.mu.Unlock()
+}
+
+// owns reports whether c still owns its client id.
+func (g *Gateway) owns(c *client, id string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.byID[id] == c
+}
+
+// move records that c now speaks from addr.
+func (g *Gateway) move(c *client, from, to netip.AddrPort) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.byAddr[from] == c {
+		delete(g.byAddr, from)
+	}
+	if old := g.byAddr[to]; old != nil && old != c {
+		// The old device at that address gets nothing more; it ends when
+		// its session does.
+		delete(g.byAddr, to)
+	}
+	g.byAddr[to] = c
+}
+
+// remove forgets c.
+func (g *Gateway) remove(c *client, addr netip.AddrPort, id string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.byAddr[addr] == c {
+		delete(g.byAddr, addr)
+	}
+	if id != "" && g.byID[id] == c {
+		delete(g.byID, id)
+	}
+}
+
+// allowed reports whether a client id may connect, and its broker username.
+func (g *Gateway) allowed(id string) (username string, ok bool) {
+	ok = g.allowAll
+	for _, p := range g.cfg.Clients.Allow {
+		if matchPattern(p, id) {
+			ok = true
+			break
+		}
+	}
+	for _, u := range g.cfg.Clients.Usernames {
+		if matchPattern(u.ClientID, id) {
+			return u.Username, ok
+		}
+	}
+	return "", ok
+}
+
+// publishMinusOne queues a QoS -1 publish for runMinusOne.
+func (g *Gateway) publishMinusOne(from netip.AddrPort, p Packet) {
+	if !g.cfg.QoSMinusOne.Enabled {
+		g.drop(DropNotConnected, from, errors.New("QoS -1 publish: qos_minus_one is disabled"))
+		return
+	}
+	var topic string
+	switch p.Flags.TopicIDType {
+	case TopicPredefined:
+		topic = g.predefByID[p.TopicID]
+	case TopicShort:
+		topic = ShortTopic(p.TopicID)
+		if topicNameProblem(topic) != "" {
+			topic = ""
+		}
+	}
+	if topic == "" {
+		g.drop(DropInvalidTopic, from, fmt.Errorf("QoS -1 publish to topic id %d of type %d", p.TopicID, p.Flags.TopicIDType))
+		return
+	}
+	select {
+	case g.minusOne <- bus.Message{Topic: topic, Payload: p.Data, Retain: p.Flags.Retain}:
+	default:
+		g.drop(DropOverload, from, errors.New("QoS -1 publish: queue full"))
+	}
+}
+
+// runMinusOne publishes QoS -1 messages through one broker session,
+// connected when the first one comes and again after it ends.
+func (g *Gateway) runMinusOne(ctx context.Context) {
+	var sess *mqtt.Session
+	defer func() {
+		if sess != nil {
+			_ = sess.Disconnect(false)
+		}
+	}()
+	for {
+		var m bus.Message
+		select {
+		case <-ctx.Done():
+			return
+		case m = <-g.minusOne:
+		}
+		if sess != nil {
+			select {
+			case <-sess.Done():
+				sess = nil
+			default:
+			}
+		}
+		if sess == nil {
+			user := g.cfg.QoSMinusOne.Username
+			cctx, cancel := context.WithTimeout(ctx, connectTimeout)
+			s, err := g.broker.Connect(cctx, mqtt.SessionOptions{
+				Listener:   listenerName,
+				Remote:     g.conn.LocalAddr(),
+				ClientID:   qosMinusOneClientID,
+				Username:   user,
+				Trusted:    user != "",
+				CleanStart: true,
+			})
+			cancel()
+			if err != nil {
+				if g.logMisc.Allow() {
+					g.log.Warn("QoS -1 session refused by the broker", "error", err)
+				}
+				continue
+			}
+			sess = s
+		}
+		if err := sess.Publish(ctx, m); err != nil {
+			if g.logMisc.Allow() {
+				g.log.Warn("QoS -1 publish failed", "topic", m.Topic, "error", err)
+			}
+			continue
+		}
+		g.stats.publishesIn.Add(1)
+	}
+}
+
+// advertise broadcasts ADVERTISE every AdvertiseInterval.
+func (g *Gateway) advertise(ctx context.Context) {
+	p := Packet{Type: TypeAdvertise, GatewayID: byte(g.cfg.GatewayID), Duration: uint16(g.cfg.AdvertiseInterval / time.Second)}
+	t := time.NewTicker(g.cfg.AdvertiseInterval)
+	defer t.Stop()
+	for {
+		g.send(g.advTo, p)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// returnCodeOf maps a broker refusal to an MQTT-SN return code.
+func returnCodeOf(err error) ReturnCode {
+	switch bus.RefusalOf(err).Code {
+	case 0x80, 0x88, 0x89, 0x93, 0x96, 0x97, 0x9F: // unspecified, unavailable, busy, receive max, rate, quota, connect rate
+		return RejectedCongestion
+	case 0x8F, 0x90: // topic filter / topic name invalid
+		return RejectedInvalidTopic
+	default: // not authorized, bad credentials, banned, client id not valid ...
+		return RejectedNotSupported
+	}
+}
