@@ -62,6 +62,7 @@ type Gateway struct {
 	runCtx    context.Context
 	devices   map[string]*device // by deviceKey / connKey
 	endpoints map[string]map[*observation]struct{}
+	uploads   uploads        // block-wise uploads being reassembled (own lock)
 	workers   sync.WaitGroup // device workers and periodic runners, added under mu
 }
 
@@ -84,6 +85,7 @@ func New(cfg Config, broker *mqtt.Broker, logger *slog.Logger) (*Gateway, error)
 		log:       logger.With("part", "coap"),
 		devices:   make(map[string]*device),
 		endpoints: make(map[string]map[*observation]struct{}),
+		uploads:   uploads{m: make(map[string]*upload)},
 	}
 	g.warn = newLogLimiter(g.log, 10*time.Second)
 	g.stats.init()
@@ -316,6 +318,10 @@ func (g *Gateway) handle(w *responsewriter.ResponseWriter[*udpClient.Conn], r *p
 		g.fail(w, r, err)
 		return
 	}
+	if partialBlock(r) {
+		g.fail(w, r, &RequestError{Code: codes.RequestEntityIncomplete, Reason: "last block of a block-wise upload unknown or expired: start again with block 0"})
+		return
+	}
 	x := &exchange{g: g, w: w, r: r, req: req, cc: w.Conn()}
 	switch req.Kind {
 	case KindConnect:
@@ -331,7 +337,28 @@ func (g *Gateway) handle(w *responsewriter.ResponseWriter[*udpClient.Conn], r *p
 	}
 	if err != nil {
 		g.fail(w, r, err)
+		return
 	}
+	if block, ok := r.Context().Value(assembledKey{}).(uint32); ok && w.Message().Code() < codes.BadRequest {
+		// The answer to the final block of an upload echoes its Block1
+		// option (RFC 7959 §2.3).
+		w.Message().SetOptionUint32(message.Block1, block)
+	}
+}
+
+// partialBlock tells a POST or PUT that still carries a Block1 option past
+// block 0: one block of an upload the monitor did not reassemble, which
+// must not be taken for the whole body.
+func partialBlock(r *pool.Message) bool {
+	if r.Code() != codes.POST && r.Code() != codes.PUT {
+		return false
+	}
+	block, err := r.GetOptionUint32(message.Block1)
+	if err != nil {
+		return false
+	}
+	_, num, _, err := blockwise.DecodeBlockOption(block)
+	return err != nil || num > 0
 }
 
 // fail answers a refused request with its CoAP code and a diagnostic
@@ -355,8 +382,9 @@ func codeOf(err error) (codes.Code, string) {
 }
 
 // monitor sees every incoming message before go-coap handles it: it notes
-// RSTs that reject notifications, and refuses block-wise uploads that grow
-// beyond max_payload (go-coap would buffer them without limit).
+// RSTs that reject notifications, refuses uploads larger than max_payload
+// (announced by Size1 or grown block by block), and reassembles block-wise
+// uploads (upload.go).
 func (g *Gateway) monitor(cc *udpClient.Conn, m *pool.Message) (bool, error) {
 	if m.Type() == message.Reset {
 		g.onReset(cc.RemoteAddr().String())
@@ -365,8 +393,7 @@ func (g *Gateway) monitor(cc *udpClient.Conn, m *pool.Message) (bool, error) {
 	if m.Code() != codes.POST && m.Code() != codes.PUT {
 		return false, nil
 	}
-	limit := int64(g.cfg.MaxPayload)
-	if size1, err := m.GetOptionUint32(message.Size1); err == nil && int64(size1) > limit {
+	if size1, err := m.GetOptionUint32(message.Size1); err == nil && int64(size1) > int64(g.cfg.MaxPayload) {
 		g.tooLarge(cc, m)
 		return true, nil
 	}
@@ -374,44 +401,19 @@ func (g *Gateway) monitor(cc *udpClient.Conn, m *pool.Message) (bool, error) {
 	if err != nil {
 		return false, nil
 	}
-	szx, num, _, err := blockwise.DecodeBlockOption(block)
-	if err != nil {
-		return false, nil // go-coap answers a bad block option itself
-	}
-	n, _ := m.BodySize()
-	if num*szx.Size()+n > limit {
-		g.tooLarge(cc, m)
-		return true, nil
-	}
-	return false, nil
+	return g.block1(cc, m, block), nil
 }
 
 // tooLarge answers 4.13 with Size1 = max_payload (RFC 7959 §2.9.3).
 func (g *Gateway) tooLarge(cc *udpClient.Conn, req *pool.Message) {
-	g.stats.failed(codes.RequestEntityTooLarge)
-	g.warn.warn("4.13", "coap request refused", "remote", cc.RemoteAddr().String(), "code", codes.RequestEntityTooLarge.String(), "error", "payload larger than max_payload")
-	resp := cc.AcquireMessage(cc.Context())
-	defer cc.ReleaseMessage(resp)
-	resp.SetCode(codes.RequestEntityTooLarge)
-	resp.SetToken(req.Token())
-	if req.Type() == message.Confirmable {
-		resp.SetType(message.Acknowledgement)
-		resp.SetMessageID(req.MessageID())
-	} else {
-		resp.SetType(message.NonConfirmable)
-		resp.SetMessageID(cc.GetMessageID())
-	}
-	resp.SetOptionUint32(message.Size1, uint32(g.cfg.MaxPayload))
-	resp.SetContentFormat(message.TextPlain)
-	resp.SetBody(bytes.NewReader([]byte(fmt.Sprintf("payload larger than %d bytes", g.cfg.MaxPayload))))
-	if err := cc.Session().WriteMessage(resp); err != nil {
-		g.warn.debug("write-413", "coap: cannot answer 4.13", "error", err)
-	}
+	size1 := blockOption(message.Size1, uint32(g.cfg.MaxPayload))
+	g.answer(cc, req, codes.RequestEntityTooLarge, []message.Option{size1}, fmt.Sprintf("payload larger than %d bytes", g.cfg.MaxPayload))
 }
 
 // sweep closes connections that missed their heartbeats and ends idle
 // connectionless sessions.
 func (g *Gateway) sweep(now time.Time) {
+	g.expireUploads(now)
 	g.mu.Lock()
 	devs := make([]*device, 0, len(g.devices))
 	for _, d := range g.devices {

@@ -3,6 +3,7 @@ package coap
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -217,4 +218,14 @@ func eventually(t testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond) // polling a condition, not synchronising
 	}
+}
+
+// numbered is a payload of n bytes in which every 8-byte line differs
+// ("0000000\n0000001\n..."), so a block out of place shows.
+func numbered(n int) []byte {
+	var b bytes.Buffer
+	for i := 0; b.Len() < n; i++ {
+		fmt.Fprintf(&b, "%07d\n", i)
+	}
+	return b.Bytes()[:n]
 }
