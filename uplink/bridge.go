@@ -207,7 +207,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 		if b.cfg.TLS.InsecureSkipVerify && transport != TransportTCP {
 			b.log.Warn("uplink TLS certificate verification is OFF (insecure_skip_verify): anyone on the path can read and change the traffic", "server", s.Host)
 		}
-		cl, lost, err := b.connect(ctx, transport, s)
+		pool, lost, err := b.connectPool(ctx, transport, s)
 		if err != nil {
 			if ctx.Err() != nil {
 				break
@@ -231,8 +231,10 @@ func (b *Bridge) Run(ctx context.Context) error {
 		b.setState(func(st *Status) {
 			st.State, st.Connected, st.Since, st.LastError = "connected", true, b.now(), ""
 		})
-		why := b.serve(ctx, cl, lost, s, transport)
-		cl.Disconnect(250)
+		why := b.serve(ctx, pool, lost, s, transport)
+		for _, cl := range pool {
+			cl.Disconnect(250)
+		}
 		b.setState(func(st *Status) { st.Connected = false })
 		if ctx.Err() != nil {
 			break
@@ -291,13 +293,36 @@ func (b *Bridge) waitClock(ctx context.Context) bool {
 	return true
 }
 
-// connect makes one connection attempt and returns the client and a
-// channel that receives the reason the connection is lost.
-func (b *Bridge) connect(ctx context.Context, transport string, s Server) (paho.Client, <-chan error, error) {
+// connectPool opens the configured number of connections to s (the first
+// one carries the downlink subscriptions). It returns them and a channel
+// that receives the reason when any of them is lost; on a failure none is
+// left open.
+func (b *Bridge) connectPool(ctx context.Context, transport string, s Server) ([]paho.Client, <-chan error, error) {
 	lost := make(chan error, 1)
+	pool := make([]paho.Client, 0, b.cfg.Connections)
+	for i := range b.cfg.Connections {
+		id := b.cfg.ClientID
+		if i > 0 {
+			id = fmt.Sprintf("%s-%d", id, i)
+		}
+		cl, err := b.connect(ctx, transport, s, id, lost, i == 0)
+		if err != nil {
+			for _, c := range pool {
+				c.Disconnect(0)
+			}
+			return nil, nil, err
+		}
+		pool = append(pool, cl)
+	}
+	return pool, lost, nil
+}
+
+// connect makes one connection attempt as client id; lost receives the
+// reason the connection is lost.
+func (b *Bridge) connect(ctx context.Context, transport string, s Server, id string, lost chan error, downlink bool) (paho.Client, error) {
 	o := paho.NewClientOptions()
 	o.AddBroker("tcp://" + net.JoinHostPort(s.Host, "0")) // the dialer below decides
-	o.SetClientID(b.cfg.ClientID)
+	o.SetClientID(id)
 	o.SetUsername(b.cfg.Username)
 	o.SetPassword(b.cfg.Password)
 	o.SetCleanSession(b.cfg.CleanSession)
@@ -326,20 +351,22 @@ func (b *Bridge) connect(ctx context.Context, transport string, s Server) (paho.
 		default:
 		}
 	})
-	o.SetOnConnectHandler(func(c paho.Client) { b.subscribeDownlink(c, lost) })
+	if downlink {
+		o.SetOnConnectHandler(func(c paho.Client) { b.subscribeDownlink(c, lost) })
+	}
 	cl := paho.NewClient(o)
 	tok := cl.Connect()
 	select {
 	case <-tok.Done():
 	case <-ctx.Done():
 		cl.Disconnect(0)
-		return nil, nil, ctx.Err()
+		return nil, ctx.Err()
 	}
 	if err := tok.Error(); err != nil {
 		cl.Disconnect(0)
-		return nil, nil, describeConnectError(err)
+		return nil, describeConnectError(err)
 	}
-	return cl, lost, nil
+	return cl, nil
 }
 
 // describeConnectError names a failed connection attempt in plain words.
@@ -406,9 +433,11 @@ type inflight struct {
 	tok paho.Token
 }
 
-// serve drains the outbox over a connected client until the connection is
+// serve drains the outbox over the connected pool until a connection is
 // lost or ctx ends. It resends from the oldest unacknowledged message.
-func (b *Bridge) serve(ctx context.Context, cl paho.Client, lost <-chan error, s Server, transport string) error {
+// Messages are spread over the pool by topic, so each topic stays in order
+// on one connection.
+func (b *Bridge) serve(ctx context.Context, pool []paho.Client, lost <-chan error, s Server, transport string) error {
 	sctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	go func() {
@@ -428,10 +457,12 @@ func (b *Bridge) serve(ctx context.Context, cl paho.Client, lost <-chan error, s
 	}
 	defer probeWG.Wait()
 
-	window := make(chan inflight, b.cfg.Inflight)
-	ackDone := make(chan struct{})
-	go func() { defer close(ackDone); b.acker(sctx, cancel, window) }()
-
+	windows := make([]chan inflight, len(pool))
+	var ackers sync.WaitGroup
+	for i := range pool {
+		windows[i] = make(chan inflight, b.cfg.Inflight)
+		ackers.Go(func() { b.acker(sctx, cancel, windows[i]) })
+	}
 	var after uint64
 	for sctx.Err() == nil {
 		entries, err := b.opts.Outbox.Read(after, 512)
@@ -454,9 +485,13 @@ func (b *Bridge) serve(ctx context.Context, cl paho.Client, lost <-chan error, s
 				_ = b.opts.Outbox.Ack(e.Seq)
 				continue
 			}
-			tok := cl.Publish(rec.Topic, rec.QoS, rec.Retain, rec.Payload)
+			k := 0
+			if len(pool) > 1 {
+				k = int(shard(rec.Topic) % uint32(len(pool)))
+			}
+			tok := pool[k].Publish(rec.Topic, rec.QoS, rec.Retain, rec.Payload)
 			select {
-			case window <- inflight{seq: e.Seq, tok: tok}:
+			case windows[k] <- inflight{seq: e.Seq, tok: tok}:
 			case <-sctx.Done():
 			}
 			if sctx.Err() != nil {
@@ -464,9 +499,21 @@ func (b *Bridge) serve(ctx context.Context, cl paho.Client, lost <-chan error, s
 			}
 		}
 	}
-	close(window)
-	<-ackDone
+	for _, w := range windows {
+		close(w)
+	}
+	ackers.Wait()
 	return context.Cause(sctx)
+}
+
+// shard hashes a topic (FNV-1a) to pick its connection.
+func shard(topic string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(topic); i++ {
+		h ^= uint32(topic[i])
+		h *= 16777619
+	}
+	return h
 }
 
 // acker waits for each publish's acknowledgement, in order, and deletes the

@@ -48,6 +48,12 @@ type Config struct {
 	// it for the link (the default, 1024, carries 10,000 messages/s at
 	// 100 ms); keep it within the cloud broker's receive maximum.
 	Inflight int `yaml:"inflight"`
+	// Connections is how many MQTT connections carry the stream (each its
+	// own QUIC or TCP connection, client ids id, id-1, id-2, ...). Messages
+	// are spread by topic, so each topic keeps its order. On a lossy link a
+	// single connection's congestion control caps the rate (about 2,600
+	// messages/s at 50 ms and 1 % loss); several connections add up.
+	Connections int `yaml:"connections"`
 	// Forward rules select local messages for the cloud.
 	Forward []ForwardRule `yaml:"forward"`
 	// Downlink rules bring cloud messages into the local broker.
@@ -139,6 +145,7 @@ func DefaultConfig() Config {
 		BackoffMin:     time.Second,
 		BackoffMax:     time.Minute,
 		Inflight:       1024,
+		Connections:    1,
 		Outbox:         OutboxLimits{MaxBytes: 256 << 20, MaxMessages: 0, Policy: "drop_oldest"},
 		MinClock:       "2025-01-01T00:00:00Z",
 	}
@@ -202,6 +209,9 @@ func (c Config) Validate() error {
 	}
 	if c.Inflight < 1 || c.Inflight > 65535 {
 		add("inflight", "must be between 1 and 65535, got %d", c.Inflight)
+	}
+	if c.Connections < 1 || c.Connections > 64 {
+		add("connections", "must be between 1 and 64, got %d", c.Connections)
 	}
 	if len(c.ClientID) > 65535 || strings.HasPrefix(c.ClientID, "$") {
 		add("client_id", "must not start with $ and must be shorter than 64 KiB")

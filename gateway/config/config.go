@@ -21,7 +21,11 @@ import (
 	"strings"
 	"unicode"
 
+	"github.com/fieldgate/fieldgate/protocols/coap"
 	"github.com/fieldgate/fieldgate/protocols/mqtt"
+	"github.com/fieldgate/fieldgate/protocols/mqttsn"
+	"github.com/fieldgate/fieldgate/southbound/modbus"
+	"github.com/fieldgate/fieldgate/southbound/serial"
 	"github.com/fieldgate/fieldgate/uplink"
 )
 
@@ -40,8 +44,20 @@ type Config struct {
 	Web Web `yaml:"web"`
 	// Broker is the local MQTT broker, the gateway's bus.
 	Broker mqtt.Config `yaml:"broker"`
+	// MQTTSN is the MQTT-SN v1.2 gateway (UDP).
+	MQTTSN mqttsn.Config `yaml:"mqttsn"`
+	// CoAP is the CoAP gateway (UDP, DTLS).
+	CoAP coap.Config `yaml:"coap"`
+	// Southbound is what the gateway polls: Modbus devices, serial sensors.
+	Southbound Southbound `yaml:"southbound"`
 	// Uplink is the store-and-forward bridge to the cloud.
 	Uplink uplink.Config `yaml:"uplink"`
+}
+
+// Southbound groups the pollers of field devices.
+type Southbound struct {
+	Modbus modbus.Config `yaml:"modbus"`
+	Serial serial.Config `yaml:"serial"`
 }
 
 // Gateway is the identity and storage of this gateway.
@@ -85,7 +101,13 @@ func Default() Config {
 		Log:     Log{Level: "info", Format: "text"},
 		Web:     Web{Enabled: true, Address: ":8080"},
 		Broker:  mqtt.DefaultConfig(),
-		Uplink:  uplink.DefaultConfig(),
+		MQTTSN:  mqttsn.DefaultConfig(),
+		CoAP:    coap.DefaultConfig(),
+		Southbound: Southbound{
+			Modbus: modbus.DefaultConfig(),
+			Serial: serial.DefaultConfig(),
+		},
+		Uplink: uplink.DefaultConfig(),
 	}
 }
 
@@ -117,6 +139,10 @@ type section struct {
 func (c Config) sections() []section {
 	return []section{
 		{key: "broker", validate: c.Broker.Validate},
+		{key: "mqttsn", validate: c.MQTTSN.Validate},
+		{key: "coap", validate: c.CoAP.Validate},
+		{key: "southbound.modbus", validate: c.Southbound.Modbus.Validate},
+		{key: "southbound.serial", validate: c.Southbound.Serial.Validate},
 		{key: "uplink", validate: c.Uplink.Validate},
 	}
 }
