@@ -11,7 +11,7 @@ LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(D
 BUILD    := CGO_ENABLED=0 $(GO) build -trimpath
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test bench cross lint fuzz clean check-units
+.PHONY: help build run test bench cross dist lint fuzz clean check-units check-yocto
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -22,7 +22,9 @@ build: ## build bin/fieldgate for this machine, version-stamped
 run: build ## build, then run the gateway on its built-in defaults (data in ./data)
 	./bin/fieldgate run
 
-test: ## go vet, gofmt check, and every test with -race (integration tests included)
+# make test runs the ARM binaries of `make dist` under qemu (cmd/fieldgate/arm_test.go).
+test: export FIELDGATE_DIST := $(CURDIR)/dist
+test: dist check-units check-yocto ## units, Yocto layer, ARM dist, go vet, gofmt check, and every test with -race (integration tests included)
 	$(GO) vet ./...
 	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then \
 		echo "gofmt needed on:"; echo "$$unformatted"; exit 1; fi
@@ -34,10 +36,28 @@ test: ## go vet, gofmt check, and every test with -race (integration tests inclu
 bench: build ## run the benchmark against Debian's mosquitto and print the table
 	$(GO) run ./cmd/mqttbench -fieldgate $(CURDIR)/bin/fieldgate -json bin/bench.json
 
-cross: ## build stripped linux/armv7 and linux/arm64 binaries into dist/
+cross: ## build static, stripped linux/armv7 (GOARM=7) and linux/arm64 binaries into dist/, version-stamped
 	@mkdir -p dist
 	GOOS=linux GOARCH=arm GOARM=7 $(BUILD) -ldflags '-s -w $(LDFLAGS)' -o dist/fieldgate-linux-armv7 ./cmd/fieldgate
 	GOOS=linux GOARCH=arm64 $(BUILD) -ldflags '-s -w $(LDFLAGS)' -o dist/fieldgate-linux-arm64 ./cmd/fieldgate
+
+dist: cross ## cross, then pack each binary with the unit files and the factory config (+ SHA256SUMS)
+	@set -e; for arch in armv7 arm64; do \
+		name=fieldgate-$(VERSION)-linux-$$arch; root=dist/$$name; rm -rf $$root; \
+		install -D -m 0755 dist/fieldgate-linux-$$arch        $$root/usr/bin/fieldgate; \
+		install -D -m 0644 systemd/fieldgate.service           $$root/usr/lib/systemd/system/fieldgate.service; \
+		install -D -m 0644 systemd/sysusers.d/fieldgate.conf   $$root/usr/lib/sysusers.d/fieldgate.conf; \
+		install -D -m 0644 systemd/tmpfiles.d/fieldgate.conf   $$root/usr/lib/tmpfiles.d/fieldgate.conf; \
+		install -D -m 0644 systemd/sysctl.d/60-fieldgate-quic.conf $$root/usr/lib/sysctl.d/60-fieldgate-quic.conf; \
+		install -D -m 0644 systemd/fieldgate.yaml              $$root/etc/fieldgate/fieldgate.yaml; \
+		tar --sort=name --owner=0 --group=0 --numeric-owner --mtime='$(DATE)' \
+			-C $$root -cf - . | gzip -9n > dist/$$name.tar.gz; \
+		rm -rf $$root; echo "dist/$$name.tar.gz"; \
+	done
+	cd dist && sha256sum fieldgate-linux-armv7 fieldgate-linux-arm64 fieldgate-$(VERSION)-linux-*.tar.gz > SHA256SUMS && sha256sum -c --quiet SHA256SUMS
+
+check-yocto: ## parse the Yocto layer offline (variables, paths, LAYERSERIES_COMPAT vs go.mod)
+	$(GO) test -count=1 ./yocto/
 
 lint: ## go vet, gofmt check, and staticcheck when it is installed
 	$(GO) vet ./...
@@ -54,8 +74,9 @@ fuzz: ## run every Fuzz target for FUZZTIME each (default 30s)
 		done; \
 	done
 
-check-units: ## check the systemd units (placeholder until the units exist)
-	@echo "no units yet"
+check-units: build ## systemd-analyze verify + security (exposure <= 2.5), sysusers/tmpfiles/sysctl and factory config checks
+	systemd/check-units.sh bin/fieldgate
+	./bin/fieldgate config check systemd/fieldgate.yaml
 
 clean: ## remove bin/ and dist/ (never ./data)
 	rm -rf bin dist
