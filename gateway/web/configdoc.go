@@ -1,0 +1,230 @@
+package web
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"regexp"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/fieldgate/fieldgate/gateway/config"
+)
+
+// Redacted replaces every secret in a config the API returns. A config sent
+// back with Redacted in a secret field keeps the running value of that
+// field, so a downloaded config can be edited and uploaded again without
+// retyping passwords.
+const Redacted = "<redacted>"
+
+// secretKeys are the YAML keys whose values are secrets, in any section.
+var secretKeys = map[string]bool{
+	"password":      true,
+	"password_hash": true,
+	"psk":           true,
+	"secret":        true,
+	"token":         true,
+	"private_key":   true,
+	"key_pem":       true,
+}
+
+// configMap returns c as the generic tree of its YAML form (what a config
+// file holds), with secrets redacted and null fields removed. It is what
+// the API returns as JSON.
+func configMap(c config.Config) (map[string]any, error) {
+	data, err := yaml.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("encode config: %w", err)
+	}
+	var m map[string]any
+	if err := yaml.Unmarshal(data, &m); err != nil {
+		return nil, fmt.Errorf("decode config: %w", err)
+	}
+	redactTree(m)
+	return m, nil
+}
+
+// redactTree replaces secret values and drops null values, in place.
+func redactTree(v any) {
+	switch t := v.(type) {
+	case map[string]any:
+		for k, x := range t {
+			if x == nil {
+				delete(t, k)
+				continue
+			}
+			if s, ok := x.(string); ok && secretKeys[k] && s != "" {
+				t[k] = Redacted
+				continue
+			}
+			redactTree(x)
+		}
+	case []any:
+		for _, x := range t {
+			redactTree(x)
+		}
+	}
+}
+
+// configYAML returns the redacted config as a YAML file.
+func configYAML(c config.Config) ([]byte, error) {
+	m, err := configMap(c)
+	if err != nil {
+		return nil, err
+	}
+	data, err := yaml.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encode config: %w", err)
+	}
+	return append([]byte("# fieldgate config (secrets redacted: uploading it back keeps them)\n"), data...), nil
+}
+
+// parseConfig parses an uploaded config (YAML or JSON, which is YAML too)
+// and puts back the running value of every secret sent as Redacted.
+func parseConfig(data []byte, running config.Config) (config.Config, error) {
+	c, err := config.Parse(data)
+	if err != nil {
+		return config.Config{}, err
+	}
+	restoreSecrets(reflect.ValueOf(&c).Elem(), reflect.ValueOf(running))
+	return c, nil
+}
+
+// lineRef matches the line references of parse errors, which mean nothing
+// when the YAML was generated from a JSON section.
+var lineRef = regexp.MustCompile(` \(line \d+(, column \d+)?\)`)
+
+// withSection returns the running config with the section at path (dotted
+// YAML keys, e.g. "uplink" or "southbound.modbus") replaced by section,
+// parsed strictly and with redacted secrets restored.
+func withSection(running config.Config, path string, section any) (config.Config, error) {
+	m, err := configMap(running)
+	if err != nil {
+		return config.Config{}, err
+	}
+	keys := strings.Split(path, ".")
+	node := m
+	for _, k := range keys[:len(keys)-1] {
+		next, ok := node[k].(map[string]any)
+		if !ok {
+			next = map[string]any{}
+			node[k] = next
+		}
+		node = next
+	}
+	node[keys[len(keys)-1]] = section
+	data, err := yaml.Marshal(m)
+	if err != nil {
+		return config.Config{}, fmt.Errorf("encode config: %w", err)
+	}
+	c, err := parseConfig(data, running)
+	if err != nil {
+		var lines []error
+		for _, l := range strings.Split(err.Error(), "\n") {
+			lines = append(lines, errors.New(lineRef.ReplaceAllString(l, "")))
+		}
+		return config.Config{}, errors.Join(lines...)
+	}
+	return c, nil
+}
+
+// restoreSecrets walks next and old (same type) in parallel and copies old's
+// value into every string field of next named by a secret YAML key that
+// holds Redacted. Elements of slices of structs are matched by their
+// username or name field when they have one (users may be reordered), by
+// index otherwise. A Redacted secret without a counterpart becomes empty.
+func restoreSecrets(next, old reflect.Value) {
+	switch next.Kind() {
+	case reflect.Pointer:
+		if next.IsNil() {
+			return
+		}
+		if old.Kind() != reflect.Pointer || old.IsNil() {
+			restoreSecrets(next.Elem(), reflect.Value{})
+			return
+		}
+		restoreSecrets(next.Elem(), old.Elem())
+	case reflect.Struct:
+		t := next.Type()
+		for i := range t.NumField() {
+			f := t.Field(i)
+			if !f.IsExported() {
+				continue
+			}
+			var of reflect.Value
+			if old.IsValid() {
+				of = old.Field(i)
+			}
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if f.Type.Kind() == reflect.String && secretKeys[name] {
+				if next.Field(i).String() == Redacted {
+					v := ""
+					if of.IsValid() {
+						v = of.String()
+					}
+					next.Field(i).SetString(v)
+				}
+				continue
+			}
+			restoreSecrets(next.Field(i), of)
+		}
+	case reflect.Slice:
+		for i := range next.Len() {
+			restoreSecrets(next.Index(i), counterpart(next.Index(i), old, i))
+		}
+	case reflect.Map:
+		// No secret lives in a map in the config schema.
+	}
+}
+
+// counterpart finds the element of old matching elem: same Username or
+// Name field for structs that have one, else the same index.
+func counterpart(elem, old reflect.Value, i int) reflect.Value {
+	if !old.IsValid() {
+		return reflect.Value{}
+	}
+	if elem.Kind() == reflect.Struct {
+		for _, key := range []string{"Username", "Name"} {
+			f := elem.FieldByName(key)
+			if !f.IsValid() || f.Kind() != reflect.String {
+				continue
+			}
+			for j := range old.Len() {
+				if old.Index(j).FieldByName(key).String() == f.String() {
+					return old.Index(j)
+				}
+			}
+			return reflect.Value{}
+		}
+	}
+	if i < old.Len() {
+		return old.Index(i)
+	}
+	return reflect.Value{}
+}
+
+// FieldError is one problem of a request, tied to the field at fault
+// (a config path such as "uplink.servers[0].host", or a request field).
+type FieldError struct {
+	Field string `json:"field"`
+	Error string `json:"error"`
+}
+
+// fieldErrors splits an error of "path: reason" lines into field errors.
+// Lines without a path get the field "".
+func fieldErrors(err error) []FieldError {
+	var out []FieldError
+	for _, l := range strings.Split(err.Error(), "\n") {
+		if l == "" {
+			continue
+		}
+		path, reason, ok := strings.Cut(l, ": ")
+		if !ok || strings.ContainsAny(path, " \t") {
+			out = append(out, FieldError{Error: l})
+			continue
+		}
+		out = append(out, FieldError{Field: path, Error: reason})
+	}
+	return out
+}
