@@ -143,6 +143,8 @@ func gatewayConfig(dataDir string, port int, brokerExtra string) string {
 gateway: {data_dir: %q}
 log: {level: info}
 web: {enabled: false}
+mqttsn: {enabled: false}
+coap: {enabled: false}
 broker:
   listeners:
     tcp: {enabled: true, address: "127.0.0.1:%d"}

@@ -47,7 +47,7 @@ func (o outbox) Wait(ctx context.Context, after uint64) error { return o.q.Wait(
 func (o outbox) Ack(seqs ...uint64) error                     { return o.q.Ack(seqs...) }
 
 // openOutbox opens the uplink's outbox in dataDir/outbox.
-func openOutbox(cfg uplink.Config, dataDir string, log *slog.Logger) (*store.Outbox, error) {
+func openOutbox(cfg uplink.Config, dataDir string, full func() bool, log *slog.Logger) (*store.Outbox, error) {
 	policy := store.DropOldest
 	if cfg.Outbox.Policy == "refuse_new" {
 		policy = store.RefuseNew
@@ -58,6 +58,7 @@ func openOutbox(cfg uplink.Config, dataDir string, log *slog.Logger) (*store.Out
 		MaxMessages: cfg.Outbox.MaxMessages,
 		Policy:      policy,
 		TTL:         cfg.Outbox.TTL,
+		Full:        full,
 		Logger:      log,
 	})
 }

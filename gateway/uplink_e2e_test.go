@@ -28,6 +28,8 @@ func cloudConfig(pki *testpki.PKI, quicPort int) func(g *gateway) string {
 		return fmt.Sprintf(`version: 1
 gateway: {id: cloud, data_dir: %q}
 web: {enabled: false}
+mqttsn: {enabled: false}
+coap: {enabled: false}
 broker:
   listeners:
     tcp: {enabled: true, address: "127.0.0.1:%d"}
@@ -44,6 +46,8 @@ func edgeConfig(pki *testpki.PKI, quicPort int, extra string) func(g *gateway) s
 		return fmt.Sprintf(`version: 1
 gateway: {id: edge1, data_dir: %q}
 web: {enabled: false}
+mqttsn: {enabled: false}
+coap: {enabled: false}
 broker:
   listeners:
     tcp: {enabled: true, address: "127.0.0.1:%d"}

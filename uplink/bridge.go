@@ -601,3 +601,45 @@ func sleep(ctx context.Context, d time.Duration) bool {
 		return false
 	}
 }
+
+// TestConnection tries cfg without applying it: for each server, each
+// transport the config allows (auto: QUIC, then TLS), a dial, the TLS
+// handshake and an MQTT CONNECT under the client id with "-test" appended
+// (so the running bridge's session is not taken over). It returns nil at
+// the first success, else every failure in plain words.
+func TestConnection(ctx context.Context, cfg Config, gatewayID string) error {
+	cfg.Enabled = true
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if cfg.ClientID == "" {
+		cfg.ClientID = gatewayID
+	}
+	d, err := newDialer(cfg)
+	if err != nil {
+		return err
+	}
+	b := &Bridge{cfg: cfg, dialer: d, log: slog.New(slog.DiscardHandler), now: time.Now}
+	var errs []error
+	for _, s := range cfg.Servers {
+		transports := []string{cfg.Transport}
+		if cfg.Transport == "auto" {
+			transports = nil
+			if s.QUICPort > 0 {
+				transports = append(transports, TransportQUIC)
+			}
+			if s.TLSPort > 0 {
+				transports = append(transports, TransportTLS)
+			}
+		}
+		for _, tr := range transports {
+			cl, err := b.connect(ctx, tr, s, cfg.ClientID+"-test", make(chan error, 1), false)
+			if err == nil {
+				cl.Disconnect(100)
+				return nil
+			}
+			errs = append(errs, fmt.Errorf("%s over %s: %w", s.Host, tr, err))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -673,3 +673,19 @@ func startH3(t *testing.T, pki *testpki.PKI) int {
 func tlsDial(addr string, pki *testpki.PKI) (net.Conn, error) {
 	return tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", addr, &tls.Config{RootCAs: pki.Pool})
 }
+
+func TestTestConnection(t *testing.T) {
+	pki := testpki.New(t, "cloud CA")
+	cloud := startBroker(t, pki, nil)
+	cfg := testConfig(Server{Host: "127.0.0.1", QUICPort: port(t, cloud.Addr("quic"))})
+	cfg.Transport = TransportQUIC
+	cfg.TLS.CA = pki.CAFile
+	if err := TestConnection(context.Background(), cfg, "gw1"); err != nil {
+		t.Fatalf("good settings: %v", err)
+	}
+	cfg.TLS.CA = testpki.New(t, "other CA").CAFile
+	err := TestConnection(context.Background(), cfg, "gw1")
+	if err == nil || !strings.Contains(err.Error(), "TLS verification failed") {
+		t.Fatalf("bad CA: %v", err)
+	}
+}

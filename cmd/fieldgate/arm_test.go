@@ -130,6 +130,10 @@ gateway:
   data_dir: %q
 web:
   enabled: false
+mqttsn:
+  enabled: false
+coap:
+  enabled: false
 broker:
   listeners:
     tcp:

@@ -89,6 +89,7 @@ func runGateway(args []string, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "", "config file (default: fieldgate.yaml beside the binary if it exists, else built-in defaults)")
 	dataDir := fs.String("data", "", "data directory, overriding gateway.data_dir")
+	watchdog := fs.String("watchdog", "", "hardware watchdog device to feed while healthy (e.g. /dev/watchdog), overriding board.watchdog.device")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to `FILE` until the gateway stops (for diagnosis)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -127,6 +128,9 @@ func runGateway(args []string, stderr io.Writer) int {
 		if *dataDir != "" {
 			c.Gateway.DataDir = *dataDir
 		}
+		if *watchdog != "" {
+			c.Board.Watchdog.Device = *watchdog
+		}
 	}
 	override(&cfg)
 
@@ -144,13 +148,22 @@ func runGateway(args []string, stderr io.Writer) int {
 		source = "built-in defaults"
 	}
 	log.Info("starting", "version", version, "config", source, "data_dir", cfg.Gateway.DataDir)
+	writePath := path
+	if writePath == "" {
+		// Where the setup page writes a config when there is none; the next
+		// start reads it from there.
+		if exe, err := os.Executable(); err == nil {
+			writePath = filepath.Join(filepath.Dir(exe), "fieldgate.yaml")
+		}
+	}
 	err := gateway.Run(ctx, gateway.Options{
-		ConfigPath: path,
-		Config:     cfg,
-		Logger:     log,
-		Version:    version,
-		Reload:     reload,
-		Override:   override,
+		ConfigPath:      path,
+		ConfigWritePath: writePath,
+		Config:          cfg,
+		Logger:          log,
+		Version:         version,
+		Reload:          reload,
+		Override:        override,
 	})
 	if err != nil {
 		log.Error("gateway stopped", "err", err)

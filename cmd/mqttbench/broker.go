@@ -219,6 +219,8 @@ broker:
   limits:
     max_connections: %d
 web: {enabled: false}
+mqttsn: {enabled: false}
+coap: {enabled: false}
 `, dataDir, addr, fieldgateMaxConnections)
 }
 

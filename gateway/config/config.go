@@ -21,6 +21,7 @@ import (
 	"strings"
 	"unicode"
 
+	"github.com/fieldgate/fieldgate/board"
 	"github.com/fieldgate/fieldgate/protocols/coap"
 	"github.com/fieldgate/fieldgate/protocols/mqtt"
 	"github.com/fieldgate/fieldgate/protocols/mqttsn"
@@ -52,6 +53,8 @@ type Config struct {
 	Southbound Southbound `yaml:"southbound"`
 	// Uplink is the store-and-forward bridge to the cloud.
 	Uplink uplink.Config `yaml:"uplink"`
+	// Board is the hardware: watchdog, LEDs, data partition reserve.
+	Board board.Config `yaml:"board"`
 }
 
 // Southbound groups the pollers of field devices.
@@ -77,14 +80,6 @@ type Log struct {
 	Format string `yaml:"format"`
 }
 
-// Web configures the local setup page and admin API.
-type Web struct {
-	// Enabled serves the page.
-	Enabled bool `yaml:"enabled"`
-	// Address is the host:port to listen on.
-	Address string `yaml:"address"`
-}
-
 // DefaultYAML is the default configuration as a commented YAML file. Parsing
 // it yields exactly Default().
 //
@@ -99,7 +94,7 @@ func Default() Config {
 		Version: Version,
 		Gateway: Gateway{ID: "", DataDir: "./data"},
 		Log:     Log{Level: "info", Format: "text"},
-		Web:     Web{Enabled: true, Address: ":8080"},
+		Web:     DefaultWeb(),
 		Broker:  mqtt.DefaultConfig(),
 		MQTTSN:  mqttsn.DefaultConfig(),
 		CoAP:    coap.DefaultConfig(),
@@ -108,6 +103,7 @@ func Default() Config {
 			Serial: serial.DefaultConfig(),
 		},
 		Uplink: uplink.DefaultConfig(),
+		Board:  board.DefaultConfig(),
 	}
 }
 
@@ -138,12 +134,14 @@ type section struct {
 // sections lists the sections that validate themselves.
 func (c Config) sections() []section {
 	return []section{
+		{key: "web", validate: c.Web.Validate},
 		{key: "broker", validate: c.Broker.Validate},
 		{key: "mqttsn", validate: c.MQTTSN.Validate},
 		{key: "coap", validate: c.CoAP.Validate},
 		{key: "southbound.modbus", validate: c.Southbound.Modbus.Validate},
 		{key: "southbound.serial", validate: c.Southbound.Serial.Validate},
 		{key: "uplink", validate: c.Uplink.Validate},
+		{key: "board", validate: c.Board.Validate},
 	}
 }
 
@@ -170,11 +168,6 @@ func (c Config) Validate() error {
 	case "text", "json":
 	default:
 		errs = append(errs, fmt.Errorf("log.format: must be one of text, json, got %q", c.Log.Format))
-	}
-	if c.Web.Enabled {
-		if err := checkAddress(c.Web.Address); err != nil {
-			errs = append(errs, fmt.Errorf("web.address: %w", err))
-		}
 	}
 	for _, s := range c.sections() {
 		for _, err := range unjoin(s.validate()) {

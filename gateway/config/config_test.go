@@ -298,3 +298,27 @@ func FuzzParse(f *testing.F) {
 		_ = c.Validate()
 	})
 }
+
+// TestMarshalRoundTrip: what the setup page writes reads back the same.
+func TestMarshalRoundTrip(t *testing.T) {
+	for _, dir := range []string{"valid-full", "valid-minimal"} {
+		c, err := Load(filepath.Join("testdata", "config", dir, "config.yaml"))
+		if err != nil {
+			t.Skipf("%s: %v", dir, err)
+		}
+		data, err := Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := Parse(data)
+		if err != nil {
+			t.Fatalf("%s: marshalled config does not parse: %v\n%s", dir, err, data)
+		}
+		if !reflect.DeepEqual(back, c) {
+			t.Fatalf("%s: round trip differs\n%s", dir, data)
+		}
+		if !strings.Contains(string(data), "session_ttl: 8h0m0s") {
+			t.Errorf("durations not written as durations:\n%s", data)
+		}
+	}
+}

@@ -1,6 +1,8 @@
 package web
 
 import (
+	"github.com/fieldgate/fieldgate/gateway/config"
+
 	"archive/zip"
 	"bufio"
 	"bytes"
@@ -721,7 +723,7 @@ func TestConfigValidate(t *testing.T) {
 	if err := DefaultConfig().Validate(); err != nil {
 		t.Fatal(err)
 	}
-	bad := Config{Address: "nope", TLS: TLSFiles{Cert: "x.pem"}, SessionTTL: time.Second, LoginFreeAttempts: -1, LiveStreams: 0}
+	bad := Config{Address: "nope", TLS: config.WebTLS{Cert: "x.pem"}, SessionTTL: time.Second, LoginFreeAttempts: -1, LiveStreams: 0}
 	err := bad.Validate()
 	for _, want := range []string{"address:", "tls.key:", "session_ttl:", "login_free_attempts:", "login_delay:", "live_streams:"} {
 		if err == nil || !strings.Contains(err.Error(), want) {

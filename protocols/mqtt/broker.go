@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -481,3 +482,43 @@ func messageOf(pk packets.Packet) bus.Message {
 }
 
 var _ bus.Bus = (*Broker)(nil)
+
+// ClientInfo describes a connected client.
+type ClientInfo struct {
+	ID              string
+	Username        string
+	Listener        string // tcp, tls, ws, wss, quic, or a gateway's (mqttsn, coap)
+	Remote          string
+	ProtocolVersion byte
+}
+
+// Clients lists the connected clients (not the offline persistent
+// sessions), sorted by id.
+func (b *Broker) Clients() []ClientInfo {
+	var out []ClientInfo
+	for _, cl := range b.srv.Clients.GetAll() {
+		if cl.Net.Inline || cl.Closed() {
+			continue
+		}
+		out = append(out, ClientInfo{
+			ID:              cl.ID,
+			Username:        string(cl.Properties.Username),
+			Listener:        cl.Net.Listener,
+			Remote:          cl.Net.Remote,
+			ProtocolVersion: cl.Properties.ProtocolVersion,
+		})
+	}
+	slices.SortFunc(out, func(a, c ClientInfo) int { return strings.Compare(a.ID, c.ID) })
+	return out
+}
+
+// DisconnectClient disconnects a connected client (an MQTT 5 client gets
+// DISCONNECT 0x98, administrative action). Its session stays if it is
+// persistent.
+func (b *Broker) DisconnectClient(id string) error {
+	cl, ok := b.srv.Clients.Get(id)
+	if !ok || cl.Net.Inline || cl.Closed() {
+		return fmt.Errorf("mqtt: disconnect %s: not connected", id)
+	}
+	return b.srv.DisconnectClient(cl, packets.ErrAdministrativeAction)
+}

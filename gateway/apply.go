@@ -1,0 +1,177 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+
+	"github.com/fieldgate/fieldgate/gateway/config"
+	"github.com/fieldgate/fieldgate/southbound/modbus"
+	"github.com/fieldgate/fieldgate/southbound/serial"
+)
+
+// apply makes next the running config: what can change live changes (the
+// broker's users, ACL, limits and rules; the uplink, Modbus devices and
+// serial sensors, whose parts are restarted with the new settings), and the
+// names of what needs a restart are returned and logged. An invalid config
+// changes nothing.
+func (g *gateway) apply(ctx context.Context, next config.Config) ([]string, error) {
+	if err := next.Validate(); err != nil {
+		return nil, err
+	}
+	g.applyMu.Lock()
+	defer g.applyMu.Unlock()
+	g.mu.Lock()
+	cur := g.cfg
+	g.mu.Unlock()
+
+	restart, err := g.broker.Reload(next.Broker)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range []struct {
+		name    string
+		changed bool
+	}{
+		{"gateway", next.Gateway != cur.Gateway},
+		{"log", next.Log != cur.Log},
+		{"web", next.Web != cur.Web},
+		{"mqttsn", !reflect.DeepEqual(next.MQTTSN, cur.MQTTSN)},
+		{"coap", !reflect.DeepEqual(next.CoAP, cur.CoAP)},
+		{"board", next.Board != cur.Board},
+	} {
+		if s.changed {
+			restart = append(restart, s.name)
+		}
+	}
+	// Parts that restart in place. A part that cannot be built with the new
+	// settings keeps running with the old ones.
+	var errs []error
+	if !reflect.DeepEqual(next.Uplink, cur.Uplink) {
+		if err := g.replaceBridge(next); err != nil {
+			errs = append(errs, err)
+			next.Uplink = cur.Uplink
+		}
+	}
+	if !reflect.DeepEqual(next.Southbound.Modbus, cur.Southbound.Modbus) {
+		svc, err := modbus.New(next.Southbound.Modbus, g.broker, modbus.Options{Logger: g.log.With("part", "modbus")})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("southbound.modbus: %w", err))
+			next.Southbound.Modbus = cur.Southbound.Modbus
+		} else {
+			g.stop("modbus")
+			g.mu.Lock()
+			g.modbus = svc
+			g.mu.Unlock()
+			g.start("modbus", svc.Run)
+		}
+	}
+	if !reflect.DeepEqual(next.Southbound.Serial, cur.Southbound.Serial) {
+		svc, err := serial.New(next.Southbound.Serial, g.broker, g.log.With("part", "serial"))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("southbound.serial: %w", err))
+			next.Southbound.Serial = cur.Southbound.Serial
+		} else {
+			g.stop("serial")
+			g.mu.Lock()
+			g.serial = svc
+			g.mu.Unlock()
+			g.start("serial", svc.Run)
+		}
+	}
+	g.mu.Lock()
+	g.cfg = next
+	g.mu.Unlock()
+	if len(restart) > 0 {
+		g.log.Warn("config change: these settings need a restart and keep their running values until then", "settings", restart)
+	}
+	return restart, errors.Join(errs...)
+}
+
+// replaceBridge builds the uplink for next and swaps it in: the new bridge's
+// taps are installed before the old one's are removed, so no message
+// escapes the outbox in between (one may be queued twice: at least once).
+func (g *gateway) replaceBridge(next config.Config) error {
+	br, err := g.newBridge(next.Uplink)
+	if err != nil {
+		return fmt.Errorf("uplink: %w", err)
+	}
+	g.stop("uplink", "uplink-status")
+	g.mu.Lock()
+	old := g.bridge
+	g.bridge = br
+	g.mu.Unlock()
+	old.Close()
+	g.startBridge()
+	return nil
+}
+
+// ApplyConfig validates c, writes it atomically to the config file and
+// applies it (web.Backend).
+func (g *gateway) ApplyConfig(ctx context.Context, c config.Config) ([]string, error) {
+	if g.opts.Override != nil {
+		g.opts.Override(&c)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	path := g.path()
+	if path == "" {
+		path = g.opts.ConfigWritePath
+	}
+	if path == "" {
+		return nil, errors.New("no config file to write (start fieldgate with -config)")
+	}
+	data, err := config.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	header := []byte("# Written by fieldgate's setup page; `fieldgate config default` shows every setting with comments.\n")
+	if err := writeFileAtomic(path, append(header, data...), 0o600); err != nil {
+		return nil, fmt.Errorf("config: write %s: %w", path, err)
+	}
+	g.mu.Lock()
+	g.configPath = path
+	g.mu.Unlock()
+	g.log.Info("config written", "path", path)
+	return g.apply(ctx, c)
+}
+
+// writeFileAtomic replaces path with data: a temporary file in the same
+// directory, fsynced, renamed over path, and the directory fsynced.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // after a successful rename, there is nothing left to remove
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Chmod(perm); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
