@@ -20,7 +20,6 @@ func Marshal(c Config) ([]byte, error) {
 	return yaml.Marshal(n)
 }
 
-
 // node converts v to a YAML node.
 func node(v reflect.Value) (*yaml.Node, error) {
 	if v.Type() == durationType {
