@@ -21,6 +21,15 @@ type Conn struct {
 	*quic.Stream
 	conn *quic.Conn
 	once sync.Once
+	wmu  sync.Mutex // quic-go's Stream.Write must not be called concurrently
+}
+
+// Write writes p to the stream; concurrent calls are serialised (each
+// call's bytes stay together), as they are on a TCP connection.
+func (c *Conn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.Stream.Write(p)
 }
 
 // New wraps stream, opened on or accepted from conn.

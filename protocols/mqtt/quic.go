@@ -30,7 +30,7 @@ type quicListener struct {
 	log     *slog.Logger
 
 	mu     sync.Mutex
-	ln     *quic.Listener
+	ln     *quic.EarlyListener
 	cancel context.CancelFunc
 	closed bool
 }
@@ -47,7 +47,11 @@ func newQUICListener(l QUICListener, tc *tls.Config) *quicListener {
 			MaxIdleTimeout:       l.IdleTimeout,
 			KeepAlivePeriod:      l.IdleTimeout / 3,
 			HandshakeIdleTimeout: 5 * time.Second,
-			Allow0RTT:            false,
+			// 0-RTT: a returning client's CONNECT travels with its first
+			// flight. It is replayable, which MQTT tolerates here: a
+			// replayed CONNECT only reconnects the same session, and the
+			// engine waits for the handshake before it answers (below).
+			Allow0RTT: true,
 		},
 	}
 }
@@ -71,7 +75,7 @@ func (l *quicListener) Address() string {
 // Init binds the UDP socket, so a busy port fails at start.
 func (l *quicListener) Init(log *slog.Logger) error {
 	l.log = log
-	ln, err := quic.ListenAddr(l.address, l.tls, l.conf)
+	ln, err := quic.ListenAddrEarly(l.address, l.tls, l.conf)
 	if err != nil {
 		return fmt.Errorf("listen quic %s: %w", l.address, err)
 	}
@@ -111,6 +115,17 @@ func (l *quicListener) Serve(establish listeners.EstablishFn) {
 }
 
 func (l *quicListener) serveConn(ctx context.Context, qc *quic.Conn, establish listeners.EstablishFn) {
+	// Early data may already hold the CONNECT; the client's certificate
+	// (and so a username taken from it) is known only once the handshake
+	// is complete.
+	select {
+	case <-qc.HandshakeComplete():
+	case <-qc.Context().Done():
+		return
+	case <-ctx.Done():
+		_ = qc.CloseWithError(0, "shutting down")
+		return
+	}
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	st, err := qc.AcceptStream(sctx)
 	cancel()
