@@ -64,7 +64,7 @@ func run() error {
 	ingestFor := flag.Duration("ingest", 5*time.Second, "duration of each ingest run")
 	payload := flag.Int("payload", 200, "payload bytes")
 	flag.Float64Var(&linkLoss, "link-loss", 0.01, "round-trip datagram loss of the emulated link (QUIC)")
-	flag.IntVar(&linkConns, "link-connections", 8, "uplink connections over the emulated link")
+	flag.IntVar(&linkConns, "link-connections", 16, "uplink connections over the emulated link")
 	flag.Parse()
 
 	dir, err := os.MkdirTemp("", "uplinkbench-")
@@ -141,7 +141,7 @@ var quiet = slog.New(slog.DiscardHandler)
 // linkConns the uplink connections used over it.
 var (
 	linkLoss  = 0.01
-	linkConns = 8
+	linkConns = 16
 )
 
 // cloud is a fieldgate broker with TCP, TLS and QUIC listeners that counts
@@ -436,8 +436,10 @@ func dirSize(dir string) int64 {
 
 // udpLink relays datagrams to target with delay each way and random loss
 // (each way: half of loss, so a round trip loses loss); it returns the port
-// to use instead of target's. Datagrams keep their order, as on a real
-// link: a relay that reordered would look like loss to QUIC.
+// to use instead of target's. Each client address gets its own socket
+// towards the target (several QUIC connections may pass). Datagrams keep
+// their order, as on a real link: a relay that reordered would look like
+// loss to QUIC.
 func udpLink(ctx context.Context, target string, delay time.Duration, loss float64) (int, error) {
 	ta, err := net.ResolveUDPAddr("udp", target)
 	if err != nil {
@@ -447,13 +449,7 @@ func udpLink(ctx context.Context, target string, delay time.Duration, loss float
 	if err != nil {
 		return 0, err
 	}
-	back, err := net.DialUDP("udp", nil, ta)
-	if err != nil {
-		return 0, err
-	}
 	_ = front.SetReadBuffer(8 << 20)
-	_ = back.SetReadBuffer(8 << 20)
-	var client atomic.Pointer[net.UDPAddr]
 	type datagram struct {
 		b  []byte
 		at time.Time
@@ -469,38 +465,62 @@ func udpLink(ctx context.Context, target string, delay time.Duration, loss float
 		}()
 		return q
 	}
-	up := line(func(b []byte) { _, _ = back.Write(b) })
-	down := line(func(b []byte) {
-		if to := client.Load(); to != nil {
-			_, _ = front.WriteToUDP(b, to)
+	push := func(q chan<- datagram, b []byte) {
+		if rand.Float64() < loss/2 {
+			return
 		}
-	})
-	go func() { <-ctx.Done(); front.Close(); back.Close() }()
-	relay := func(read func([]byte) (int, error), q chan<- datagram) {
-		defer close(q)
+		select {
+		case q <- datagram{b, time.Now().Add(delay)}:
+		default: // the line is full: dropped, as a router would
+		}
+	}
+	var mu sync.Mutex
+	ups := map[string]chan<- datagram{}
+	var backs []*net.UDPConn
+	go func() {
+		<-ctx.Done()
+		front.Close()
+		mu.Lock()
+		for _, b := range backs {
+			b.Close()
+		}
+		mu.Unlock()
+	}()
+	go func() {
 		for {
 			buf := make([]byte, 2048)
-			n, err := read(buf)
+			n, from, err := front.ReadFromUDP(buf)
 			if err != nil {
 				return
 			}
-			if rand.Float64() < loss/2 {
-				continue
+			mu.Lock()
+			up, ok := ups[from.String()]
+			if !ok {
+				back, err := net.DialUDP("udp", nil, ta)
+				if err != nil {
+					mu.Unlock()
+					continue
+				}
+				_ = back.SetReadBuffer(8 << 20)
+				backs = append(backs, back)
+				up = line(func(b []byte) { _, _ = back.Write(b) })
+				ups[from.String()] = up
+				down := line(func(b []byte) { _, _ = front.WriteToUDP(b, from) })
+				go func() {
+					for {
+						buf := make([]byte, 2048)
+						n, err := back.Read(buf)
+						if err != nil {
+							return
+						}
+						push(down, buf[:n])
+					}
+				}()
 			}
-			select {
-			case q <- datagram{buf[:n], time.Now().Add(delay)}:
-			default: // the line is full: dropped, as a router would
-			}
+			mu.Unlock()
+			push(up, buf[:n])
 		}
-	}
-	go relay(func(b []byte) (int, error) {
-		n, from, err := front.ReadFromUDP(b)
-		if err == nil {
-			client.Store(from)
-		}
-		return n, err
-	}, up)
-	go relay(back.Read, down)
+	}()
 	return front.LocalAddr().(*net.UDPAddr).Port, nil
 }
 
