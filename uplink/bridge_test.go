@@ -689,3 +689,47 @@ func TestTestConnection(t *testing.T) {
 		t.Fatalf("bad CA: %v", err)
 	}
 }
+
+// rebind gives every client a new socket towards the target, as a NAT or a
+// changed address would: the server sees the connection come from a new
+// address.
+func (r *udpRelay) rebind() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, u := range r.up {
+		_ = u.Close()
+		delete(r.up, k)
+	}
+}
+
+// TestQUICSurvivesAddressChange: the gateway's address seen by the cloud
+// changes mid-connection (NAT rebinding, a new cellular address): QUIC
+// migrates the connection, the MQTT session goes on without a reconnect.
+func TestQUICSurvivesAddressChange(t *testing.T) {
+	pki := testpki.New(t, "cloud CA")
+	cloud := startBroker(t, pki, nil)
+	relay := startRelay(t, cloud.Addr("quic"))
+	sub := dial(t, cloud.Addr("tcp"), "cloud-sub")
+	sub.subscribe(t, "gateways/#", 1)
+	cfg := testConfig(Server{Host: "127.0.0.1", QUICPort: relay.port()})
+	cfg.Transport = TransportQUIC
+	cfg.TLS.CA = pki.CAFile
+	e := startEdge(t, cfg, store.OutboxOptions{})
+	eventually(t, "connected over QUIC", func() bool { return e.bridge.Status().Connected })
+	c := dial(t, e.broker.Addr("tcp"), "pub")
+	for i := range 50 {
+		c.publish(t, "sensors/m", 1, fmt.Sprint(i))
+	}
+	sub.collect(t, 50)
+	relay.rebind()
+	for i := 50; i < 100; i++ {
+		c.publish(t, "sensors/m", 1, fmt.Sprint(i))
+	}
+	got := sub.collect(t, 50)
+	if n := len(got["gateways/gw1/sensors/m"]); n != 50 {
+		t.Fatalf("after the address change: %d messages", n)
+	}
+	if st := e.bridge.Status(); st.Reconnects != 0 || !st.Connected {
+		t.Fatalf("the connection did not survive the address change: %+v", st)
+	}
+}
