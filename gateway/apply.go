@@ -36,7 +36,7 @@ func (g *gateway) apply(ctx context.Context, next config.Config) ([]string, erro
 		name    string
 		changed bool
 	}{
-		{"gateway", next.Gateway != cur.Gateway},
+		{"gateway.data_dir", next.Gateway.DataDir != cur.Gateway.DataDir},
 		{"log", next.Log != cur.Log},
 		{"web", next.Web != cur.Web},
 		{"mqttsn", !reflect.DeepEqual(next.MQTTSN, cur.MQTTSN)},
@@ -50,10 +50,19 @@ func (g *gateway) apply(ctx context.Context, next config.Config) ([]string, erro
 	// Parts that restart in place. A part that cannot be built with the new
 	// settings keeps running with the old ones.
 	var errs []error
-	if !reflect.DeepEqual(next.Uplink, cur.Uplink) {
+	// The gateway id (the site name the page asks for on first boot)
+	// changes live: it names the gateway on the page and towards the cloud,
+	// so the uplink restarts with it.
+	oldID := g.gatewayID()
+	if next.Gateway.ID != cur.Gateway.ID {
+		g.setGatewayID(gatewayIDOr(next.Gateway.ID, g.board.Identity().DefaultID()))
+	}
+	if !reflect.DeepEqual(next.Uplink, cur.Uplink) || g.gatewayID() != oldID {
 		if err := g.replaceBridge(next); err != nil {
 			errs = append(errs, err)
 			next.Uplink = cur.Uplink
+			next.Gateway.ID = cur.Gateway.ID
+			g.setGatewayID(oldID)
 		}
 	}
 	if !reflect.DeepEqual(next.Southbound.Modbus, cur.Southbound.Modbus) {

@@ -38,7 +38,7 @@ func (g *gateway) Status() web.Status {
 	st := web.Status{
 		Version:     g.opts.Version,
 		Started:     g.started,
-		GatewayID:   g.id,
+		GatewayID:   g.gatewayID(),
 		Clients:     map[string]int{},
 		MessagesIn:  info.MessagesReceived,
 		MessagesOut: info.MessagesSent,
@@ -94,7 +94,7 @@ func (g *gateway) Subscribe(filter string, h bus.Handler) (func(), error) {
 
 // TestUplink tries uplink settings without applying them.
 func (g *gateway) TestUplink(ctx context.Context, c uplink.Config) error {
-	return uplink.TestConnection(ctx, c, g.id)
+	return uplink.TestConnection(ctx, c, g.gatewayID())
 }
 
 // ReadNow reads a Modbus device's points once.

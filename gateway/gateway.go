@@ -13,6 +13,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -69,7 +70,6 @@ type gateway struct {
 	log     *slog.Logger
 	ring    *web.LogRing
 	started time.Time
-	id      string
 	board   *board.Board
 	live    *board.Liveness
 	db      *store.DB
@@ -78,6 +78,7 @@ type gateway struct {
 
 	// mu guards what a config change replaces.
 	mu         sync.Mutex
+	id         string // the gateway id: the configured one or one derived from the board
 	cfg        config.Config
 	configPath string
 	obox       *store.Outbox // nil until the uplink is first enabled
@@ -128,10 +129,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
-	g.id = cfg.Gateway.ID
-	if g.id == "" {
-		g.id = gatewayID(g.board.Identity().DefaultID())
-	}
+	g.id = gatewayIDOr(cfg.Gateway.ID, g.board.Identity().DefaultID())
 
 	dbPath := filepath.Join(cfg.Gateway.DataDir, "broker.db")
 	g.db, err = store.Open(dbPath, store.Options{Logger: log.With("part", "store"), MoveAsideCorrupt: true})
@@ -307,7 +305,7 @@ func (g *gateway) stopAll() {
 // newBridge builds a bridge for cfg, opening the outbox when the uplink is
 // enabled for the first time.
 func (g *gateway) newBridge(cfg uplink.Config) (*uplink.Bridge, error) {
-	opts := uplink.Options{Bus: g.broker, GatewayID: g.id, Logger: g.log}
+	opts := uplink.Options{Bus: g.broker, GatewayID: g.gatewayID(), Logger: g.log}
 	if cfg.Enabled {
 		if g.obox == nil {
 			q, err := openOutbox(cfg, g.cfg.Gateway.DataDir, g.board.ReserveReached, g.log.With("part", "outbox"))
@@ -393,6 +391,36 @@ func (g *gateway) updateBoard() {
 	}
 	g.board.Status(line.String())
 	g.board.SetUplink(st.Connected)
+	// The board's identity and health for whoever watches $SYS/.
+	info := map[string]any{"gateway_id": g.id, "identity": g.board.Identity()}
+	if h, err := g.board.Health(); err == nil {
+		info["health"] = h
+	}
+	if payload, err := json.Marshal(info); err == nil {
+		_ = g.broker.Publish(context.Background(), bus.Message{Topic: "$SYS/fieldgate/board", Payload: payload, Retain: true, ContentType: "application/json"})
+	}
+}
+
+// gatewayID is the running gateway id.
+func (g *gateway) gatewayID() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.id
+}
+
+// setGatewayID changes the running gateway id.
+func (g *gateway) setGatewayID(id string) {
+	g.mu.Lock()
+	g.id = id
+	g.mu.Unlock()
+}
+
+// gatewayIDOr is the configured id, or else the board's default one.
+func gatewayIDOr(configured, boardDefault string) string {
+	if configured != "" {
+		return configured
+	}
+	return gatewayID(boardDefault)
 }
 
 // path is where the config file is read from and written to.

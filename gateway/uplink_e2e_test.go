@@ -273,3 +273,15 @@ func TestE2EUplinkCorruptOutbox(t *testing.T) {
 		t.Fatal("edge exited")
 	}
 }
+
+// TestE2EBoardInSys: the board's identity and health are on
+// $SYS/fieldgate/board (retained JSON), with the gateway id derived from it.
+func TestE2EBoardInSys(t *testing.T) {
+	t.Parallel()
+	g := startGateway(t, "")
+	sub := g.startSub(t, "-t", "$SYS/fieldgate/board", "-C", "1", "-W", "10")
+	got := sub.wait(15 * time.Second)
+	if len(got) != 1 || !strings.Contains(got[0], `"identity"`) || !strings.Contains(got[0], `"gateway_id"`) {
+		t.Fatalf("$SYS/fieldgate/board: %q", got)
+	}
+}

@@ -290,7 +290,7 @@ async function editDevice(i) {
   const f = $("#dev-form");
   f.hidden = false; showErrors(f);
   $("#dev-title").textContent = i >= 0 ? "Edit " + d.name : "New Modbus device";
-  f.name.value = d.name || "";
+  f.device.value = d.name || "";
   f.conn.value = d.rtu ? "rtu" : "tcp";
   f["tcp.address"].value = d.tcp ? d.tcp.address : "";
   let ports = [];
@@ -326,7 +326,7 @@ $("#dev-form").addEventListener("submit", async ev => {
   ev.preventDefault();
   const f = ev.target, m = structuredClone(modbus());
   const old = editing >= 0 ? m.devices[editing] : {};
-  const d = Object.assign({}, old, { name: f.name.value, unit_id: +f.unit_id.value });
+  const d = Object.assign({}, old, { name: f.device.value, unit_id: +f.unit_id.value });
   delete d.tcp; delete d.rtu;
   if (f.conn.value === "tcp") d.tcp = { address: f["tcp.address"].value };
   else d.rtu = Object.assign({}, old.rtu, { port: f["rtu.port"].value, baud: +f["rtu.baud"].value, parity: f["rtu.parity"].value });
