@@ -301,7 +301,7 @@ func FuzzParse(f *testing.F) {
 
 // TestMarshalRoundTrip: what the setup page writes reads back the same.
 func TestMarshalRoundTrip(t *testing.T) {
-	for _, dir := range []string{"valid-full", "valid-minimal"} {
+	for _, dir := range []string{"valid-full", "valid-minimal", "southbound-valid"} {
 		c, err := Load(filepath.Join("testdata", "config", dir, "config.yaml"))
 		if err != nil {
 			t.Skipf("%s: %v", dir, err)

@@ -121,6 +121,15 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		return
 	}
 	switch {
+	case v.Kind() == reflect.Pointer && v.Type().Elem().Kind() == reflect.Struct:
+		// An optional section (a Modbus device's tcp: or rtu:): present
+		// means set. Decoded into a copy so the default is not shared.
+		p := reflect.New(v.Type().Elem())
+		if !v.IsNil() {
+			p.Elem().Set(v.Elem())
+		}
+		d.decodeStruct(n, p.Elem(), path)
+		v.Set(p)
 	case v.Kind() == reflect.Struct:
 		d.decodeStruct(n, v, path)
 	case v.Kind() == reflect.Slice:
