@@ -538,7 +538,7 @@ func TestSouthboundSerialNMEA(t *testing.T) {
 	const wait = 5 * time.Second
 
 	// Lines are written once the sensor has the port open.
-	at, st := nextMsg(t, s, 0, "southbound/gps/status", wait, func(m map[string]any) bool { return m["status"] == "online" })
+	at, st := nextMsg(t, s, 0, "southbound/gps/status", wait, func(m map[string]any) bool { return m["state"] == "online" })
 	if dev, _ := st["device"].(string); dev == "" {
 		t.Errorf("online status %v names no device", st)
 	}
@@ -576,14 +576,14 @@ func TestSouthboundSerialNMEA(t *testing.T) {
 			t.Errorf("drop log line %q, want cause=checksum and the start of the line", l)
 		}
 	}
-	if m := retained(t, g, "southbound/gps/status"); m["status"] != "online" {
+	if m := retained(t, g, "southbound/gps/status"); m["state"] != "online" {
 		t.Errorf("retained southbound/gps/status = %v, want status online", m)
 	}
 
 	// The adapter is pulled: offline, retained, with the error.
 	stopPty()
-	_, st = nextMsg(t, s, at, "southbound/gps/status", wait, func(m map[string]any) bool { return m["status"] == "offline" })
-	if st["error"] == nil {
+	_, st = nextMsg(t, s, at, "southbound/gps/status", wait, func(m map[string]any) bool { return m["state"] == "offline" })
+	if st["err"] == nil {
 		t.Errorf("offline status %v has no error", st)
 	}
 	var readings int
@@ -595,7 +595,7 @@ func TestSouthboundSerialNMEA(t *testing.T) {
 	if readings != len(want) {
 		t.Errorf("%d readings on southbound/gps, want %d (the bad line dropped, nothing else)", readings, len(want))
 	}
-	if m := retained(t, g, "southbound/gps/status"); m["status"] != "offline" {
+	if m := retained(t, g, "southbound/gps/status"); m["state"] != "offline" {
 		t.Errorf("retained southbound/gps/status after the pty went away = %v, want status offline", m)
 	}
 }

@@ -335,9 +335,9 @@ type reading struct {
 
 // statusMsg is the JSON payload of the retained status.
 type statusMsg struct {
-	Status string `json:"status"`
+	Status string `json:"state"`
 	Device string `json:"device,omitempty"`
-	Error  string `json:"error,omitempty"`
+	Error  string `json:"err,omitempty"`
 	TS     int64  `json:"ts"`
 	TSSync *bool  `json:"ts_sync,omitempty"`
 }

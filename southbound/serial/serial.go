@@ -9,7 +9,7 @@
 // with "ts_sync": false added while the wall clock is not synchronised, and
 // a retained {prefix}/{sensor}/status message
 //
-//	{"status": "online"|"offline", "device": "/dev/ttyUSB0", "error": "...", "ts": ...}
+//	{"state": "online"|"offline", "device": "/dev/ttyUSB0", "err": "...", "ts": ...} (as Modbus devices)
 //
 // A port that cannot be opened or disappears (an unplugged USB adapter) is
 // retried with a jittered exponential backoff; its path, typically a
