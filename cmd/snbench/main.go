@@ -17,6 +17,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,9 +35,24 @@ func main() {
 	duration := flag.Duration("duration", 5*time.Second, "duration of each publish scenario")
 	idle := flag.Int("idle", 1000, "idle MQTT-SN clients for the memory measurement")
 	payload := flag.Int("payload", 64, "payload bytes")
+	paced := flag.Int("rate", 20000, "total publishes/s of the paced QoS 0 scenario (0: skip it)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
-	if err := run(os.Stdout, *clients, *duration, *idle, *payload); err != nil {
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "snbench:", err)
+			os.Exit(1)
+		}
+		defer f.Close()
+		defer pprof.StopCPUProfile()
+	}
+	if err := run(os.Stdout, *clients, *duration, *idle, *payload, *paced); err != nil {
 		fmt.Fprintln(os.Stderr, "snbench:", err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
@@ -48,7 +64,7 @@ type result struct {
 	wall                 time.Duration
 }
 
-func run(w io.Writer, clients int, d time.Duration, idle, payload int) error {
+func run(w io.Writer, clients int, d time.Duration, idle, payload, paced int) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	log := slog.New(slog.DiscardHandler)
@@ -86,10 +102,19 @@ func run(w io.Writer, clients int, d time.Duration, idle, payload int) error {
 	fmt.Fprintln(w)
 
 	var results []result
-	for _, qos := range []byte{0, 1} {
-		r, err := publishScenario(ctx, b, gw, clients, qos, d, payload)
+	type scenario struct {
+		qos  byte
+		rate int // publishes/s in all; 0: unpaced
+	}
+	scenarios := []scenario{{0, 0}}
+	if paced > 0 {
+		scenarios = append(scenarios, scenario{0, paced})
+	}
+	scenarios = append(scenarios, scenario{1, 0})
+	for _, sc := range scenarios {
+		r, err := publishScenario(ctx, b, gw, clients, sc.qos, sc.rate, d, payload)
 		if err != nil {
-			return fmt.Errorf("QoS %d scenario: %w", qos, err)
+			return fmt.Errorf("QoS %d scenario: %w", sc.qos, err)
 		}
 		results = append(results, r)
 	}
@@ -103,6 +128,8 @@ func run(w io.Writer, clients int, d time.Duration, idle, payload int) error {
 		fmt.Fprintf(w, "%-34s %12.0f %12s %12.0f %7.1f%%\n", r.name, float64(r.sent)/s, acked,
 			float64(r.arrived)/s, 100*float64(r.arrived)/float64(max(r.sent, 1)))
 	}
+	fmt.Fprintln(w, "Unpaced QoS 0 senders share the 2 cores with the gateway and outrun it: UDP has no flow control,")
+	fmt.Fprintln(w, "so what exceeds the gateway's rate is dropped (counted as overload, or by the kernel when the socket buffer is full).")
 	fmt.Fprintln(w)
 
 	heap, rss, err := memoryPerClient(gw, g, idle)
@@ -153,7 +180,7 @@ func (s *snConn) recv(timeout time.Duration) (mqttsn.Packet, error) {
 // expect waits for a packet of type t, skipping others.
 func (s *snConn) expect(t mqttsn.MsgType) (mqttsn.Packet, error) {
 	for {
-		p, err := s.recv(5 * time.Second)
+		p, err := s.recv(time.Second)
 		if err != nil {
 			return p, fmt.Errorf("waiting for %s: %w", t, err)
 		}
@@ -174,8 +201,15 @@ func (s *snConn) connect(id string) error {
 	return err
 }
 
-func publishScenario(ctx context.Context, b *mqtt.Broker, gw *net.UDPAddr, n int, qos byte, d time.Duration, size int) (result, error) {
+// publishScenario has n clients publish at QoS qos for d: as fast as they
+// can, or rate publishes/s in all when rate > 0.
+func publishScenario(ctx context.Context, b *mqtt.Broker, gw *net.UDPAddr, n int, qos byte, rate int, d time.Duration, size int) (result, error) {
 	r := result{name: fmt.Sprintf("QoS %d publish, %d clients → 1 sub", qos, n)}
+	var interval time.Duration // between two publishes of one client
+	if rate > 0 {
+		r.name = fmt.Sprintf("QoS %d paced %d/s, %d clients", qos, rate, n)
+		interval = time.Duration(float64(n) / float64(rate) * float64(time.Second))
+	}
 	var arrived atomic.Int64
 	conn, err := net.Dial("tcp", b.Addr("tcp"))
 	if err != nil {
@@ -191,7 +225,7 @@ func publishScenario(ctx context.Context, b *mqtt.Broker, gw *net.UDPAddr, n int
 	})
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if _, err := sub.Connect(cctx, &paho.Connect{ClientID: fmt.Sprintf("bench-sub-%d", qos), CleanStart: true, KeepAlive: 60, Properties: &paho.ConnectProperties{ReceiveMaximum: ptr(uint16(65535))}}); err != nil {
+	if _, err := sub.Connect(cctx, &paho.Connect{ClientID: fmt.Sprintf("bench-sub-%d-%d", qos, rate), CleanStart: true, KeepAlive: 60, Properties: &paho.ConnectProperties{ReceiveMaximum: ptr(uint16(65535))}}); err != nil {
 		return r, err
 	}
 	defer sub.Disconnect(&paho.Disconnect{})
@@ -207,7 +241,7 @@ func publishScenario(ctx context.Context, b *mqtt.Broker, gw *net.UDPAddr, n int
 			return r, err
 		}
 		defer c.c.Close()
-		if err := c.connect(fmt.Sprintf("bench-q%d-%d", qos, i)); err != nil {
+		if err := c.connect(fmt.Sprintf("bench-q%d-r%d-%d", qos, rate, i)); err != nil {
 			return r, err
 		}
 		if err := c.send(mqttsn.Packet{Type: mqttsn.TypeRegister, MsgID: 1, TopicName: fmt.Sprintf("bench/%d", i)}); err != nil {
@@ -230,7 +264,12 @@ func publishScenario(ctx context.Context, b *mqtt.Broker, gw *net.UDPAddr, n int
 		go func() {
 			defer wg.Done()
 			var id uint16
+			next := time.Now().Add(time.Duration(i) * interval / time.Duration(n)) // spread the clients
 			for time.Now().Before(stop) {
+				if interval > 0 {
+					time.Sleep(time.Until(next))
+					next = next.Add(interval)
+				}
 				id++
 				if id == 0 {
 					id = 1
@@ -241,7 +280,7 @@ func publishScenario(ctx context.Context, b *mqtt.Broker, gw *net.UDPAddr, n int
 				}
 				sent.Add(1)
 				if qos == 0 {
-					if sent.Load()%64 == 0 {
+					if interval == 0 && sent.Load()%64 == 0 {
 						runtime.Gosched()
 					}
 					continue
@@ -273,7 +312,15 @@ func publishScenario(ctx context.Context, b *mqtt.Broker, gw *net.UDPAddr, n int
 		time.Sleep(200 * time.Millisecond)
 	}
 	for _, c := range conns {
-		_ = c.send(mqttsn.Packet{Type: mqttsn.TypeDisconnect})
+		// A DISCONNECT can be lost behind a flood: try again until answered.
+		for range 5 {
+			if c.send(mqttsn.Packet{Type: mqttsn.TypeDisconnect}) != nil {
+				break
+			}
+			if _, err := c.expect(mqttsn.TypeDisconnect); err == nil {
+				break
+			}
+		}
 	}
 	r.sent, r.acked, r.arrived = sent.Load(), acked.Load(), arrived.Load()
 	return r, nil

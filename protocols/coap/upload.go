@@ -76,53 +76,84 @@ func uploadKey(remote string, m *pool.Message) string {
 // final block of an upload leaves with the whole body in place of its own.
 func (g *Gateway) block1(cc *udpClient.Conn, m *pool.Message, block uint32) bool {
 	limit := int64(g.cfg.MaxPayload)
-	szx, num, more, err := blockwise.DecodeBlockOption(block)
-	if err != nil || szx > blockwise.SZX1024 { // BERT is for CoAP over TCP only
-		g.answer(cc, m, codes.BadOption, nil, "bad Block1 option")
-		return true
-	}
 	payload, err := readAll(m)
 	if err != nil {
 		g.answer(cc, m, codes.BadRequest, nil, "cannot read payload")
 		return true
 	}
+	key := uploadKey(cc.RemoteAddr().String(), m)
+	r := g.uploads.add(key, m.MessageID(), block, payload, sizeHint(m, limit), limit, g.cfg.BlockTimeout, time.Now())
+	switch {
+	case r.pass && r.body == nil:
+		return false
+	case r.pass:
+		m.SetBody(bytes.NewReader(r.body))
+		m.Remove(message.Block1)
+		m.Remove(message.Size1)
+		m.SetContext(context.WithValue(m.Context(), assembledKey{}, block))
+		return false
+	case r.code == codes.RequestEntityTooLarge:
+		g.tooLarge(cc, m)
+	case r.code == codes.Continue:
+		g.answer(cc, m, codes.Continue, []message.Option{blockOption(message.Block1, block)}, "")
+	default:
+		g.answer(cc, m, r.code, nil, r.diag)
+	}
+	return true
+}
+
+// blockResult is what the reassembler makes of one Block1 request.
+type blockResult struct {
+	// pass: go-coap handles the request; body, when not nil, is the whole
+	// reassembled upload and replaces the request's payload.
+	pass bool
+	body []byte
+	// Otherwise code is the answer (2.31 Continue or an error) and diag
+	// its diagnostic.
+	code codes.Code
+	diag string
+}
+
+// add takes one Block1 request of the upload key (message ID mid, raw
+// Block1 option value block, its payload) and decides what becomes of it.
+// hint is the capacity to reserve for a new body (Size1, or 0), limit the
+// largest body accepted, timeout how long an upload waits for its next
+// block. It is pure but for the map of uploads, so that it can be fuzzed
+// without sockets.
+func (us *uploads) add(key string, mid int32, block uint32, payload []byte, hint, limit int64, timeout time.Duration, now time.Time) blockResult {
+	szx, num, more, err := blockwise.DecodeBlockOption(block)
+	if err != nil || szx > blockwise.SZX1024 { // BERT is for CoAP over TCP only
+		return blockResult{code: codes.BadOption, diag: "bad Block1 option"}
+	}
 	off, n := num*szx.Size(), int64(len(payload))
 	if off+n > limit {
-		g.tooLarge(cc, m)
-		return true
+		return blockResult{code: codes.RequestEntityTooLarge}
 	}
 	if !more && num == 0 {
-		return false // the whole body in one block
+		return blockResult{pass: true} // the whole body in one block
 	}
 	if more && n != szx.Size() {
-		g.answer(cc, m, codes.BadRequest, nil, fmt.Sprintf("Block1 %d: %d bytes in a block of %d", num, n, szx.Size()))
-		return true
+		return blockResult{code: codes.BadRequest, diag: fmt.Sprintf("Block1 %d: %d bytes in a block of %d", num, n, szx.Size())}
 	}
-	key := uploadKey(cc.RemoteAddr().String(), m)
-	now := time.Now()
-	g.uploads.mu.Lock()
-	u := g.uploads.m[key]
+	us.mu.Lock()
+	defer us.mu.Unlock()
+	u := us.m[key]
 	switch {
-	case num == 0 && u != nil && u.firstMID == m.MessageID():
+	case num == 0 && u != nil && u.firstMID == mid:
 		// Block 0 again, retransmitted: acknowledged again below.
 	case num == 0:
-		if u == nil && len(g.uploads.m) >= maxUploads {
-			g.uploads.mu.Unlock()
-			g.answer(cc, m, codes.ServiceUnavailable, nil, "too many block-wise uploads")
-			return true
+		if u == nil && len(us.m) >= maxUploads {
+			return blockResult{code: codes.ServiceUnavailable, diag: "too many block-wise uploads"}
 		}
-		u = &upload{body: make([]byte, 0, max(n, sizeHint(m, limit))), firstMID: m.MessageID()}
-		g.uploads.m[key] = u
+		u = &upload{body: make([]byte, 0, max(n, hint)), firstMID: mid}
+		us.m[key] = u
 	case u == nil && !more:
 		// The final block of an upload already complete (a retransmission
 		// go-coap answers from its response cache) or of one this gateway
 		// never saw: the handler answers 4.08 unless the cache does.
-		g.uploads.mu.Unlock()
-		return false
+		return blockResult{pass: true}
 	case u == nil:
-		g.uploads.mu.Unlock()
-		g.answer(cc, m, codes.RequestEntityIncomplete, nil, "block-wise upload unknown or expired: start again with block 0")
-		return true
+		return blockResult{code: codes.RequestEntityIncomplete, diag: "block-wise upload unknown or expired: start again with block 0"}
 	}
 	blen := int64(len(u.body))
 	switch {
@@ -131,24 +162,15 @@ func (g *Gateway) block1(cc *udpClient.Conn, m *pool.Message, block uint32) bool
 	case more && off+n <= blen:
 		// A retransmitted block, already appended: acknowledge it again.
 	default:
-		delete(g.uploads.m, key)
-		g.uploads.mu.Unlock()
-		g.answer(cc, m, codes.RequestEntityIncomplete, nil, fmt.Sprintf("Block1 %d does not follow the %d bytes received", num, blen))
-		return true
+		delete(us.m, key)
+		return blockResult{code: codes.RequestEntityIncomplete, diag: fmt.Sprintf("Block1 %d does not follow the %d bytes received", num, blen)}
 	}
 	if more {
-		u.expires = now.Add(g.cfg.BlockTimeout)
-		g.uploads.mu.Unlock()
-		g.answer(cc, m, codes.Continue, []message.Option{blockOption(message.Block1, block)}, "")
-		return true
+		u.expires = now.Add(timeout)
+		return blockResult{code: codes.Continue}
 	}
-	delete(g.uploads.m, key)
-	g.uploads.mu.Unlock()
-	m.SetBody(bytes.NewReader(u.body))
-	m.Remove(message.Block1)
-	m.Remove(message.Size1)
-	m.SetContext(context.WithValue(m.Context(), assembledKey{}, block))
-	return false
+	delete(us.m, key)
+	return blockResult{pass: true, body: u.body}
 }
 
 // sizeHint is the Size1 the client announced, if plausible: the capacity
@@ -178,12 +200,15 @@ func blockOption(id message.OptionID, v uint32) message.Option {
 }
 
 // expireUploads forgets uploads whose next block did not come in time.
-func (g *Gateway) expireUploads(now time.Time) {
-	g.uploads.mu.Lock()
-	defer g.uploads.mu.Unlock()
-	for k, u := range g.uploads.m {
+func (g *Gateway) expireUploads(now time.Time) { g.uploads.expire(now) }
+
+// expire forgets the uploads whose next block is overdue at now.
+func (us *uploads) expire(now time.Time) {
+	us.mu.Lock()
+	defer us.mu.Unlock()
+	for k, u := range us.m {
 		if now.After(u.expires) {
-			delete(g.uploads.m, k)
+			delete(us.m, k)
 		}
 	}
 }

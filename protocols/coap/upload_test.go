@@ -2,6 +2,7 @@ package coap
 
 import (
 	"bytes"
+	"strconv"
 	"testing"
 	"time"
 
@@ -165,4 +166,115 @@ func TestUploadExpires(t *testing.T) {
 	if a := p.exchange(blockReq(t, 2, 2, "x", "exp", 1, false, body[64:])); a.Code != codes.RequestEntityIncomplete {
 		t.Fatalf("last block after expiry: %v, want 4.08", a.String())
 	}
+}
+
+// fuzzByte is the byte at offset off of the body uploaded under key k in
+// FuzzBlock1: every block a step sends carries the bytes of its offset, so
+// a reassembled body must read back exactly this sequence.
+func fuzzByte(k int, off int64) byte { return byte(off*7 + off>>8 + int64(k)*13) }
+
+// FuzzBlock1 drives the Block1 reassembler (uploads.add, uploads.expire)
+// with a sequence of blocks read from the input, 5 bytes a step:
+//
+//	b0: bit 0-2 SZX (7 is BERT, refused), bit 3 M, bit 4 raw (b1 b3 b4
+//	    form the Block1 value as is), bit 5 advance the clock past the
+//	    timeout, bit 6-7 message ID
+//	b1: block number
+//	b2: upload key (256 bodies, more than maxUploads)
+//	b3: payload length: < 0xc0 a whole block, else b3-0xc0 bytes
+//	b4: Size1 hint, in units of 16 bytes
+//
+// It must never panic; it must answer each block with one of the codes of
+// RFC 7959; what it accepted must stay accepted; a completed body must be
+// exactly the blocks in order, never over the limit, and the number of
+// uploads held never above maxUploads. The seeds (testdata/fuzz/FuzzBlock1)
+// are named for the case they start from.
+func FuzzBlock1(f *testing.F) {
+	f.Fuzz(func(t *testing.T, data []byte) {
+		const limit = 2000
+		const timeout = time.Second
+		us := uploads{m: make(map[string]*upload)}
+		now := time.Unix(0, 0)
+		for len(data) >= 5 {
+			b := data[:5]
+			data = data[5:]
+			k := int(b[2])
+			key := strconv.Itoa(k)
+			var block uint32
+			if b[0]&0x10 != 0 {
+				block = uint32(b[1])<<16 | uint32(b[3])<<8 | uint32(b[4])
+			} else {
+				var err error
+				block, err = blockwise.EncodeBlockOption(blockwise.SZX(b[0]&7), int64(b[1]), b[0]&8 != 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			if b[0]&0x20 != 0 {
+				now = now.Add(timeout + time.Millisecond)
+				us.expire(now)
+			}
+			szx, num, more, err := blockwise.DecodeBlockOption(block)
+			size := int64(16)
+			if err == nil && szx <= blockwise.SZX1024 {
+				size = szx.Size()
+			}
+			n := size
+			if b[3] >= 0xc0 {
+				n = int64(b[3] - 0xc0)
+			}
+			off := num * size
+			payload := make([]byte, n)
+			for i := range payload {
+				payload[i] = fuzzByte(k, off+int64(i))
+			}
+			before := int64(-1)
+			if u := us.m[key]; u != nil {
+				before = int64(len(u.body))
+			}
+			r := us.add(key, int32(b[0]>>6), block, payload, int64(b[4])*16, limit, timeout, now)
+			if len(us.m) > maxUploads {
+				t.Fatalf("%d uploads held", len(us.m))
+			}
+			u := us.m[key]
+			switch {
+			case r.pass && r.body != nil:
+				if int64(len(r.body)) != off+n || len(r.body) > limit {
+					t.Fatalf("block %d+%d: body of %d bytes", off, n, len(r.body))
+				}
+				for i, c := range r.body {
+					if c != fuzzByte(k, int64(i)) {
+						t.Fatalf("body byte %d is %#x, want %#x", i, c, fuzzByte(k, int64(i)))
+					}
+				}
+				if u != nil {
+					t.Fatal("completed upload still held")
+				}
+			case r.pass:
+				if !(num == 0 && !more) && before >= 0 {
+					t.Fatalf("block %d of a held upload passed on without its body", num)
+				}
+			case r.code == codes.Continue:
+				if !more || u == nil || int64(len(u.body)) < off+n {
+					t.Fatalf("2.31 for block %d (more %v) without holding its bytes", num, more)
+				}
+				if num > 0 && int64(len(u.body)) < before {
+					t.Fatalf("upload shrank from %d to %d bytes", before, len(u.body))
+				}
+				for i, c := range u.body {
+					if c != fuzzByte(k, int64(i)) {
+						t.Fatalf("held byte %d is %#x, want %#x", i, c, fuzzByte(k, int64(i)))
+					}
+				}
+			case r.code == codes.BadOption, r.code == codes.BadRequest, r.code == codes.RequestEntityTooLarge,
+				r.code == codes.ServiceUnavailable:
+				if before >= 0 && (u == nil || int64(len(u.body)) != before) {
+					t.Fatalf("refusal %v changed the upload held", r.code)
+				}
+			case r.code == codes.RequestEntityIncomplete:
+			default:
+				t.Fatalf("answer %v", r.code)
+			}
+		}
+	})
 }

@@ -56,12 +56,48 @@ type pendingReg struct {
 	retries int
 }
 
+// inbox is the datagrams waiting for a device's goroutine: a slice that
+// grows with a burst up to inboxLimit and is taken whole, so that the
+// goroutine handles a batch per wake-up (one timer reset and one flush for
+// all of it) and an idle device keeps no buffer.
+type inbox struct {
+	mu  sync.Mutex
+	q   []inbound
+	sig chan struct{} // cap 1: something was posted
+}
+
+// post queues in; false when the queue is full.
+func (b *inbox) post(in inbound) bool {
+	b.mu.Lock()
+	if len(b.q) >= inboxLimit {
+		b.mu.Unlock()
+		return false
+	}
+	b.q = append(b.q, in)
+	b.mu.Unlock()
+	select {
+	case b.sig <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// take returns everything queued and leaves spare (emptied) in its place,
+// so that two buffers alternate while the device is busy.
+func (b *inbox) take(spare []inbound) []inbound {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	q := b.q
+	b.q = spare[:0]
+	return q
+}
+
 // client is one device. Its goroutine (run) owns every field below the
 // mutex-protected delivery queue; the gateway's read loop reaches it only
 // through inbox, and the session's reader only through enqueue.
 type client struct {
 	g      *Gateway
-	inbox  chan inbound
+	inbox  inbox
 	asleep atomic.Bool // read by the gateway to route a wake-up PINGREQ
 
 	qmu  sync.Mutex
@@ -92,7 +128,7 @@ type client struct {
 func newClient(g *Gateway, addr netip.AddrPort) *client {
 	return &client{
 		g:     g,
-		inbox: make(chan inbound, inboxSize),
+		inbox: inbox{sig: make(chan struct{}, 1)},
 		qsig:  make(chan struct{}, 1),
 		addr:  addr,
 	}
@@ -118,6 +154,7 @@ func (c *client) run(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	how, why := keep, ""
+	var batch, spare, rest []inbound
 	for how == keep {
 		c.armTimer(timer)
 		var sessDone <-chan struct{}
@@ -127,8 +164,19 @@ func (c *client) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			how = shutdownEnd
-		case in := <-c.inbox:
-			how, why = c.handle(ctx, in)
+		case <-c.inbox.sig:
+			batch = c.inbox.take(spare)
+			for i, in := range batch {
+				if how, why = c.handle(ctx, in); how != keep {
+					rest = batch[i+1:]
+					break
+				}
+			}
+			spare = nil
+			if how == keep && cap(batch) <= inboxLimit/4 {
+				clear(batch)
+				spare = batch[:0] // small: kept for the next batch
+			}
 		case <-c.qsig:
 		case now := <-timer.C:
 			how, why = c.onTimer(now)
@@ -145,16 +193,13 @@ func (c *client) run(ctx context.Context) {
 		}
 	}
 	c.finish(how, why)
-	// Datagrams that came after the end go through the gateway again: a
-	// new CONNECT starts a new client.
-	for ctx.Err() == nil {
-		select {
-		case in := <-c.inbox:
+	// Datagrams after the end (the rest of the batch, and what was posted
+	// until finish removed the device under the gateway's lock) go through
+	// the gateway again: a new CONNECT starts a new client.
+	if ctx.Err() == nil {
+		for _, in := range append(rest, c.inbox.take(nil)...) {
 			c.g.dispatch(ctx, in.from, in.p)
-			continue
-		default:
 		}
-		break
 	}
 }
 
@@ -354,7 +399,7 @@ func (c *client) onConnect(ctx context.Context, p Packet) (end, string) {
 		// A sleeping device going active keeps its session and what is
 		// buffered for it.
 		c.setAsleep(false)
-		c.st, c.keepAlive = stActive, time.Duration(p.Duration)*time.Second
+		c.st, c.keepAlive = stActive, c.g.keepAlive(p.Duration)
 		c.send(Packet{Type: TypeConnack, ReturnCode: Accepted})
 		return keep, ""
 	}
@@ -466,7 +511,7 @@ func (c *client) connectSession(ctx context.Context) (end, string) {
 	}
 	c.setAsleep(false)
 	c.st = stActive
-	c.keepAlive = time.Duration(p.Duration) * time.Second
+	c.keepAlive = c.g.keepAlive(p.Duration)
 	c.deadline = time.Time{}
 	// What was in flight belonged to the previous session: the broker
 	// sends it again on this one if the session persists.

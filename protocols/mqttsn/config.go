@@ -44,6 +44,11 @@ type Config struct {
 	MaxClients int `yaml:"max_clients"`
 	// MaxTopics bounds the topic ids registered per device.
 	MaxTopics int `yaml:"max_topics"`
+	// MaxKeepAlive caps the keep alive a device is held to: a device that
+	// connects with keep alive 0 (none) or above it is held to
+	// MaxKeepAlive, so it is lost (will published) after 1.5 × MaxKeepAlive
+	// of silence and never stays forever. 0 turns the cap off.
+	MaxKeepAlive time.Duration `yaml:"max_keepalive"`
 	// SessionExpiry is how long the broker keeps the session of a device
 	// that connected with CleanSession=0 after it is lost or disconnects.
 	SessionExpiry time.Duration `yaml:"session_expiry"`
@@ -84,7 +89,7 @@ type QoSMinusOne struct {
 
 // DefaultConfig returns the defaults: enabled on 0.0.0.0:1884, gateway id 1,
 // no ADVERTISE, every client id allowed as an anonymous broker client, QoS -1
-// accepted.
+// accepted, keep alive at most an hour.
 func DefaultConfig() Config {
 	return Config{
 		Enabled:           true,
@@ -99,6 +104,7 @@ func DefaultConfig() Config {
 		SleepBuffer:       100,
 		MaxClients:        10000,
 		MaxTopics:         1000,
+		MaxKeepAlive:      time.Hour,
 		SessionExpiry:     24 * time.Hour,
 	}
 }

@@ -28,6 +28,7 @@ func TestValidateErrors(t *testing.T) {
 	c.MaxClients = 0
 	c.MaxTopics = 0
 	c.SessionExpiry = -time.Second
+	c.MaxKeepAlive = -time.Second
 	err := c.Validate()
 	if err == nil {
 		t.Fatal("no error")
@@ -50,6 +51,7 @@ func TestValidateErrors(t *testing.T) {
 		"max_clients: must be between 1",
 		"max_topics: must be between 1",
 		"session_expiry: must be between 0s",
+		"max_keepalive: must be 0s (off) or more, got -1s",
 	}
 	lines := strings.Split(err.Error(), "\n")
 	if len(lines) != len(want) {

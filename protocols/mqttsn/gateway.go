@@ -39,9 +39,10 @@ const connectTimeout = 10 * time.Second
 // udpReadBuffer is the socket receive buffer asked for.
 const udpReadBuffer = 4 << 20
 
-// inboxSize is how many decoded datagrams may wait for one device's
-// goroutine; more are dropped (DropOverload).
-const inboxSize = 16
+// inboxLimit is how many decoded datagrams may wait for one device's
+// goroutine; more are dropped (DropOverload). The queue grows only with a
+// burst, so an idle device costs nothing for it.
+const inboxLimit = 64
 
 // Gateway is a running MQTT-SN gateway.
 type Gateway struct {
@@ -270,12 +271,11 @@ func (g *Gateway) dispatch(ctx context.Context, from netip.AddrPort, p Packet) {
 	if c != nil {
 		// Posting under g.mu: once a client is removed (under g.mu too),
 		// nothing more reaches its inbox, so it can hand back what is there.
-		select {
-		case c.inbox <- inbound{p: p, from: from}:
-		default:
-			g.drop(DropOverload, from, fmt.Errorf("%s: the device's queue is full", p.Type))
-		}
+		ok := c.inbox.post(inbound{p: p, from: from})
 		g.mu.Unlock()
+		if !ok {
+			g.drop(DropOverload, from, fmt.Errorf("%s: the device's queue of %d is full", p.Type, inboxLimit))
+		}
 		return
 	}
 	g.mu.Unlock()
@@ -361,6 +361,16 @@ func (g *Gateway) remove(c *client, addr netip.AddrPort, id string) {
 	if id != "" && g.byID[id] == c {
 		delete(g.byID, id)
 	}
+}
+
+// keepAlive is the keep alive a device that asked for secs seconds is held
+// to: max_keepalive when it asked for none (0) or more, unless that is off.
+func (g *Gateway) keepAlive(secs uint16) time.Duration {
+	ka, limit := time.Duration(secs)*time.Second, g.cfg.MaxKeepAlive
+	if limit > 0 && (ka == 0 || ka > limit) {
+		return limit
+	}
+	return ka
 }
 
 // allowed reports whether a client id may connect, and its broker username.

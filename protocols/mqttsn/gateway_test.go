@@ -297,6 +297,62 @@ func TestWillOnKeepAliveTimeout(t *testing.T) {
 	eventually(t, "lost counted", func() bool { s := e.g.Stats(); return s.LostClients == 1 && s.ClientsConnected == 0 })
 }
 
+// TestMaxKeepAlive: a device that asks for no keep alive (0), or for more
+// than max_keepalive, is held to max_keepalive: silent for 1.5 × it, it is
+// lost and its will published.
+func TestMaxKeepAlive(t *testing.T) {
+	const limit = 400 * time.Millisecond
+	e := startEnv(t, nil, func(c *Config) { c.MaxKeepAlive = limit })
+	wills := e.watch(t, "wills/#")
+	start := time.Now()
+	for _, d := range []struct {
+		id        string
+		keepAlive uint16
+	}{{"ka-zero", 0}, {"ka-above", 3600}} {
+		c := e.dial(t)
+		c.send(Packet{Type: TypeConnect, Flags: Flags{Will: true, CleanSession: true}, ProtocolID: 1, Duration: d.keepAlive, ClientID: d.id})
+		c.expect(TypeWillTopicReq)
+		c.send(Packet{Type: TypeWillTopic, TopicName: "wills/" + d.id})
+		c.expect(TypeWillMsgReq)
+		c.send(Packet{Type: TypeWillMsg, Data: []byte(d.id + " gone")})
+		if ack := c.expect(TypeConnack); ack.ReturnCode != Accepted {
+			t.Fatalf("%s: %+v", d.id, ack)
+		}
+	}
+	got := map[string]bool{}
+	for range 2 {
+		m := next(t, wills)
+		got[string(m.Payload)] = true
+	}
+	if !got["ka-zero gone"] || !got["ka-above gone"] {
+		t.Fatalf("wills %v", got)
+	}
+	if el := time.Since(start); el < limit*3/2 {
+		t.Fatalf("lost after %s, before 1.5 × max_keepalive", el)
+	}
+	eventually(t, "lost counted", func() bool { s := e.g.Stats(); return s.LostClients == 2 && s.ClientsConnected == 0 })
+}
+
+func TestKeepAliveCap(t *testing.T) {
+	for _, tt := range []struct {
+		limit time.Duration
+		secs  uint16
+		want  time.Duration
+	}{
+		{time.Hour, 0, time.Hour},
+		{time.Hour, 60, time.Minute},
+		{time.Hour, 3600, time.Hour},
+		{time.Hour, 7200, time.Hour},
+		{0, 0, 0},
+		{0, 7200, 2 * time.Hour},
+	} {
+		g := &Gateway{cfg: Config{MaxKeepAlive: tt.limit}}
+		if got := g.keepAlive(tt.secs); got != tt.want {
+			t.Errorf("max_keepalive %s, keep alive %ds: %s, want %s", tt.limit, tt.secs, got, tt.want)
+		}
+	}
+}
+
 func TestWillUpdate(t *testing.T) {
 	e := startEnv(t, nil, nil)
 	wills := e.watch(t, "w/#")

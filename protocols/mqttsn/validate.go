@@ -74,6 +74,9 @@ func (c Config) Validate() error {
 	v.intRange("sleep_buffer", c.SleepBuffer, 1, math.MaxUint16)
 	v.intRange("max_clients", c.MaxClients, 1, maxClientsLimit)
 	v.intRange("max_topics", c.MaxTopics, 1, maxTopicsLimit)
+	if c.MaxKeepAlive < 0 {
+		v.addf("max_keepalive", "must be 0s (off) or more, got %s", c.MaxKeepAlive)
+	}
 	if c.SessionExpiry < 0 || c.SessionExpiry > maxSessionExpiry {
 		v.addf("session_expiry", "must be between 0s and %s, got %s", maxSessionExpiry, c.SessionExpiry)
 	}
