@@ -95,6 +95,16 @@ func (d Delivery) Ack() {
 // has ended.
 var ErrSessionClosed = errors.New("mqtt: session closed")
 
+// ErrSessionBusy is returned by Publish at QoS 0 when maxSessionQueue packets
+// already wait to be written to the broker: QoS 0 has no flow control, so a
+// device sending faster than the broker reads loses messages rather than
+// growing the gateway's memory.
+var ErrSessionBusy = errors.New("mqtt: session busy: QoS 0 message dropped")
+
+// maxSessionQueue bounds the packets waiting for a session's writer, for QoS 0
+// publishes (acks and QoS 1/2, which the caller waits for, always pass).
+const maxSessionQueue = 1024
+
 // Session is an in-process broker session. Its methods are safe for
 // concurrent use.
 type Session struct {
@@ -266,6 +276,12 @@ func (s *Session) Publish(ctx context.Context, m bus.Message) error {
 	pk := packetOf(m)
 	pk.ProtocolVersion = 5
 	if m.QoS == 0 {
+		s.outMu.Lock()
+		full := len(s.out) >= maxSessionQueue
+		s.outMu.Unlock()
+		if full {
+			return ErrSessionBusy
+		}
 		return s.sendChecked(pk)
 	}
 	id, ch, err := s.reserve()
