@@ -186,6 +186,9 @@ broker:
 		t.Fatalf("the page at %s does not accept", base)
 	}
 
+	// A local client for the Broker page's list of connected clients.
+	edge.sub(t, "-i", "line-3-hmi", "-t", "southbound/#")
+
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, filepath.Join(e2eDir, "real.mjs"), base, shots, modbusAddr, strconv.Itoa(cloud.port))

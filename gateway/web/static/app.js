@@ -269,18 +269,27 @@ async function loadSouthbound() {
   $("#dev-form").hidden = true;
   $("#reading").hidden = true;
   if (!m) return;
-  const status = await api("GET", "status");
-  const online = Object.fromEntries((status.devices || []).map(d => [d.name, d]));
-  $("#sb-devices").replaceChildren(...(m.devices || []).map((d, i) => {
-    const st = online[d.name] || {};
-    return el("div", { class: "card", "data-device": d.name },
-      el("h2", {}, d.name, " ", el("span", { class: st.online ? "on" : "off" }, st.online ? "online" : "offline")),
-      el("p", {}, d.tcp ? "TCP " + d.tcp.address : "RTU " + (d.rtu ? d.rtu.port : ""), ", unit ", String(d.unit_id ?? 0), ", ", String((d.points || []).length), " points", st.last_error ? el("span", { class: "err" }, " — " + st.last_error) : ""),
+  $("#sb-devices").replaceChildren(...(m.devices || []).map((d, i) =>
+    el("div", { class: "card", "data-device": d.name },
+      el("h2", {}, d.name, " ", el("span", { class: "state off" }, "…")),
+      el("p", {}, d.tcp ? "TCP " + d.tcp.address : "RTU " + (d.rtu ? d.rtu.port : ""), ", unit ", String(d.unit_id ?? 0), ", ", String((d.points || []).length), " points", el("span", { class: "err" })),
       el("div", { class: "row" },
         el("button", { onclick: () => readNow(d) }, "Read now"),
         el("button", { class: "secondary", onclick: () => editDevice(i) }, "Edit"),
-        el("button", { class: "danger", onclick: () => removeDevice(i) }, "Remove")));
-  }));
+        el("button", { class: "danger", onclick: () => removeDevice(i) }, "Remove")))));
+  // A device just added goes online (or says why not) without a reload.
+  stopPolling();
+  poll(async () => {
+    const status = await api("GET", "status");
+    const byName = Object.fromEntries((status.devices || []).map(d => [d.name, d]));
+    for (const card of $$("#sb-devices [data-device]")) {
+      const st = byName[card.dataset.device] || {};
+      const badge = $(".state", card);
+      badge.className = "state " + (st.online ? "on" : "off");
+      badge.textContent = st.online ? "online" : "offline";
+      $("p .err", card).textContent = st.last_error ? " — " + st.last_error : "";
+    }
+  }, 2000);
 }
 
 let editing = -1;
