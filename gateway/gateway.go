@@ -178,7 +178,7 @@ func Run(ctx context.Context, opts Options) error {
 	g.reg = g.registry()
 	var webSrv *web.Server
 	if cfg.Web.Enabled {
-		webSrv, err = web.New(cfg.Web, g, web.Options{DataDir: cfg.Gateway.DataDir, Logger: log.With("part", "web"), Version: opts.Version})
+		webSrv, err = web.New(cfg.Web, g, web.Options{DataDir: cfg.Gateway.DataDir, Logger: log.With("part", "web"), Version: opts.Version, GatewayID: g.gatewayID})
 		if err != nil {
 			return fmt.Errorf("gateway: %w", err)
 		}

@@ -167,6 +167,7 @@ web:
   address: %q
   login_free_attempts: 3
   login_delay: 30s
+  mdns: false
 mqttsn: {enabled: false}
 coap: {enabled: false}
 broker:

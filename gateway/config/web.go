@@ -38,6 +38,9 @@ type Web struct {
 	// LiveStreams bounds how many live message views (browser tabs) may be
 	// open at once.
 	LiveStreams int `yaml:"live_streams"`
+	// MDNS advertises the page over mDNS/DNS-SD as fieldgate-<id>.local,
+	// under _http._tcp (_https._tcp with TLS) and _fieldgate._tcp.
+	MDNS bool `yaml:"mdns"`
 }
 
 // WebTLS names the PEM files of the HTTPS certificate.
@@ -59,6 +62,7 @@ func DefaultWeb() Web {
 		LoginDelay:        time.Second,
 		LoginDelayMax:     15 * time.Minute,
 		LiveStreams:       8,
+		MDNS:              true,
 	}
 }
 

@@ -65,6 +65,9 @@ type Options struct {
 	BcryptCost int
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
+	// GatewayID returns the current gateway id, advertised over mDNS as
+	// fieldgate-<id>.local (nil: "fieldgate").
+	GatewayID func() string
 }
 
 // Server is the web page, admin API and metrics endpoint.
@@ -155,6 +158,12 @@ func (s *Server) Run(ctx context.Context) error {
 	s.srv.BaseContext = func(net.Listener) context.Context { return ctx }
 	errc := make(chan error, 1)
 	go func() { errc <- s.srv.Serve(s.ln) }()
+	if s.cfg.MDNS {
+		mdnsCtx, stopMDNS := context.WithCancel(ctx)
+		mdnsDone := make(chan struct{})
+		go func() { defer close(mdnsDone); s.advertise(mdnsCtx) }()
+		defer func() { stopMDNS(); <-mdnsDone }()
+	}
 	select {
 	case err := <-errc:
 		return fmt.Errorf("web: serve: %w", err)

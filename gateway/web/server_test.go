@@ -69,6 +69,7 @@ func (c *fakeClock) Add(d time.Duration) {
 func testConfig() Config {
 	cfg := DefaultConfig()
 	cfg.Address = "127.0.0.1:0"
+	cfg.MDNS = false // TestMDNSAdvertise turns it on
 	return cfg
 }
 
