@@ -4,11 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"reflect"
 
 	"github.com/fieldgate/fieldgate/gateway/config"
+	"github.com/fieldgate/fieldgate/internal/atomicfile"
 	"github.com/fieldgate/fieldgate/southbound/modbus"
 	"github.com/fieldgate/fieldgate/southbound/serial"
 )
@@ -139,7 +138,7 @@ func (g *gateway) ApplyConfig(ctx context.Context, c config.Config) ([]string, e
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	header := []byte("# Written by fieldgate's setup page; `fieldgate config default` shows every setting with comments.\n")
-	if err := writeFileAtomic(path, append(header, data...), 0o600); err != nil {
+	if err := atomicfile.Write(path, append(header, data...), 0o600); err != nil {
 		return nil, fmt.Errorf("config: write %s: %w", path, err)
 	}
 	g.mu.Lock()
@@ -147,40 +146,4 @@ func (g *gateway) ApplyConfig(ctx context.Context, c config.Config) ([]string, e
 	g.mu.Unlock()
 	g.log.Info("config written", "path", path)
 	return g.apply(ctx, c)
-}
-
-// writeFileAtomic replaces path with data: a temporary file in the same
-// directory, fsynced, renamed over path, and the directory fsynced.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // after a successful rename, there is nothing left to remove
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

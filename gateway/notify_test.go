@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/fieldgate/fieldgate/gateway/config"
+	"github.com/fieldgate/fieldgate/internal/atomicfile"
 )
 
 // TestSystemdNotify runs the whole gateway with $NOTIFY_SOCKET pointing at
@@ -38,7 +39,7 @@ func TestSystemdNotify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := writeFileAtomic(cfgPath, data, 0o600); err != nil {
+	if err := atomicfile.Write(cfgPath, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	reload := make(chan struct{}, 1)

@@ -1,6 +1,8 @@
 package web
 
 import (
+	"github.com/fieldgate/fieldgate/internal/atomicfile"
+
 	"archive/zip"
 	"bytes"
 	"context"
@@ -209,7 +211,7 @@ func (s *Server) uploadFile(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	path := filepath.Join(s.opts.DataDir, "certs", name)
-	if err := writeFileAtomic(path, data, 0o600); err != nil {
+	if err := atomicfile.Write(path, data, 0o600); err != nil {
 		writeError(w, http.StatusInternalServerError, fmt.Sprintf("store %s: %v", name, err))
 		return
 	}

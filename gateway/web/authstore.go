@@ -1,6 +1,8 @@
 package web
 
 import (
+	"github.com/fieldgate/fieldgate/internal/atomicfile"
+
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -190,50 +192,11 @@ func (s *authStore) commit(next authState) error {
 	if err != nil {
 		return fmt.Errorf("web: encode auth state: %w", err)
 	}
-	if err := writeFileAtomic(s.path, data, 0o600); err != nil {
+	if err := atomicfile.Write(s.path, data, 0o600); err != nil {
 		return fmt.Errorf("web: write auth state: %w", err)
 	}
 	s.state = next
 	return nil
-}
-
-// writeFileAtomic writes data to path so that a crash leaves either the old
-// or the new content: temp file in the same dir, fsync, rename, fsync dir.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 func hashToken(token string) string {

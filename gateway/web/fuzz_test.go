@@ -50,28 +50,3 @@ func FuzzPEMKind(f *testing.F) {
 		}
 	})
 }
-
-func TestWriteFileAtomic(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "state.json")
-	for _, content := range []string{"one", "two"} {
-		if err := writeFileAtomic(path, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		got, _ := os.ReadFile(path)
-		if string(got) != content {
-			t.Fatalf("got %q", got)
-		}
-	}
-	entries, _ := os.ReadDir(dir)
-	if len(entries) != 1 {
-		t.Fatalf("temp files left: %v", entries)
-	}
-	// A failed write (directory in the way) leaves the old content.
-	if err := writeFileAtomic(filepath.Join(path, "x"), []byte("three"), 0o600); err == nil {
-		t.Fatal("write under a file succeeded")
-	}
-	if got, _ := os.ReadFile(path); string(got) != "two" {
-		t.Fatalf("old content lost: %q", got)
-	}
-}
