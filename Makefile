@@ -33,12 +33,13 @@ test: dist check-units check-yocto ## units, Yocto layer, ARM dist, go vet, gofm
 	@# upstream tests have data races of their own, so they run without -race
 	cd third_party/mochi-mqtt-server && $(GO) vet ./... && $(GO) test -count=1 ./...
 
-bench: build ## run every benchmark and print their tables (broker vs mosquitto, uplink, Modbus, MQTT-SN, CoAP)
+bench: build ## run every benchmark and print their tables (broker vs mosquitto, uplink, Modbus, MQTT-SN, CoAP, setup page)
 	$(GO) run ./cmd/mqttbench -fieldgate $(CURDIR)/bin/fieldgate -json bin/bench.json
 	$(GO) run ./cmd/uplinkbench
 	$(GO) run ./cmd/modbusbench
 	$(GO) run ./cmd/snbench
 	$(GO) run ./cmd/coapbench
+	$(GO) run ./cmd/webbench -fieldgate $(CURDIR)/bin/fieldgate
 
 cross: ## build static, stripped linux/armv7 (GOARM=7) and linux/arm64 binaries into dist/, version-stamped
 	@mkdir -p dist
