@@ -105,16 +105,12 @@ func TestForwardOverTLSAndTCPToMosquitto(t *testing.T) {
 // only listener; with TLS the client verifies the PKI's CA).
 func dialMosquitto(t *testing.T, m *mosquitto, pki *testpki.PKI, id string, clean bool) *client {
 	t.Helper()
-	addr := net.JoinHostPort("127.0.0.1", fmt.Sprint(m.port))
+	addr := net.JoinHostPort("127.0.0.1", fmt.Sprint(m.plainPort))
 	var conn net.Conn
 	var err error
 	deadline := time.Now().Add(waitFor)
 	for {
-		if pki != nil && strings.Contains(readFile(t, m.conf), "certfile") {
-			conn, err = tlsDial(addr, pki)
-		} else {
-			conn, err = net.DialTimeout("tcp", addr, time.Second)
-		}
+		conn, err = net.DialTimeout("tcp", addr, time.Second)
 		if err == nil || time.Now().After(deadline) {
 			break
 		}
@@ -669,10 +665,6 @@ func startH3(t *testing.T, pki *testpki.PKI) int {
 	return ln.Addr().(*net.UDPAddr).Port
 }
 
-// tlsDial connects to addr over TLS trusting the PKI's CA.
-func tlsDial(addr string, pki *testpki.PKI) (net.Conn, error) {
-	return tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", addr, &tls.Config{RootCAs: pki.Pool})
-}
 
 func TestTestConnection(t *testing.T) {
 	pki := testpki.New(t, "cloud CA")

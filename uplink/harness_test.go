@@ -271,6 +271,10 @@ type mosquitto struct {
 	cmd  *exec.Cmd
 	conf string
 	port int
+	// plainPort is a second, plain TCP listener for test clients when port
+	// is TLS (paho.golang splits packets across concurrent writes, which
+	// corrupts a TLS stream).
+	plainPort int
 	mu   sync.Mutex
 }
 
@@ -289,15 +293,19 @@ func startMosquitto(t testing.TB, pki *testpki.PKI, port int) *mosquitto {
 		port = freePort(t)
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "user root\nallow_anonymous true\npersistence false\nlistener %d 127.0.0.1\n", port)
+	plain := port
 	if pki != nil {
-		fmt.Fprintf(&b, "cafile %s\ncertfile %s\nkeyfile %s\n", pki.CAFile, pki.CertFile, pki.KeyFile)
+		plain = freePort(t)
+	}
+	fmt.Fprintf(&b, "user root\nallow_anonymous true\npersistence false\nlistener %d 127.0.0.1\n", plain)
+	if pki != nil {
+		fmt.Fprintf(&b, "listener %d 127.0.0.1\ncafile %s\ncertfile %s\nkeyfile %s\n", port, pki.CAFile, pki.CertFile, pki.KeyFile)
 	}
 	conf := filepath.Join(t.TempDir(), "mosquitto.conf")
 	if err := os.WriteFile(conf, []byte(b.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	m := &mosquitto{conf: conf, port: port}
+	m := &mosquitto{conf: conf, port: port, plainPort: plain}
 	m.start(t, bin)
 	t.Cleanup(m.stop)
 	return m
