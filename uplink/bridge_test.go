@@ -665,7 +665,6 @@ func startH3(t *testing.T, pki *testpki.PKI) int {
 	return ln.Addr().(*net.UDPAddr).Port
 }
 
-
 func TestTestConnection(t *testing.T) {
 	pki := testpki.New(t, "cloud CA")
 	cloud := startBroker(t, pki, nil)

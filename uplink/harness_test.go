@@ -275,7 +275,7 @@ type mosquitto struct {
 	// is TLS (paho.golang splits packets across concurrent writes, which
 	// corrupts a TLS stream).
 	plainPort int
-	mu   sync.Mutex
+	mu        sync.Mutex
 }
 
 // startMosquitto runs mosquitto with the given listener lines on a free
