@@ -200,20 +200,32 @@ func (b *Broker) Connect(ctx context.Context, o SessionOptions) (*Session, error
 	go func() { defer b.inprocWG.Done(); s.writeLoop() }()
 
 	s.send(connectPacket(o))
+	var ack packets.Packet
 	select {
-	case ack := <-s.connack:
-		if ack.ReasonCode >= 0x80 {
-			s.end(fmt.Errorf("connect refused: 0x%02x", ack.ReasonCode))
-			return nil, &bus.Refusal{Code: ack.ReasonCode, Reason: reasonText(ack.ReasonCode)}
-		}
-		s.present = ack.SessionPresent
-		return s, nil
+	case ack = <-s.connack:
 	case <-s.done:
-		return nil, fmt.Errorf("mqtt: session %s: connect: %w", o.ClientID, s.Err())
+		// A refusing CONNACK is followed at once by the close: the reader
+		// may have ended the session before this select saw the CONNACK.
+		select {
+		case ack = <-s.connack:
+		default:
+			return nil, fmt.Errorf("mqtt: session %s: connect: %w", o.ClientID, s.Err())
+		}
 	case <-ctx.Done():
 		s.end(ctx.Err())
 		return nil, fmt.Errorf("mqtt: session %s: connect: %w", o.ClientID, ctx.Err())
 	}
+	if ack.ReasonCode >= 0x80 {
+		s.end(fmt.Errorf("connect refused: 0x%02x", ack.ReasonCode))
+		return nil, &bus.Refusal{Code: ack.ReasonCode, Reason: reasonText(ack.ReasonCode)}
+	}
+	select {
+	case <-s.done:
+		return nil, fmt.Errorf("mqtt: session %s: connect: %w", o.ClientID, s.Err())
+	default:
+	}
+	s.present = ack.SessionPresent
+	return s, nil
 }
 
 func connectPacket(o SessionOptions) packets.Packet {
