@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -117,9 +116,6 @@ func (g *gateway) ReadNow(ctx context.Context, device string) (web.Reading, erro
 	return r, nil
 }
 
-// writeSeq numbers the page's write commands.
-var writeSeq atomic.Int64
-
 // WritePoint writes value to a writable Modbus point, through the same
 // command topic and result as any other client ({prefix}/{device}/{point}/set),
 // and waits for the result.
@@ -128,7 +124,7 @@ func (g *gateway) WritePoint(ctx context.Context, device, point string, value an
 	prefix := g.cfg.Southbound.Modbus.Prefix
 	g.mu.Unlock()
 	topic := prefix + "/" + device + "/" + point + "/set"
-	id := "web-" + strconv.FormatInt(writeSeq.Add(1), 10)
+	id := "web-" + strconv.FormatInt(g.writeSeq.Add(1), 10)
 	type result struct {
 		ID  string `json:"id"`
 		OK  bool   `json:"ok"`

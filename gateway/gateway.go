@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -89,8 +90,9 @@ type gateway struct {
 	serial     *serial.Service
 	parts      map[string]*part // the running parts by name
 
-	applyMu sync.Mutex // one config change at a time
-	ready   chan struct{}
+	applyMu  sync.Mutex // one config change at a time
+	ready    chan struct{}
+	writeSeq atomic.Int64 // numbers the page's Modbus write commands
 }
 
 // part is a running goroutine of the gateway with its own lifetime, so

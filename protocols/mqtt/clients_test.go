@@ -4,9 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/url"
 	"sync"
@@ -397,58 +395,7 @@ func (c *rawClient) encode(pk packets.Packet) []byte {
 func (c *rawClient) read(d time.Duration) (packets.Packet, error) {
 	_ = c.conn.SetReadDeadline(time.Now().Add(d))
 	defer func() { _ = c.conn.SetReadDeadline(time.Time{}) }()
-	var pk packets.Packet
-	hb, err := c.r.ReadByte()
-	if err != nil {
-		return pk, err
-	}
-	if err := pk.FixedHeader.Decode(hb); err != nil {
-		return pk, err
-	}
-	n, mul := 0, 1
-	for {
-		b, err := c.r.ReadByte()
-		if err != nil {
-			return pk, err
-		}
-		n += int(b&0x7f) * mul
-		mul *= 128
-		if b&0x80 == 0 {
-			break
-		}
-		if mul > 128*128*128 {
-			return pk, errors.New("malformed remaining length")
-		}
-	}
-	body := make([]byte, n)
-	if _, err := io.ReadFull(c.r, body); err != nil {
-		return pk, err
-	}
-	pk.FixedHeader.Remaining = n
-	pk.ProtocolVersion = c.version
-	switch pk.FixedHeader.Type {
-	case packets.Connack:
-		err = pk.ConnackDecode(body)
-	case packets.Publish:
-		err = pk.PublishDecode(body)
-	case packets.Puback:
-		err = pk.PubackDecode(body)
-	case packets.Pubrec:
-		err = pk.PubrecDecode(body)
-	case packets.Pubrel:
-		err = pk.PubrelDecode(body)
-	case packets.Pubcomp:
-		err = pk.PubcompDecode(body)
-	case packets.Suback:
-		err = pk.SubackDecode(body)
-	case packets.Pingresp:
-		err = pk.PingrespDecode(body)
-	case packets.Disconnect:
-		err = pk.DisconnectDecode(body)
-	default:
-		err = fmt.Errorf("raw client cannot decode packet type %d", pk.FixedHeader.Type)
-	}
-	return pk, err
+	return readPacket(c.r, c.version)
 }
 
 // readType reads packets until one of type typ arrives, failing the test

@@ -524,7 +524,7 @@ func (s *Session) writeLoop() {
 func (s *Session) readLoop() {
 	r := bufio.NewReaderSize(s.conn, 1024)
 	for {
-		pk, err := readPacket(r)
+		pk, err := readPacket(r, 5)
 		if err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrClosedPipe) {
 				err = ErrSessionClosed
@@ -589,13 +589,14 @@ func (s *Session) deliver(pk packets.Packet) {
 	}
 }
 
-// readPacket reads one MQTT 5 packet from r.
-func readPacket(r *bufio.Reader) (packets.Packet, error) {
+// readPacket reads one packet of a client's side of MQTT version (3, 4 or
+// 5) from r. Types a client never receives are returned undecoded.
+func readPacket(r *bufio.Reader, version byte) (packets.Packet, error) {
 	hb, err := r.ReadByte()
 	if err != nil {
 		return packets.Packet{}, err
 	}
-	pk := packets.Packet{ProtocolVersion: 5}
+	pk := packets.Packet{ProtocolVersion: version}
 	if err := pk.FixedHeader.Decode(hb); err != nil {
 		return pk, fmt.Errorf("mqtt: session: %w", err)
 	}
