@@ -25,6 +25,11 @@ type Config struct {
 	// CheckInterval is how often the health check runs and the heartbeat LED
 	// blinks when no watchdog asks for more often.
 	CheckInterval time.Duration `yaml:"check_interval"`
+	// CPUs is how Go code uses the cores: "adaptive" (one core while the
+	// gateway uses less than a quarter of one, all cores above half of one;
+	// see CPUScaler) or "all" (the Go runtime's default). The GOMAXPROCS
+	// environment variable overrides both.
+	CPUs string `yaml:"cpus"`
 }
 
 // Watchdog configures the hardware watchdog device.
@@ -58,12 +63,14 @@ const (
 )
 
 // DefaultConfig returns the board section's defaults: no hardware watchdog
-// opened by fieldgate, no LEDs, a 64 MiB reserve, a check every second.
+// opened by fieldgate, no LEDs, a 64 MiB reserve, a check every second,
+// adaptive use of the cores.
 func DefaultConfig() Config {
 	return Config{
 		Watchdog:      Watchdog{Device: "", Timeout: 30 * time.Second},
 		ReserveMB:     64,
 		CheckInterval: time.Second,
+		CPUs:          CPUsAdaptive,
 	}
 }
 
@@ -86,6 +93,9 @@ func (c Config) Validate() error {
 	}
 	if t := c.CheckInterval; t < minCheckInterval || t > maxCheckInterval {
 		addf("check_interval", "must be between %s and %s, got %s", minCheckInterval, maxCheckInterval, t)
+	}
+	if c.CPUs != CPUsAdaptive && c.CPUs != CPUsAll {
+		addf("cpus", "must be %q or %q, got %q", CPUsAdaptive, CPUsAll, c.CPUs)
 	}
 	for _, l := range []struct{ path, name string }{
 		{"leds.heartbeat", c.LEDs.Heartbeat},

@@ -257,6 +257,7 @@ func TestConfigValidate(t *testing.T) {
 		LEDs:          LEDs{Heartbeat: "../../etc", Uplink: "ok", Fault: ".."},
 		ReserveMB:     -1,
 		CheckInterval: 0,
+		CPUs:          "4",
 	}
 	err := c.Validate()
 	if err == nil {
@@ -267,6 +268,7 @@ func TestConfigValidate(t *testing.T) {
 		"watchdog.timeout: must be between 1s and 1h0m0s, got 1ms",
 		"reserve_mb: must be between 0 and 1048576, got -1",
 		"check_interval: must be between 100ms and 1m0s, got 0s",
+		`cpus: must be "adaptive" or "all", got "4"`,
 		`leds.heartbeat: must be an LED name under /sys/class/leds, got "../../etc"`,
 		`leds.fault: must be an LED name under /sys/class/leds, got ".."`,
 	}

@@ -60,6 +60,9 @@ type Options struct {
 	Override func(*config.Config)
 	// Ready, if not nil, is closed once every listener is bound and serving.
 	Ready chan<- struct{}
+	// CPUStats, if not nil, reports the process's CPU scaler (it is the
+	// process's, not the gateway's: cmd/fieldgate runs it); on /metrics.
+	CPUStats func() board.CPUStats
 	// BoardRoot is the directory below which /sys and /proc are read (tests
 	// use a fake tree); "" means "/".
 	BoardRoot string

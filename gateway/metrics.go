@@ -42,6 +42,9 @@ func (c partsCollector) Collect(ch chan<- prometheus.Metric) {
 	e := emitter{ch: ch}
 	e.walk("fieldgate_broker", nil, reflect.ValueOf(g.broker.Info()))
 	e.walk("fieldgate_broker", nil, reflect.ValueOf(g.broker.Stats()))
+	if g.opts.CPUStats != nil {
+		e.walk("fieldgate_cpus", nil, reflect.ValueOf(g.opts.CPUStats()))
+	}
 	e.walk("fieldgate_uplink", nil, reflect.ValueOf(br.Status()))
 	if q != nil {
 		e.walk("fieldgate_outbox", nil, reflect.ValueOf(q.Stats()))

@@ -31,6 +31,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/fieldgate/fieldgate/board"
 	"github.com/fieldgate/fieldgate/gateway"
 	"github.com/fieldgate/fieldgate/gateway/config"
 )
@@ -156,7 +157,20 @@ func runGateway(args []string, stderr io.Writer) int {
 			writePath = filepath.Join(filepath.Dir(exe), "fieldgate.yaml")
 		}
 	}
+	// GOMAXPROCS is the process's, so the process owns its scaler.
+	cpus := board.NewCPUScaler(cfg.Board.CPUs, os.Getenv, log.With("part", "cpus"))
+	cpusCtx, stopCPUs := context.WithCancel(context.Background())
+	cpusDone := make(chan struct{})
+	go func() {
+		defer close(cpusDone)
+		_ = cpus.Run(cpusCtx)
+	}()
+	defer func() {
+		stopCPUs()
+		<-cpusDone
+	}()
 	err := gateway.Run(ctx, gateway.Options{
+		CPUStats:        cpus.Stats,
 		ConfigPath:      path,
 		ConfigWritePath: writePath,
 		Config:          cfg,
