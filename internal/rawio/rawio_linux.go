@@ -58,12 +58,14 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if n == 0 {
 		return 0, io.EOF
 	}
+	raceWrote(p[:n])
 	return n, nil
 }
 
 // Write writes all of p; it waits in the netpoller while the socket's send
 // buffer is full.
 func (c *Conn) Write(p []byte) (int, error) {
+	raceReading(p)
 	n := 0
 	var errno syscall.Errno
 	err := c.rc.Write(func(fd uintptr) bool {
