@@ -12,6 +12,9 @@
 // does not need to hand its P off: a raw system call is safe, and readiness
 // waiting still goes through the netpoller (syscall.RawConn), so deadlines
 // and Close behave exactly as with *net.TCPConn. Measured in docs/bench.md.
+//
+// Built with -race, the calls go through the syscall package instead, so
+// the race detector sees the ordering that data through a socket creates.
 package rawio
 
 import "net"

@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"syscall"
-	"unsafe"
 )
 
 // Conn is a *net.TCPConn whose Read and Write make raw system calls. Every
@@ -34,10 +33,10 @@ func (c *Conn) Read(p []byte) (int, error) {
 	var errno syscall.Errno
 	err := c.rc.Read(func(fd uintptr) bool {
 		for {
-			r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+			r, e := sysRead(fd, p)
 			switch e {
 			case 0:
-				n = int(r)
+				n = r
 				return true
 			case syscall.EINTR:
 				continue
@@ -58,22 +57,20 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if n == 0 {
 		return 0, io.EOF
 	}
-	raceWrote(p[:n])
 	return n, nil
 }
 
 // Write writes all of p; it waits in the netpoller while the socket's send
 // buffer is full.
 func (c *Conn) Write(p []byte) (int, error) {
-	raceReading(p)
 	n := 0
 	var errno syscall.Errno
 	err := c.rc.Write(func(fd uintptr) bool {
 		for n < len(p) {
-			r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[n])), uintptr(len(p)-n))
+			r, e := sysWrite(fd, p[n:])
 			switch e {
 			case 0:
-				n += int(r)
+				n += r
 			case syscall.EINTR:
 				continue
 			case syscall.EAGAIN:

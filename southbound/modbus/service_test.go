@@ -279,9 +279,11 @@ func TestExceptionTimeoutOfflineAndBack(t *testing.T) {
 	s := newService(t, cfg, b, Options{Now: func() time.Time { return fixedNow }})
 	runService(t, s)
 
-	msgs := rec.waitFor(t, "bad quality", 5*time.Second, func(m []bus.Message) bool {
+	// The status is published after the poll's values: wait for both.
+	msgs := rec.waitFor(t, "bad quality and a status", 5*time.Second, func(m []bus.Message) bool {
 		mm, ok := last(m, "southbound/m1/missing")
-		return ok && strings.Contains(string(mm.Payload), `"v":null,"q":"bad"`)
+		_, hasStatus := last(m, "southbound/m1/status")
+		return ok && hasStatus && strings.Contains(string(mm.Payload), `"v":null,"q":"bad"`)
 	})
 	if st, _ := last(msgs, "southbound/m1/status"); !strings.Contains(string(st.Payload), "online") {
 		t.Fatalf("an exception took the device offline: %s", st.Payload)
