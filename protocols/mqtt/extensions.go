@@ -294,9 +294,11 @@ func (w *willScheduler) run(ctx context.Context) {
 
 // ---- auto-subscribe ----
 
-// autoSubscribe subscribes a client that just connected to the configured
-// filters. Matching retained messages are sent at QoS 0.
-func (b *Broker) autoSubscribe(cl *mochi.Client, rt *runtimeConfig) {
+// autoSubscribe subscribes a client that is connecting to the configured
+// filters (subscribing twice is harmless). With established, the CONNACK has
+// gone out: matching retained messages are sent at QoS 0 and the
+// subscriptions are persisted.
+func (b *Broker) autoSubscribe(cl *mochi.Client, rt *runtimeConfig, established bool) {
 	user := string(cl.Properties.Username)
 	var subs packets.Subscriptions
 	for _, a := range rt.autoSub {
@@ -313,6 +315,9 @@ func (b *Broker) autoSubscribe(cl *mochi.Client, rt *runtimeConfig) {
 		}
 		cl.State.Subscriptions.Add(f, sub)
 		subs = append(subs, sub)
+		if !established {
+			continue
+		}
 		for _, r := range b.srv.Topics.Messages(f) {
 			out := r.Copy(false)
 			out.FixedHeader.Qos = 0
@@ -320,7 +325,7 @@ func (b *Broker) autoSubscribe(cl *mochi.Client, rt *runtimeConfig) {
 			_ = cl.WritePacket(out)
 		}
 	}
-	if b.persist != nil && len(subs) > 0 {
+	if established && b.persist != nil && len(subs) > 0 {
 		codes := make([]byte, len(subs))
 		for i, s := range subs {
 			codes[i] = s.Qos

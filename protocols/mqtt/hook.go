@@ -50,7 +50,7 @@ func (h *gatewayHook) ID() string { return "fieldgate" }
 func (h *gatewayHook) Provides(b byte) bool {
 	switch b {
 	case mochi.OnConnect, mochi.OnConnectAuthenticate, mochi.OnACLCheck,
-		mochi.OnSessionEstablished, mochi.OnDisconnect,
+		mochi.OnSessionEstablish, mochi.OnSessionEstablished, mochi.OnDisconnect,
 		mochi.OnPacketRead, mochi.OnPacketEncode,
 		mochi.OnSubscribe, mochi.OnSubscribed, mochi.OnUnsubscribe, mochi.OnUnsubscribed,
 		mochi.OnPublish, mochi.OnPublished, mochi.OnQosPublish, mochi.OnWill:
@@ -523,14 +523,25 @@ func (h *gatewayHook) OnWill(cl *mochi.Client, will mochi.Will) (mochi.Will, err
 // willSink is a topic nobody can subscribe to (clients cannot use $fieldgate/).
 const willSink = "$fieldgate/will-sink"
 
-// OnSessionEstablished cancels a pending delayed will, applies auto-subscribe
-// rules and delivers queued QoS 0 messages.
+// OnSessionEstablish runs before the CONNACK: the auto-subscriptions are in
+// place before the client can learn it is connected, so a message published
+// for it right after its CONNACK reaches it.
+func (h *gatewayHook) OnSessionEstablish(cl *mochi.Client, pk packets.Packet) {
+	if rt := h.b.rt.Load(); len(rt.autoSub) > 0 {
+		h.b.autoSubscribe(cl, rt, false)
+	}
+}
+
+// OnSessionEstablished cancels a pending delayed will, completes the
+// auto-subscriptions (again, as a session taken over may have dropped them;
+// then their retained messages and persistence) and delivers queued QoS 0
+// messages.
 func (h *gatewayHook) OnSessionEstablished(cl *mochi.Client, pk packets.Packet) {
 	h.b.wills.cancel(cl.ID)
 	rt := h.b.rt.Load()
 	resetSendQuota(cl, rt) // the engine resets it when a session is inherited
 	if len(rt.autoSub) > 0 {
-		h.b.autoSubscribe(cl, rt)
+		h.b.autoSubscribe(cl, rt, true)
 	}
 	if rt.queueQoS0 {
 		h.b.flushQoS0(cl)
