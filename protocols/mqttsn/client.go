@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,7 +28,7 @@ const (
 // inbound is a decoded datagram for a device.
 type inbound struct {
 	p    Packet
-	from netip.AddrPort
+	from peer
 }
 
 // queued is a broker delivery waiting to go to the device; gen says which of
@@ -104,7 +103,7 @@ type client struct {
 	q    []queued
 	qsig chan struct{} // cap 1: something was queued
 
-	addr        netip.AddrPort
+	addr        peer
 	id          string
 	sess        *mqtt.Session
 	gen         uint64
@@ -125,7 +124,7 @@ type client struct {
 	qos2In      map[uint16]struct{} // QoS 2 publishes from the device waiting for PUBREL
 }
 
-func newClient(g *Gateway, addr netip.AddrPort) *client {
+func newClient(g *Gateway, addr peer) *client {
 	return &client{
 		g:     g,
 		inbox: inbox{sig: make(chan struct{}, 1)},
@@ -464,7 +463,7 @@ func (c *client) connectSession(ctx context.Context) (end, string) {
 		// The device at this address changed its client id: its old
 		// connection is lost.
 		c.sess.Close()
-		c.g.remove(c, netip.AddrPort{}, c.id)
+		c.g.remove(c, peer{}, c.id)
 		c.sess = nil
 	}
 	c.gen++
@@ -479,7 +478,7 @@ func (c *client) connectSession(ctx context.Context) (end, string) {
 	cctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	sess, err := c.g.broker.Connect(cctx, mqtt.SessionOptions{
 		Listener:       listenerName,
-		Remote:         net.UDPAddrFromAddrPort(c.addr),
+		Remote:         net.UDPAddrFromAddrPort(c.addr.addr),
 		ClientID:       id,
 		Username:       username,
 		Trusted:        username != "",
@@ -501,7 +500,7 @@ func (c *client) connectSession(ctx context.Context) (end, string) {
 			c.sess.Close()
 			c.sess = nil
 		}
-		c.g.remove(c, netip.AddrPort{}, id)
+		c.g.remove(c, peer{}, id)
 		return quietEnd, "CONNECT refused by the broker"
 	}
 	c.sess, c.id = sess, id
@@ -770,7 +769,7 @@ func (c *client) onUnsubscribe(ctx context.Context, p Packet) {
 // enqueue is the session's OnMessage: it only queues. The queue holds at
 // most SleepBuffer messages; when full, the oldest QoS 0 message goes (QoS
 // 1/2 ones are bounded by the session's receive maximum).
-func (c *client) enqueue(gen uint64, addr netip.AddrPort, d mqtt.Delivery) {
+func (c *client) enqueue(gen uint64, addr peer, d mqtt.Delivery) {
 	c.qmu.Lock()
 	if len(c.q) >= c.g.cfg.SleepBuffer {
 		i := 0

@@ -7,7 +7,9 @@
 // packet.go is the pure codec; gateway.go owns the UDP socket, routes
 // datagrams to devices and answers what needs no device (SEARCHGW, QoS -1);
 // client.go is the state machine of one device, run by one goroutine that
-// owns all of its state.
+// owns all of its state; forwarder.go lets devices on a radio network reach
+// the gateway through a forwarder (Encapsulated Message, spec section 5.5),
+// each node its own session.
 package mqttsn
 
 import (
@@ -63,7 +65,7 @@ type Gateway struct {
 	minusOne chan bus.Message // QoS -1 publishes for runMinusOne
 
 	mu      sync.Mutex
-	byAddr  map[netip.AddrPort]*client
+	byAddr  map[peer]*client
 	byID    map[string]*client
 	clients sync.WaitGroup
 }
@@ -74,6 +76,7 @@ type counters struct {
 	datagramsIn, datagramsOut atomic.Int64
 	publishesIn, publishesOut atomic.Int64
 	retransmissions, lost     atomic.Int64
+	encapsulated              atomic.Int64
 	drops                     map[string]*atomic.Int64 // fixed after New
 }
 
@@ -85,6 +88,9 @@ type Stats struct {
 	ClientsAsleep int64
 	// DatagramsIn and DatagramsOut count UDP datagrams.
 	DatagramsIn, DatagramsOut int64
+	// Encapsulated counts datagrams in that came through a forwarder
+	// (Encapsulated Message, spec section 5.5).
+	Encapsulated int64
 	// PublishesIn counts device publishes passed to the broker (QoS -1
 	// included); PublishesOut counts PUBLISH messages sent to devices
 	// (retransmissions excluded).
@@ -131,7 +137,7 @@ func New(cfg Config, broker *mqtt.Broker, logger *slog.Logger) (*Gateway, error)
 		logDrop:      make(map[string]*rate.Limiter, len(dropCauses)),
 		logMisc:      rate.NewLimiter(rate.Every(10*time.Second), 5),
 		minusOne:     make(chan bus.Message, 256),
-		byAddr:       make(map[netip.AddrPort]*client),
+		byAddr:       make(map[peer]*client),
 		byID:         make(map[string]*client),
 	}
 	g.stats.drops = make(map[string]*atomic.Int64, len(dropCauses))
@@ -174,6 +180,7 @@ func (g *Gateway) Stats() Stats {
 		ClientsAsleep:    g.stats.asleep.Load(),
 		DatagramsIn:      g.stats.datagramsIn.Load(),
 		DatagramsOut:     g.stats.datagramsOut.Load(),
+		Encapsulated:     g.stats.encapsulated.Load(),
 		PublishesIn:      g.stats.publishesIn.Load(),
 		PublishesOut:     g.stats.publishesOut.Load(),
 		Retransmissions:  g.stats.retransmissions.Load(),
@@ -224,19 +231,29 @@ func (g *Gateway) readLoop(ctx context.Context) error {
 			return fmt.Errorf("mqttsn: read %s: %w", g.conn.LocalAddr(), err)
 		}
 		g.stats.datagramsIn.Add(1)
-		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		p, err := Decode(buf[:n])
+		src := peer{addr: netip.AddrPortFrom(from.Addr().Unmap(), from.Port())}
+		msg := buf[:n]
+		enc, inner, wrapped, err := Unwrap(msg)
 		if err != nil {
-			g.drop(CauseOf(err), from, err)
+			g.drop(CauseOf(err), src, err)
 			continue
 		}
-		g.dispatch(ctx, from, p)
+		if wrapped {
+			g.stats.encapsulated.Add(1)
+			src.node, msg = string(enc.NodeID), inner
+		}
+		p, err := Decode(msg)
+		if err != nil {
+			g.drop(CauseOf(err), src, err)
+			continue
+		}
+		g.dispatch(ctx, src, p)
 	}
 }
 
 // dispatch answers what needs no device and hands the rest to the device's
 // goroutine, starting one on CONNECT.
-func (g *Gateway) dispatch(ctx context.Context, from netip.AddrPort, p Packet) {
+func (g *Gateway) dispatch(ctx context.Context, from peer, p Packet) {
 	switch {
 	case p.Type == TypeSearchGW:
 		g.send(from, Packet{Type: TypeGWInfo, GatewayID: byte(g.cfg.GatewayID)})
@@ -287,16 +304,21 @@ func (g *Gateway) dispatch(ctx context.Context, from netip.AddrPort, p Packet) {
 	}
 }
 
-// send encodes p and writes it to addr.
-func (g *Gateway) send(to netip.AddrPort, p Packet) {
-	b, err := Encode(make([]byte, 0, 16+len(p.Data)+len(p.TopicName)), p)
+// send encodes p and writes it to the device, through its forwarder if it
+// has one.
+func (g *Gateway) send(to peer, p Packet) {
+	var b []byte
+	if to.node != "" {
+		b, _ = Wrap(make([]byte, 0, 24+len(to.node)+len(p.Data)+len(p.TopicName)), Encapsulation{NodeID: []byte(to.node)}, nil)
+	}
+	b, err := Encode(b, p)
 	if err != nil {
 		if g.logMisc.Allow() {
 			g.log.Warn("cannot encode a message", "remote", to.String(), "error", err)
 		}
 		return
 	}
-	if _, err := g.conn.WriteToUDPAddrPort(b, to); err != nil {
+	if _, err := g.conn.WriteToUDPAddrPort(b, to.addr); err != nil {
 		if g.logMisc.Allow() && !errors.Is(err, net.ErrClosed) {
 			g.log.Warn("send failed", "remote", to.String(), "type", p.Type.String(), "error", err)
 		}
@@ -307,7 +329,7 @@ func (g *Gateway) send(to netip.AddrPort, p Packet) {
 
 // drop counts a dropped datagram or delivery and logs it, rate-limited per
 // cause.
-func (g *Gateway) drop(cause string, from netip.AddrPort, err error) {
+func (g *Gateway) drop(cause string, from peer, err error) {
 	n := g.stats.drops[cause].Add(1)
 	if g.logDrop[cause].Allow() {
 		g.log.Warn("dropped", "cause", cause, "remote", from.String(), "error", err, "dropped_total", n)
@@ -337,7 +359,7 @@ func (g *Gateway) owns(c *client, id string) bool {
 }
 
 // move records that c now speaks from addr.
-func (g *Gateway) move(c *client, from, to netip.AddrPort) {
+func (g *Gateway) move(c *client, from, to peer) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.byAddr[from] == c {
@@ -352,7 +374,7 @@ func (g *Gateway) move(c *client, from, to netip.AddrPort) {
 }
 
 // remove forgets c.
-func (g *Gateway) remove(c *client, addr netip.AddrPort, id string) {
+func (g *Gateway) remove(c *client, addr peer, id string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.byAddr[addr] == c {
@@ -391,7 +413,7 @@ func (g *Gateway) allowed(id string) (username string, ok bool) {
 }
 
 // publishMinusOne queues a QoS -1 publish for runMinusOne.
-func (g *Gateway) publishMinusOne(from netip.AddrPort, p Packet) {
+func (g *Gateway) publishMinusOne(from peer, p Packet) {
 	if !g.cfg.QoSMinusOne.Enabled {
 		g.drop(DropNotConnected, from, errors.New("QoS -1 publish: qos_minus_one is disabled"))
 		return
@@ -476,7 +498,7 @@ func (g *Gateway) advertise(ctx context.Context) {
 	t := time.NewTicker(g.cfg.AdvertiseInterval)
 	defer t.Stop()
 	for {
-		g.send(g.advTo, p)
+		g.send(peer{addr: g.advTo}, p)
 		select {
 		case <-ctx.Done():
 			return

@@ -146,6 +146,7 @@ type snClient struct {
 	t    testing.TB
 	conn *net.UDPConn
 	gw   *net.UDPAddr
+	node []byte // behind a forwarder: the wireless node id, and conn is the forwarder's
 }
 
 // dial opens a client socket towards the gateway.
@@ -159,9 +160,28 @@ func (e *env) dial(t testing.TB) *snClient {
 	return &snClient{t: t, conn: conn, gw: e.g.Addr().(*net.UDPAddr)}
 }
 
+// dialForwarder returns one client per wireless node id, all behind one
+// forwarder socket (spec section 5.5): what each sends is encapsulated.
+func (e *env) dialForwarder(t testing.TB, nodes ...string) []*snClient {
+	t.Helper()
+	fwd := e.dial(t)
+	cs := make([]*snClient, len(nodes))
+	for i, n := range nodes {
+		cs[i] = &snClient{t: t, conn: fwd.conn, gw: fwd.gw, node: []byte(n)}
+	}
+	return cs
+}
+
 func (c *snClient) send(p Packet) {
 	c.t.Helper()
-	b, err := Encode(nil, p)
+	var b []byte
+	if c.node != nil {
+		var err error
+		if b, err = Wrap(nil, Encapsulation{NodeID: c.node}, nil); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+	b, err := Encode(b, p)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -188,9 +208,21 @@ func (c *snClient) recv(d time.Duration) (Packet, bool) {
 		}
 		c.t.Fatal(err)
 	}
-	p, err := Decode(buf[:n])
+	msg := buf[:n]
+	enc, inner, wrapped, err := Unwrap(msg)
+	switch {
+	case err != nil:
+		c.t.Fatalf("gateway sent a bad encapsulation % x: %v", msg, err)
+	case wrapped != (c.node != nil):
+		c.t.Fatalf("encapsulated %v, want %v: % x", wrapped, c.node != nil, msg)
+	case wrapped && string(enc.NodeID) != string(c.node):
+		c.t.Fatalf("encapsulated for node %q, want %q", enc.NodeID, c.node)
+	case wrapped:
+		msg = inner
+	}
+	p, err := Decode(msg)
 	if err != nil {
-		c.t.Fatalf("gateway sent an undecodable datagram % x: %v", buf[:n], err)
+		c.t.Fatalf("gateway sent an undecodable datagram % x: %v", msg, err)
 	}
 	return p, true
 }

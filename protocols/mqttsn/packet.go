@@ -50,7 +50,7 @@ var typeNames = map[MsgType]string{
 	TypeSubscribe: "SUBSCRIBE", TypeSuback: "SUBACK", TypeUnsubscribe: "UNSUBSCRIBE",
 	TypeUnsuback: "UNSUBACK", TypePingreq: "PINGREQ", TypePingresp: "PINGRESP",
 	TypeDisconnect: "DISCONNECT", TypeWillTopicUpd: "WILLTOPICUPD", TypeWillTopicResp: "WILLTOPICRESP",
-	TypeWillMsgUpd: "WILLMSGUPD", TypeWillMsgResp: "WILLMSGRESP",
+	TypeWillMsgUpd: "WILLMSGUPD", TypeWillMsgResp: "WILLMSGRESP", TypeEncapsulated: "ENCAPSULATED",
 }
 
 func (t MsgType) String() string {
