@@ -55,6 +55,12 @@ type DTLS struct {
 	// CA, when set, makes the server require client certificates signed by
 	// this CA bundle (PEM).
 	CA string `yaml:"ca"`
+	// IdentityAsUsername makes the DTLS identity the broker username of a
+	// request that came over DTLS: the PSK identity, or the common name of
+	// the client certificate. DTLS has authenticated it, so no password is
+	// needed, and a username in the request is ignored (as the MQTT TLS
+	// listener's cn_as_username does).
+	IdentityAsUsername bool `yaml:"identity_as_username"`
 }
 
 // PSK is one DTLS pre-shared key. Key is the secret itself (as bytes of the

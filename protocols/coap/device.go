@@ -104,7 +104,7 @@ func (d *device) lost() {
 
 // connect opens the device's broker session and starts its worker; it
 // closes ready either way.
-func (d *device) connect(ctx context.Context, remote net.Addr, username string, password []byte) {
+func (d *device) connect(ctx context.Context, remote net.Addr, c credentials) {
 	defer close(d.ready)
 	ctx, cancel := context.WithTimeout(ctx, brokerTimeout)
 	defer cancel()
@@ -112,8 +112,9 @@ func (d *device) connect(ctx context.Context, remote net.Addr, username string, 
 		Listener:   "coap",
 		Remote:     remote,
 		ClientID:   d.clientID,
-		Username:   username,
-		Password:   password,
+		Username:   c.username,
+		Password:   c.password,
+		Trusted:    c.trusted,
 		CleanStart: true,
 		OnMessage:  d.deliver,
 	})
@@ -290,7 +291,7 @@ func (x *exchange) deviceFor() (*device, error) {
 	}
 	g.mu.Unlock()
 	if created {
-		d.connect(x.ctx(), remote, req.Username, []byte(req.Password))
+		d.connect(x.ctx(), remote, x.credentials())
 		if d.err != nil {
 			g.forget(d)
 		}
@@ -377,7 +378,7 @@ func (x *exchange) connect() error {
 	g.mu.Unlock()
 	d := newDevice(g, connKey(req.ClientID), req.ClientID, true)
 	d.token = newToken()
-	d.connect(x.ctx(), x.cc.RemoteAddr(), req.Username, []byte(req.Password))
+	d.connect(x.ctx(), x.cc.RemoteAddr(), x.credentials())
 	if d.err != nil {
 		return connectError(d.err)
 	}

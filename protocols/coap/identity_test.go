@@ -1,0 +1,106 @@
+package coap
+
+import (
+	"testing"
+	"time"
+
+	piondtls "github.com/pion/dtls/v3"
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+
+	"github.com/fieldgate/fieldgate/protocols/mqtt"
+)
+
+// TestDTLSIdentityAsUsername: with dtls.identity_as_username, the PSK
+// identity and the client certificate's CN are the broker username, so the
+// ACL's %u rules hold per device without any password in the URL; a
+// username in the query cannot claim another identity; plain CoAP is not
+// affected.
+func TestDTLSIdentityAsUsername(t *testing.T) {
+	pki := newTestPKI(t)
+	e := startEnv(t, func(b *mqtt.Config) {
+		b.Auth.AllowAnonymous = false
+		b.ACL = []mqtt.ACLRule{
+			{Topic: "devices/%u/#", Action: "publish", Permission: "allow"},
+		}
+	}, func(c *Config) {
+		c.DTLS.Enabled = true
+		c.DTLS.IdentityAsUsername = true
+		c.DTLS.PSK = []PSK{{Identity: "dev-1", Key: "s3cr3t-key"}}
+		c.DTLS.Cert, c.DTLS.Key = pki.certFile, pki.keyFile
+	})
+	addr := e.g.DTLSAddr().String()
+	msgs := e.capture("devices/#")
+
+	psk, err := dialDTLS(t, addr, pskClient("dev-1", "s3cr3t-key")...)
+	if err != nil {
+		t.Fatalf("PSK handshake: %v", err)
+	}
+	if code, body := do(t, psk, codes.POST, message.Confirmable, "/ps/devices/dev-1/t", nil, []byte("mine")); code != codes.Changed {
+		t.Fatalf("PSK identity publishing to its own topic: %v (%s)", code, body)
+	}
+	if m := recv(t, msgs); m.Topic != "devices/dev-1/t" || string(m.Payload) != "mine" {
+		t.Fatalf("got %s %q", m.Topic, m.Payload)
+	}
+	if code, _ := do(t, psk, codes.POST, message.Confirmable, "/ps/devices/dev-2/t", nil, []byte("theirs")); code != codes.Forbidden {
+		t.Fatalf("PSK identity publishing to another device's topic: %v, want 4.03", code)
+	}
+	// A username in the query does not override what DTLS authenticated.
+	if code, _ := do(t, psk, codes.POST, message.Confirmable, "/ps/devices/dev-2/t?clientid=x&username=dev-2", nil, []byte("claim")); code != codes.Forbidden {
+		t.Fatalf("claiming another username over DTLS: %v, want 4.03", code)
+	}
+
+	// Without dtls.ca the server does not verify client certificates: the
+	// CN of one a client offers anyway is not an identity.
+	unverified, err := dialDTLS(t, addr,
+		piondtls.WithCertificates(pki.client),
+		piondtls.WithRootCAs(pki.roots),
+		piondtls.WithServerName("127.0.0.1"),
+	)
+	if err != nil {
+		t.Fatalf("certificate handshake: %v", err)
+	}
+	if code, _ := do(t, unverified, codes.POST, message.NonConfirmable, "/ps/devices/dev-cert/t", nil, []byte("cn")); code != codes.Unauthorized {
+		t.Fatalf("unverified certificate's CN: %v, want 4.01", code)
+	}
+
+	// Plain CoAP: anonymous is refused, as before.
+	plain := e.dial()
+	if code, _ := do(t, plain, codes.POST, message.Confirmable, "/ps/devices/dev-1/t", nil, []byte("x")); code != codes.Unauthorized {
+		t.Fatalf("anonymous plain CoAP: %v, want 4.01", code)
+	}
+	noMessage(t, msgs, 50*time.Millisecond)
+}
+
+// TestDTLSCertificateCNAsUsername: with dtls.ca, the verified client
+// certificate's CN is the username.
+func TestDTLSCertificateCNAsUsername(t *testing.T) {
+	pki := newTestPKI(t)
+	e := startEnv(t, func(b *mqtt.Config) {
+		b.Auth.AllowAnonymous = false
+		b.ACL = []mqtt.ACLRule{{Topic: "devices/%u/#", Action: "publish", Permission: "allow"}}
+	}, func(c *Config) {
+		c.DTLS.Enabled = true
+		c.DTLS.IdentityAsUsername = true
+		c.DTLS.Cert, c.DTLS.Key, c.DTLS.CA = pki.certFile, pki.keyFile, pki.caFile
+	})
+	msgs := e.capture("devices/#")
+	cc, err := dialDTLS(t, e.g.DTLSAddr().String(),
+		piondtls.WithCertificates(pki.client), // CN "dev-cert"
+		piondtls.WithRootCAs(pki.roots),
+		piondtls.WithServerName("127.0.0.1"),
+	)
+	if err != nil {
+		t.Fatalf("handshake: %v", err)
+	}
+	if code, body := do(t, cc, codes.POST, message.NonConfirmable, "/ps/devices/dev-cert/t", nil, []byte("cn")); code != codes.Changed {
+		t.Fatalf("CN publishing to its own topic: %v (%s)", code, body)
+	}
+	if m := recv(t, msgs); m.Topic != "devices/dev-cert/t" || string(m.Payload) != "cn" {
+		t.Fatalf("got %s %q", m.Topic, m.Payload)
+	}
+	if code, _ := do(t, cc, codes.POST, message.Confirmable, "/ps/devices/dev-1/t", nil, []byte("x")); code != codes.Forbidden {
+		t.Fatalf("CN publishing to another device's topic: %v, want 4.03", code)
+	}
+	noMessage(t, msgs, 50*time.Millisecond)
+}
