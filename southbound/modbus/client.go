@@ -29,6 +29,9 @@ type Client interface {
 	// WriteRegisters writes holding registers from raw (2 bytes each, wire
 	// order): function 06 for one register, 16 for more.
 	WriteRegisters(ctx context.Context, unit byte, address uint16, raw []byte) error
+	// MaskWriteRegister changes the bits of one holding register (function
+	// 22): the device stores (current AND andMask) OR (orMask AND NOT andMask).
+	MaskWriteRegister(ctx context.Context, unit byte, address, andMask, orMask uint16) error
 	// Close releases the connection or port; the next call opens it again.
 	Close() error
 }
@@ -262,6 +265,14 @@ func (c *goburrowClient) WriteRegisters(ctx context.Context, unit byte, address 
 	}
 	_, err := c.do(ctx, unit, modbus.FuncCodeWriteMultipleRegisters, func() ([]byte, error) {
 		return c.client.WriteMultipleRegisters(address, uint16(len(raw)/2), raw)
+	})
+	return err
+}
+
+// MaskWriteRegister implements Client.
+func (c *goburrowClient) MaskWriteRegister(ctx context.Context, unit byte, address, andMask, orMask uint16) error {
+	_, err := c.do(ctx, unit, modbus.FuncCodeMaskWriteRegister, func() ([]byte, error) {
+		return c.client.MaskWriteRegister(address, andMask, orMask)
 	})
 	return err
 }

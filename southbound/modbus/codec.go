@@ -151,6 +151,12 @@ func typeWords(typ string, length int) int {
 	return 0
 }
 
+// RegisterBit reports whether the codec is a BOOL/BIT inside a 16-bit
+// register, and which bit (0 = least significant).
+func (c Codec) RegisterBit() (uint, bool) {
+	return uint(c.bit), c.typ == TypeBool && c.words == 1
+}
+
 // Words is the number of registers the point covers; 0 for a bit register.
 func (c Codec) Words() int { return c.words }
 

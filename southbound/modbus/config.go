@@ -37,6 +37,17 @@ const (
 	DefaultStopBits     = 1
 )
 
+// How a writable BIT in a holding register is written (Device.BitWrites).
+const (
+	// BitWritesMask uses Mask Write Register (function 22): the device
+	// changes the one bit itself, atomically.
+	BitWritesMask = "mask"
+	// BitWritesReadModifyWrite reads the register (03), changes the bit and
+	// writes the register back (06), for devices without function 22. Not
+	// atomic: a bit the device changes in between is overwritten.
+	BitWritesReadModifyWrite = "read_modify_write"
+)
+
 // Publish modes.
 const (
 	// PublishPoint sends one message per point on {prefix}/{device}/{point}.
@@ -92,6 +103,10 @@ type Device struct {
 	// RequestDelay is a pause before every request to this device, for
 	// slaves that need one between frames (default 0).
 	RequestDelay time.Duration `yaml:"request_delay"`
+	// BitWrites is how a writable BIT in a holding register is written:
+	// "mask" (default: Mask Write Register, function 22) or
+	// "read_modify_write" (03 then 06, for devices without function 22).
+	BitWrites string `yaml:"bit_writes"`
 	// PollGroups name the intervals points are polled at. Without any, one
 	// group "default" polled every second exists.
 	PollGroups []PollGroup `yaml:"poll_groups"`
@@ -204,6 +219,9 @@ func (c Config) withDefaults() Config {
 func (d Device) withDefaults() Device {
 	if d.Timeout == 0 {
 		d.Timeout = DefaultTimeout
+	}
+	if d.BitWrites == "" {
+		d.BitWrites = BitWritesMask
 	}
 	if d.RTU != nil {
 		r := *d.RTU

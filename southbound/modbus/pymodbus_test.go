@@ -63,6 +63,8 @@ func TestPymodbusThroughBroker(t *testing.T) {
 		Point{Name: "sp", Register: RegHolding, Address: 10, Type: TypeUint16, Writable: true, ReadBack: true},
 		Point{Name: "relay", Register: RegCoil, Address: 3, Writable: true},
 		Point{Name: "in", Register: RegInput, Address: 5, Type: TypeUint16},
+		Point{Name: "flag", Register: RegHolding, Address: 20, Type: TypeBit, Bit: 2, Writable: true, ReadBack: true},
+		Point{Name: "word", Register: RegHolding, Address: 20, Type: TypeUint16},
 	)}
 	cfg.Devices[0].Timeout = time.Second
 	cfg.Devices[0].PollGroups[0].Interval = 100 * time.Millisecond
@@ -121,6 +123,15 @@ func TestPymodbusThroughBroker(t *testing.T) {
 		t.Fatal(err)
 	}
 	wait("refusal", "southbound/py/in/set/result", `"ok":false,"err":"point in is not writable"`)
+
+	// One bit of a register, with Mask Write Register (function 22, the
+	// default bit_writes): bit 2 set, the other bits of 0x8001 kept.
+	wait("word before", "southbound/py/word", `"v":32769,"q":"good"`)
+	if _, err := c.Publish(ctx, &paho.Publish{Topic: "southbound/py/flag/set", QoS: 1, Payload: []byte(`{"id":"b","v":true}`)}); err != nil {
+		t.Fatal(err)
+	}
+	wait("bit result", "southbound/py/flag/set/result", `{"id":"b","ok":true,"err":null,"v":true}`)
+	wait("word after", "southbound/py/word", `"v":32773,"q":"good"`)
 }
 
 func waitDial(t *testing.T, ctx context.Context, addr string) {

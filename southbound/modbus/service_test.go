@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"math"
 	"net"
 	"strings"
@@ -447,5 +448,66 @@ func TestReadNowAndDevices(t *testing.T) {
 	devs := s.Devices()
 	if len(devs) != 1 || devs[0].Transport != "tcp" || devs[0].Address != slave.addr || devs[0].Points != 3 {
 		t.Errorf("devices = %+v", devs)
+	}
+}
+
+// TestWriteRegisterBit writes one bit of a holding register. simonvetter's
+// server has no Mask Write Register (function 22), like many devices: with
+// the default bit_writes the result says so and names the setting; with
+// read_modify_write the bit changes and the other 15 stay. (Function 22
+// against a device that has it: TestPymodbusThroughBroker.)
+func TestWriteRegisterBit(t *testing.T) {
+	bk := newBank()
+	bk.holding[20] = 0x8001
+	slave := startTCPSlave(t, bk, "")
+	cfg := DefaultConfig()
+	mask := tcpDevice("mask", slave.addr,
+		Point{Name: "b3", Register: RegHolding, Address: 20, Type: TypeBit, Bit: 3, Writable: true})
+	rmw := tcpDevice("rmw", slave.addr,
+		Point{Name: "b3", Register: RegHolding, Address: 20, Type: TypeBit, Bit: 3, Writable: true, ReadBack: true},
+		Point{Name: "b15", Register: RegHolding, Address: 20, Type: TypeBit, Bit: 15, Writable: true, ReadBack: true})
+	rmw.UnitID = 2 // a second device on the same TCP address
+	rmw.BitWrites = BitWritesReadModifyWrite
+	cfg.Devices = []Device{mask, rmw}
+	b := bus.NewMemory(nil)
+	rec := record(t, b, "southbound/+/+/set/result")
+	status := record(t, b, "southbound/+/status")
+	s := newService(t, cfg, b, Options{Now: func() time.Time { return fixedNow }})
+	runService(t, s)
+	status.waitFor(t, "both online", 5*time.Second, func(m []bus.Message) bool { return len(m) >= 2 })
+
+	set := func(dev, point, payload string) {
+		t.Helper()
+		if err := b.Publish(context.Background(), bus.Message{Topic: "southbound/" + dev + "/" + point + "/set", Payload: []byte(payload)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	result := func(n int) string {
+		t.Helper()
+		msgs := rec.waitFor(t, fmt.Sprintf("%d results", n), 5*time.Second, func(m []bus.Message) bool { return len(m) >= n })
+		return string(msgs[n-1].Payload)
+	}
+
+	set("mask", "b3", `{"id":1,"v":true}`)
+	if r := result(1); !strings.Contains(r, `"ok":false`) || !strings.Contains(r, "function 22") || !strings.Contains(r, "bit_writes: read_modify_write") {
+		t.Fatalf("mask write to a device without function 22: %s", r)
+	}
+	if got := bk.holdingAt(20); got != 0x8001 {
+		t.Fatalf("register after a refused mask write: %#04x", got)
+	}
+
+	set("rmw", "b3", `{"id":2,"v":true}`)
+	if r := result(2); !strings.Contains(r, `"ok":true`) || !strings.Contains(r, `"v":true`) {
+		t.Fatalf("read-modify-write set: %s", r)
+	}
+	if got := bk.holdingAt(20); got != 0x8009 {
+		t.Fatalf("register after setting bit 3: %#04x, want 0x8009", got)
+	}
+	set("rmw", "b15", `false`)
+	if r := result(3); !strings.Contains(r, `"ok":true`) {
+		t.Fatalf("read-modify-write clear: %s", r)
+	}
+	if got := bk.holdingAt(20); got != 0x0009 {
+		t.Fatalf("register after clearing bit 15: %#04x, want 0x0009", got)
 	}
 }

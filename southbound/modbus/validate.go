@@ -118,6 +118,9 @@ func (c Config) validateDevice(v *validator, path string, d Device) {
 	if d.RequestDelay < 0 || d.RequestDelay > maxRequestDelay {
 		v.addf(path+".request_delay", "must be between 0s and %s, got %s", maxRequestDelay, d.RequestDelay)
 	}
+	if d.BitWrites != BitWritesMask && d.BitWrites != BitWritesReadModifyWrite {
+		v.addf(path+".bit_writes", "must be %q or %q, got %q", BitWritesMask, BitWritesReadModifyWrite, d.BitWrites)
+	}
 
 	groups := map[string]int{}
 	for i, g := range d.PollGroups {
@@ -219,8 +222,6 @@ func (c Config) validatePoint(v *validator, path string, p Point) {
 		switch {
 		case p.Register == RegDiscrete || p.Register == RegInput:
 			v.addf(path+".writable", "%s registers are read-only", p.Register)
-		case !bitReg && boolean:
-			v.addf(path+".writable", "writing one bit of a register is not supported (it needs read-modify-write)")
 		}
 	}
 	if p.ReadBack && !p.Writable {

@@ -502,9 +502,13 @@ func (l *line) write(ctx context.Context, cmd command) {
 		}
 		addr := uint16(p.cfg.Address)
 		unit := byte(d.cfg.UnitID)
+		regBit, isRegBit := p.codec.RegisterBit()
 		err = l.transact(ctx, d, func(ctx context.Context) error {
-			if p.cfg.Register == RegCoil {
+			switch {
+			case p.cfg.Register == RegCoil:
 				return l.client.WriteCoil(ctx, unit, addr, bit)
+			case isRegBit:
+				return l.writeRegisterBit(ctx, d, addr, regBit, bit)
 			}
 			return l.client.WriteRegisters(ctx, unit, addr, raw)
 		})
@@ -519,7 +523,10 @@ func (l *line) write(ctx context.Context, cmd command) {
 			return fmt.Errorf("read back: %w", err)
 		}
 		res.V = &r.v
-		if p.cfg.Register == RegCoil && r.bit != bit || p.cfg.Register != RegCoil && !bytes.Equal(r.raw, raw) {
+		switch {
+		case p.cfg.Register == RegCoil && r.bit != bit,
+			isRegBit && r.v.Bool != bit,
+			p.cfg.Register != RegCoil && !isRegBit && !bytes.Equal(r.raw, raw):
 			return fmt.Errorf("read back %s after writing", string(r.v.AppendJSON(nil)))
 		}
 		return nil
@@ -538,6 +545,33 @@ func (l *line) write(ctx context.Context, cmd command) {
 	}
 	payload, _ := json.Marshal(res) // plain types: cannot fail
 	d.publish(ctx, bus.Message{Topic: topic, Payload: payload, QoS: byte(d.svc.cfg.QoS)})
+}
+
+// writeRegisterBit sets or clears one bit of a holding register: with Mask
+// Write Register (22), or as read (03), change, write (06) when the device
+// is configured for it. Runs inside one transaction of the line, so no poll
+// of this line comes in between.
+func (l *line) writeRegisterBit(ctx context.Context, d *device, addr uint16, bit uint, on bool) error {
+	unit := byte(d.cfg.UnitID)
+	mask := uint16(1) << bit
+	var set uint16
+	if on {
+		set = mask
+	}
+	if d.cfg.BitWrites == BitWritesReadModifyWrite {
+		cur, err := l.client.Read(ctx, unit, RegHolding, addr, 1)
+		if err != nil {
+			return fmt.Errorf("read before changing bit %d: %w", bit, err)
+		}
+		v := binary.BigEndian.Uint16(cur)&^mask | set
+		return l.client.WriteRegisters(ctx, unit, addr, binary.BigEndian.AppendUint16(nil, v))
+	}
+	err := l.client.MaskWriteRegister(ctx, unit, addr, ^mask, set)
+	var ex *ExceptionError
+	if errors.As(err, &ex) && ex.Exception == 1 {
+		return fmt.Errorf("%w: the device has no Mask Write Register (function 22); set bit_writes: %s on it", err, BitWritesReadModifyWrite)
+	}
+	return err
 }
 
 // parseSet decodes a set payload: a JSON value, or an object
