@@ -70,6 +70,16 @@ func (g *gateway) apply(ctx context.Context, next config.Config) ([]string, erro
 			errs = append(errs, fmt.Errorf("southbound.modbus: %w", err))
 			next.Southbound.Modbus = cur.Southbound.Modbus
 		} else {
+			// Devices that stay keep their retained status across the
+			// restart: no offline blip for the ones the change did not touch.
+			g.mu.Lock()
+			old := g.modbus
+			g.mu.Unlock()
+			var names []string
+			for _, d := range next.Southbound.Modbus.Devices {
+				names = append(names, d.Name)
+			}
+			old.KeepStatus(names)
 			g.stop("modbus")
 			g.mu.Lock()
 			g.modbus = svc
@@ -83,6 +93,14 @@ func (g *gateway) apply(ctx context.Context, next config.Config) ([]string, erro
 			errs = append(errs, fmt.Errorf("southbound.serial: %w", err))
 			next.Southbound.Serial = cur.Southbound.Serial
 		} else {
+			g.mu.Lock()
+			old := g.serial
+			g.mu.Unlock()
+			var names []string
+			for _, sn := range next.Southbound.Serial.Sensors {
+				names = append(names, sn.Name)
+			}
+			old.KeepStatus(names)
 			g.stop("serial")
 			g.mu.Lock()
 			g.serial = svc

@@ -511,3 +511,36 @@ func TestWriteRegisterBit(t *testing.T) {
 		t.Fatalf("register after clearing bit 15: %#04x, want 0x0009", got)
 	}
 }
+
+// TestKeepStatusOnStop: devices passed to KeepStatus keep their retained
+// status when the service stops (a config change replaces it); the others
+// say offline "stopped".
+func TestKeepStatusOnStop(t *testing.T) {
+	bk := newBank()
+	slave := startTCPSlave(t, bk, "")
+	cfg := DefaultConfig()
+	a := tcpDevice("a", slave.addr, Point{Name: "x", Register: RegHolding, Address: 0, Type: TypeUint16})
+	gone := tcpDevice("gone", slave.addr, Point{Name: "x", Register: RegHolding, Address: 0, Type: TypeUint16})
+	gone.UnitID = 2
+	cfg.Devices = []Device{a, gone}
+	b := bus.NewMemory(nil)
+	status := record(t, b, "southbound/+/status")
+	s := newService(t, cfg, b, Options{Now: func() time.Time { return fixedNow }})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	status.waitFor(t, "both online", 5*time.Second, func(m []bus.Message) bool { return len(m) >= 2 })
+
+	s.KeepStatus([]string{"a"})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	msgs := status.waitFor(t, "gone's goodbye", 5*time.Second, func(m []bus.Message) bool {
+		st, _ := last(m, "southbound/gone/status")
+		return strings.Contains(string(st.Payload), "stopped")
+	})
+	if st, _ := last(msgs, "southbound/a/status"); !strings.Contains(string(st.Payload), "online") {
+		t.Fatalf("a device that stays reported %s on stop", st.Payload)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -129,6 +130,23 @@ type Service struct {
 	devices []*device
 	byName  map[string]*device
 	setSub  string // the set-topic filter
+
+	// keep names the devices whose status Run leaves alone when it stops
+	// (KeepStatus).
+	keep atomic.Pointer[map[string]bool]
+}
+
+// KeepStatus tells the service that the devices named go on in the service
+// that replaces it (a config change): when it stops, their retained status
+// is left as it is instead of being set to offline "stopped", so a change to
+// one device does not make every other one blink offline to whoever watches
+// their status. Call it before stopping the service.
+func (s *Service) KeepStatus(names []string) {
+	m := make(map[string]bool, len(names))
+	for _, n := range names {
+		m[n] = true
+	}
+	s.keep.Store(&m)
 }
 
 // New validates cfg and builds the service: codecs, request plans and one
@@ -242,7 +260,8 @@ func planPoints(points []*point, cfg Config) []request {
 
 // Run polls the devices and serves set commands until ctx is done. It
 // publishes every device's status "offline" (reason "stopped") before it
-// returns, and returns nil after a clean stop.
+// returns, except those passed to KeepStatus, and returns nil after a clean
+// stop.
 func (s *Service) Run(ctx context.Context) error {
 	unsub, err := s.bus.Subscribe(s.setSub, s.onSet)
 	if err != nil {
@@ -258,8 +277,14 @@ func (s *Service) Run(ctx context.Context) error {
 
 	stop, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	defer cancel()
+	var keep map[string]bool
+	if k := s.keep.Load(); k != nil {
+		keep = *k
+	}
 	for _, d := range s.devices {
-		d.publishStatus(stop, false, "stopped")
+		if !keep[d.cfg.Name] {
+			d.publishStatus(stop, false, "stopped")
+		}
 	}
 	for _, l := range s.lines {
 		if err := l.client.Close(); err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	goserial "go.bug.st/serial"
@@ -88,7 +89,8 @@ type parser interface {
 
 // sensor reads one port, parses its lines and publishes the readings.
 type sensor struct {
-	cfg          Sensor // with defaults applied
+	keep         atomic.Bool // leave the status alone on stop (Service.KeepStatus)
+	cfg          Sensor      // with defaults applied
 	topic        string
 	statusTopic  string
 	qos          byte
@@ -413,8 +415,12 @@ func (s *sensor) setOffline(ctx context.Context, err error) {
 }
 
 // stopped publishes the offline status at shutdown, with a context of its
-// own since ctx is done.
+// own since ctx is done; not for a sensor that goes on in the service that
+// replaces this one.
 func (s *sensor) stopped(ctx context.Context) {
+	if s.keep.Load() {
+		return
+	}
 	s.mu.Lock()
 	s.stats.Online = false
 	s.statusSent, s.statusErr = StatusOffline, "stopped"

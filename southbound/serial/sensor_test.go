@@ -445,3 +445,39 @@ func TestShutdownWhileReading(t *testing.T) {
 	}
 	_ = p.Close()
 }
+
+// TestKeepStatusOnStop: a sensor passed to KeepStatus leaves its retained
+// status alone when the service stops (a config change replaces it), and
+// still releases its port.
+func TestKeepStatusOnStop(t *testing.T) {
+	line := newFakeLine(t)
+	b := bus.NewMemory(nil)
+	status := collect(t, b, "southbound/gps/status")
+	s, err := New(testConfig(Sensor{Name: "gps", Port: line.path, Parser: "nmea"}), b, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	if st := status.nextStatus(t); st.Status != StatusOnline {
+		t.Fatalf("status %+v", st)
+	}
+	s.KeepStatus([]string{"gps"})
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(waitFor):
+		t.Fatal("Run did not return")
+	}
+	select {
+	case m := <-status.ch:
+		t.Fatalf("a sensor that stays published %s on stop", m.Payload)
+	case <-time.After(100 * time.Millisecond):
+	}
+	p, _, err := openPort(line.path, mode(validSensor().withDefaults()))
+	if err != nil {
+		t.Fatalf("reopen after stop: %v", err)
+	}
+	_ = p.Close()
+}

@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -107,6 +108,15 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	wg.Wait()
 	return nil
+}
+
+// KeepStatus tells the service that the sensors named go on in the service
+// that replaces it (a config change): when it stops, their retained status
+// is left as it is instead of offline "stopped". Call it before stopping.
+func (s *Service) KeepStatus(names []string) {
+	for _, sn := range s.sensors {
+		sn.keep.Store(slices.Contains(names, sn.cfg.Name))
+	}
 }
 
 // Stats returns a snapshot of every sensor's counters, in config order.
