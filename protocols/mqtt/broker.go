@@ -492,6 +492,14 @@ type ClientInfo struct {
 	ProtocolVersion byte
 }
 
+// Banned reports whether remote's address is on the broker's banned list
+// (config and live). Protocol gateways ask it for traffic that has no
+// session of its own, such as MQTT-SN QoS -1 publishes.
+func (b *Broker) Banned(remote net.Addr) bool {
+	ip := remoteIP(remote)
+	return ip != nil && b.rt.Load().bannedIP(ip)
+}
+
 // Clients lists the connected clients (not the offline persistent
 // sessions), sorted by id.
 func (b *Broker) Clients() []ClientInfo {

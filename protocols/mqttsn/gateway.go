@@ -108,12 +108,16 @@ type Stats struct {
 
 var dropCauses = []string{
 	DropShort, DropLength, DropUnknownType, DropMalformed, DropNotConnected,
-	DropUnexpected, DropOverload, DropBuffer, DropInvalidTopic,
+	DropUnexpected, DropOverload, DropBuffer, DropInvalidTopic, DropBanned,
 }
 
 // DropInvalidTopic counts publishes to a topic id the device never
 // registered (answered with PUBACK 0x02).
 const DropInvalidTopic = "invalid_topic"
+
+// DropBanned counts QoS -1 publishes from an address on the broker's
+// banned list (a connecting device is refused by the broker itself).
+const DropBanned = "banned"
 
 // New checks cfg and binds the UDP socket, so a busy port is an error here
 // and not later. Run serves it. logger may be nil.
@@ -156,14 +160,14 @@ func New(cfg Config, broker *mqtt.Broker, logger *slog.Logger) (*Gateway, error)
 		}
 		g.advTo = ua.AddrPort()
 	}
-	ua, err := net.ResolveUDPAddr("udp", cfg.Address)
-	if err != nil {
-		return nil, fmt.Errorf("mqttsn: address %s: %w", cfg.Address, err)
-	}
-	g.conn, err = net.ListenUDP("udp", ua)
+	// SO_BROADCAST: without it the kernel refuses ADVERTISE and GWINFO to
+	// a broadcast address (EACCES).
+	lc := net.ListenConfig{Control: allowBroadcast}
+	pc, err := lc.ListenPacket(context.Background(), "udp", cfg.Address)
 	if err != nil {
 		return nil, fmt.Errorf("mqttsn: listen %s: %w", cfg.Address, err)
 	}
+	g.conn = pc.(*net.UDPConn)
 	// Best effort: room for bursts of datagrams (the kernel caps it at
 	// net.core.rmem_max).
 	_ = g.conn.SetReadBuffer(udpReadBuffer)
@@ -256,7 +260,14 @@ func (g *Gateway) readLoop(ctx context.Context) error {
 func (g *Gateway) dispatch(ctx context.Context, from peer, p Packet) {
 	switch {
 	case p.Type == TypeSearchGW:
-		g.send(from, Packet{Type: TypeGWInfo, GatewayID: byte(g.cfg.GatewayID)})
+		// Answered to the asker, and, as the spec wants GWINFO broadcast,
+		// to the advertise address too when advertising is on: other
+		// devices searching at the same time learn of the gateway.
+		gw := Packet{Type: TypeGWInfo, GatewayID: byte(g.cfg.GatewayID)}
+		g.send(from, gw)
+		if g.advTo.IsValid() && from.node == "" && g.advTo != from.addr {
+			g.send(peer{addr: g.advTo}, gw)
+		}
 		return
 	case p.Type == TypeAdvertise || p.Type == TypeGWInfo:
 		g.drop(DropUnexpected, from, fmt.Errorf("%s from another gateway ignored", p.Type))
@@ -416,6 +427,10 @@ func (g *Gateway) allowed(id string) (username string, ok bool) {
 func (g *Gateway) publishMinusOne(from peer, p Packet) {
 	if !g.cfg.QoSMinusOne.Enabled {
 		g.drop(DropNotConnected, from, errors.New("QoS -1 publish: qos_minus_one is disabled"))
+		return
+	}
+	if g.broker.Banned(net.UDPAddrFromAddrPort(from.addr)) {
+		g.drop(DropBanned, from, errors.New("QoS -1 publish from a banned address"))
 		return
 	}
 	var topic string

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -89,6 +90,21 @@ func TestQoSMinusOne(t *testing.T) {
 		t.Fatalf("%+v", m)
 	}
 	eventually(t, "unknown predefined id counted", func() bool { return e.g.Stats().Drops[DropInvalidTopic] == 1 })
+}
+
+// TestQoSMinusOneBanned: a QoS -1 publish has no session for the broker to
+// refuse, so the gateway checks the broker's banned addresses itself.
+func TestQoSMinusOneBanned(t *testing.T) {
+	e := startEnv(t, func(b *mqtt.Config) { b.Banned.CIDRs = []string{"127.0.0.0/8"} }, nil)
+	msgs := e.watch(t, "#")
+	c := e.dial(t)
+	c.send(Packet{Type: TypePublish, Flags: Flags{QoS: -1, TopicIDType: TopicPredefined}, TopicID: 1, Data: []byte("a")})
+	eventually(t, "banned publish counted", func() bool { return e.g.Stats().Drops[DropBanned] == 1 })
+	select {
+	case m := <-msgs:
+		t.Fatalf("a banned address published %+v", m)
+	default:
+	}
 }
 
 // TestInteropPahoSubscriber: an MQTT-SN device publishes, an MQTT 5 client
@@ -681,6 +697,35 @@ func TestDiscovery(t *testing.T) {
 	c.send(Packet{Type: TypeSearchGW, Radius: 1})
 	if gw := c.expect(TypeGWInfo); gw.GatewayID != 42 {
 		t.Fatalf("%+v", gw)
+	}
+	// GWINFO is also broadcast (to the advertise address), for the other
+	// devices that are searching.
+	for {
+		_ = adv.SetReadDeadline(time.Now().Add(waitFor))
+		n, _, err := adv.ReadFromUDP(buf)
+		if err != nil {
+			t.Fatalf("no GWINFO at the advertise address: %v", err)
+		}
+		if p, err := Decode(buf[:n]); err == nil && p.Type == TypeGWInfo {
+			if p.GatewayID != 42 {
+				t.Fatalf("broadcast %+v", p)
+			}
+			break
+		}
+	}
+	// The socket may broadcast: without SO_BROADCAST the kernel refuses
+	// a datagram to 255.255.255.255 (EACCES).
+	rc, err := e.g.conn.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var on int
+	var gerr error
+	if err := rc.Control(func(fd uintptr) { on, gerr = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_BROADCAST) }); err != nil || gerr != nil {
+		t.Fatal(err, gerr)
+	}
+	if on != 1 {
+		t.Fatalf("SO_BROADCAST = %d on the gateway's socket", on)
 	}
 }
 
