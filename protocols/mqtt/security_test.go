@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/eclipse/paho.golang/paho/log"
 	mqtt3 "github.com/eclipse/paho.mqtt.golang"
 	"github.com/gorilla/websocket"
 	"golang.org/x/crypto/bcrypt"
@@ -47,6 +48,19 @@ type secV5 struct {
 }
 
 // secConnectV5 runs the MQTT 5 handshake over conn.
+// noPinger is a paho.golang Pinger that never pings (the tests are far
+// shorter than the keep alive). paho.golang's default pinger sends its first
+// PINGREQ at once, from its own goroutine, while paho writes a packet such as
+// SUBSCRIBE with several Write calls; over TLS (no writev) the two
+// interleave and the broker reads garbage: a 1-in-40 stall of the TLS tests.
+type noPinger struct{}
+
+func (noPinger) Run(ctx context.Context, _ net.Conn, _ uint16) error { <-ctx.Done(); return nil }
+func (noPinger) PacketSent()                                         {}
+func (noPinger) PacketReceived()                                     {}
+func (noPinger) PingResp()                                           {}
+func (noPinger) SetDebug(log.Logger)                                 {}
+
 func secConnectV5(t testing.TB, conn net.Conn, cp *paho.Connect) (*secV5, *paho.Connack, error) {
 	t.Helper()
 	c := &secV5{conn: conn, msgs: make(chan *paho.Publish, 4096), disc: make(chan *paho.Disconnect, 1)}
@@ -66,6 +80,7 @@ func secConnectV5(t testing.TB, conn net.Conn, cp *paho.Connect) (*secV5, *paho.
 			}
 		},
 		OnClientError: func(error) {},
+		PingHandler:   noPinger{},
 	})
 	if cp.KeepAlive == 0 {
 		cp.KeepAlive = 30
