@@ -1,6 +1,12 @@
 package coap
 
 import (
+	"crypto/ecdsa"
+	"crypto/x509"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -101,6 +107,55 @@ func TestDTLSCertificateCNAsUsername(t *testing.T) {
 	}
 	if code, _ := do(t, cc, codes.POST, message.Confirmable, "/ps/devices/dev-1/t", nil, []byte("x")); code != codes.Forbidden {
 		t.Fatalf("CN publishing to another device's topic: %v, want 4.03", code)
+	}
+	noMessage(t, msgs, 50*time.Millisecond)
+}
+
+// TestDTLSLibcoapCertificates: libcoap's coap-client (OpenSSL and GnuTLS
+// builds) with a client certificate; with identity_as_username its CN is
+// the username the ACL sees.
+func TestDTLSLibcoapCertificates(t *testing.T) {
+	pki := newTestPKI(t)
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "client.pem"), filepath.Join(dir, "client.key")
+	writePEM(t, certFile, "CERTIFICATE", pki.client.Certificate[0])
+	keyDER, err := x509.MarshalECPrivateKey(pki.client.PrivateKey.(*ecdsa.PrivateKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writePEM(t, keyFile, "EC PRIVATE KEY", keyDER)
+	e := startEnv(t, func(b *mqtt.Config) {
+		b.Auth.AllowAnonymous = false
+		b.ACL = []mqtt.ACLRule{{Topic: "devices/%u/#", Action: "publish", Permission: "allow"}}
+	}, func(c *Config) {
+		c.DTLS.Enabled = true
+		c.DTLS.IdentityAsUsername = true
+		c.DTLS.Cert, c.DTLS.Key, c.DTLS.CA = pki.certFile, pki.keyFile, pki.caFile
+	})
+	base := "coaps://" + e.g.DTLSAddr().String() + "/ps/"
+	msgs := e.capture("devices/#")
+	for _, name := range []string{"coap-client-openssl", "coap-client-gnutls"} {
+		t.Run(name, func(t *testing.T) {
+			bin, err := exec.LookPath(name)
+			if err != nil {
+				if os.Getenv("CI") != "" {
+					t.Fatalf("%s (Debian libcoap3-bin) not on PATH", name)
+				}
+				t.Skipf("%s (Debian libcoap3-bin) not on PATH", name)
+			}
+			ctx := ctxT(t)
+			run(t, ctx, bin, "-m", "post", "-c", certFile, "-j", keyFile, "-C", pki.caFile,
+				"-e", "cert-"+name, base+"devices/dev-cert/x?qos=1")
+			if m := recv(t, msgs); m.Topic != "devices/dev-cert/x" || string(m.Payload) != "cert-"+name {
+				t.Fatalf("got %s %q", m.Topic, m.Payload)
+			}
+			// Another device's topic: the ACL, with the CN as %u, refuses.
+			out, _ := exec.CommandContext(ctx, bin, "-m", "post", "-c", certFile, "-j", keyFile, "-C", pki.caFile,
+				"-e", "not mine", base+"devices/other/x?qos=1").CombinedOutput()
+			if !strings.Contains(string(out), "4.03") {
+				t.Fatalf("publish to another device's topic: %s, want 4.03", out)
+			}
+		})
 	}
 	noMessage(t, msgs, 50*time.Millisecond)
 }
