@@ -3,13 +3,11 @@ package coap
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
-	"net"
 	"os"
-	"strconv"
-	"strings"
 	"time"
+
+	"github.com/fieldgate/fieldgate/internal/check"
 )
 
 // Ranges accepted by Validate: wide, to catch typos and nonsense only.
@@ -30,66 +28,66 @@ func (c Config) Validate() error {
 		return nil
 	}
 	var v validator
-	v.address("address", c.Address)
+	v.Address("address", c.Address, ":5683")
 	switch c.NotifyType {
 	case NotifyNon, NotifyCon, NotifyQoS:
 	default:
-		v.addf("notify_type", "must be one of non, con, qos, got %q", c.NotifyType)
+		v.Addf("notify_type", "must be one of non, con, qos, got %q", c.NotifyType)
 	}
 	v.durationRange("heartbeat", c.Heartbeat, time.Second, maxHeartbeat)
 	v.durationRange("session_idle", c.SessionIdle, time.Second, maxIdle)
 	v.durationRange("block_timeout", c.BlockTimeout, time.Second, time.Hour)
 	v.durationRange("ack_timeout", c.AckTimeout, time.Second, 10*time.Minute)
 	if c.MaxPayload < 1 || c.MaxPayload > maxPayloadLimit {
-		v.addf("max_payload", "must be between 1 and %d bytes, got %d", maxPayloadLimit, c.MaxPayload)
+		v.Addf("max_payload", "must be between 1 and %d bytes, got %d", maxPayloadLimit, c.MaxPayload)
 	}
 	if c.MaxSessions < 1 || c.MaxSessions > maxSessions {
-		v.addf("max_sessions", "must be between 1 and %d, got %d", maxSessions, c.MaxSessions)
+		v.Addf("max_sessions", "must be between 1 and %d, got %d", maxSessions, c.MaxSessions)
 	}
 	if c.DTLS.Enabled {
 		c.DTLS.validate(&v)
 	}
-	return errors.Join(v.errs...)
+	return v.Err()
 }
 
 func (d DTLS) validate(v *validator) {
-	v.address("dtls.address", d.Address)
+	v.Address("dtls.address", d.Address, ":5683")
 	if len(d.PSK) == 0 && d.Cert == "" && d.Key == "" {
-		v.addf("dtls", "needs psk entries or cert and key when enabled")
+		v.Addf("dtls", "needs psk entries or cert and key when enabled")
 	}
 	seen := make(map[string]int, len(d.PSK))
 	for i, p := range d.PSK {
 		path := fmt.Sprintf("dtls.psk[%d]", i)
 		if p.Identity == "" {
-			v.addf(path+".identity", "must not be empty")
+			v.Addf(path+".identity", "must not be empty")
 		} else if first, dup := seen[p.Identity]; dup {
-			v.addf(path+".identity", "duplicate of dtls.psk[%d] (%q)", first, p.Identity)
+			v.Addf(path+".identity", "duplicate of dtls.psk[%d] (%q)", first, p.Identity)
 		} else {
 			seen[p.Identity] = i
 		}
 		if p.Key == "" {
-			v.addf(path+".key", "must not be empty") // never echo the key
+			v.Addf(path+".key", "must not be empty") // never echo the key
 		}
 	}
 	switch {
 	case d.Cert != "" && d.Key == "":
-		v.addf("dtls.key", "required when cert is set")
+		v.Addf("dtls.key", "required when cert is set")
 	case d.Cert == "" && d.Key != "":
-		v.addf("dtls.cert", "required when key is set")
+		v.Addf("dtls.cert", "required when key is set")
 	case d.Cert != "":
-		if v.readable("dtls.cert", d.Cert) && v.readable("dtls.key", d.Key) {
+		if v.Readable("dtls.cert", d.Cert) && v.Readable("dtls.key", d.Key) {
 			if _, err := tls.LoadX509KeyPair(d.Cert, d.Key); err != nil {
-				v.addf("dtls.cert", "cannot load %s with key %s: %v", d.Cert, d.Key, err)
+				v.Addf("dtls.cert", "cannot load %s with key %s: %v", d.Cert, d.Key, err)
 			}
 		}
 	}
 	if d.CA != "" {
 		if d.Cert == "" {
-			v.addf("dtls.ca", "client certificates need the server's cert and key")
+			v.Addf("dtls.ca", "client certificates need the server's cert and key")
 		}
-		if v.readable("dtls.ca", d.CA) {
+		if v.Readable("dtls.ca", d.CA) {
 			if _, err := loadCAs(d.CA); err != nil {
-				v.add("dtls.ca", err)
+				v.Add("dtls.ca", err)
 			}
 		}
 	}
@@ -110,53 +108,11 @@ func loadCAs(file string) (*x509.CertPool, error) {
 
 // validator collects "path: reason" errors.
 type validator struct {
-	errs []error
-}
-
-func (v *validator) addf(path, format string, args ...any) {
-	v.errs = append(v.errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
-}
-
-func (v *validator) add(path string, err error) {
-	v.errs = append(v.errs, fmt.Errorf("%s: %w", path, err))
+	check.Errors
 }
 
 func (v *validator) durationRange(path string, d, lo, hi time.Duration) {
 	if d < lo || d > hi {
-		v.addf(path, "must be between %s and %s, got %s", lo, hi, d)
+		v.Addf(path, "must be between %s and %s, got %s", lo, hi, d)
 	}
-}
-
-// address checks a listen address "host:port" with a numeric port.
-func (v *validator) address(path, addr string) {
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		v.addf(path, "must be host:port (e.g. \":5683\"), got %q", addr)
-		return
-	}
-	n, err := strconv.Atoi(port)
-	if err != nil || n < 0 || n > 65535 || strings.TrimSpace(port) != port {
-		v.addf(path, "port must be a number between 0 and 65535, got %q", port)
-	}
-}
-
-// readable checks that file is a readable regular file (never a device or
-// pipe, so that validation cannot block).
-func (v *validator) readable(path, file string) bool {
-	f, err := os.Open(file)
-	if err != nil {
-		v.add(path, err)
-		return false
-	}
-	defer f.Close()
-	info, err := f.Stat()
-	if err != nil {
-		v.add(path, err)
-		return false
-	}
-	if !info.Mode().IsRegular() {
-		v.addf(path, "%s is not a regular file", file)
-		return false
-	}
-	return true
 }

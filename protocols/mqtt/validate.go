@@ -3,7 +3,6 @@ package mqtt
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -17,6 +16,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/fieldgate/fieldgate/gateway/bus"
+	"github.com/fieldgate/fieldgate/internal/check"
 )
 
 // Ranges accepted by Validate. They are wide on purpose: they catch typos
@@ -54,74 +54,49 @@ func (c Config) Validate() error {
 	for i, s := range c.AutoSubscribe {
 		path := fmt.Sprintf("auto_subscribe[%d]", i)
 		v.filter(path+".topic", s.Topic, true)
-		v.intRange(path+".qos", s.QoS, 0, 2)
+		v.IntRange(path+".qos", s.QoS, 0, 2)
 	}
 	for i, r := range c.Rewrite {
 		r.validate(&v, fmt.Sprintf("rewrite[%d]", i))
 	}
 	c.Banned.validate(&v)
-	return errors.Join(v.errs...)
+	return v.Err()
 }
 
 // validator collects "path: reason" errors.
 type validator struct {
-	errs []error
-}
-
-// addf records a problem with the field at path.
-func (v *validator) addf(path, format string, args ...any) {
-	v.errs = append(v.errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
-}
-
-// add records an error about the field at path, keeping it wrapped.
-func (v *validator) add(path string, err error) {
-	v.errs = append(v.errs, fmt.Errorf("%s: %w", path, err))
-}
-
-func (v *validator) intRange(path string, got, lo, hi int) {
-	if got < lo || got > hi {
-		v.addf(path, "must be between %d and %d, got %d", lo, hi, got)
-	}
+	check.Errors
 }
 
 func (v *validator) rate(path string, got float64) {
 	if math.IsNaN(got) || math.IsInf(got, 0) || got < 0 {
-		v.addf(path, "must be a number >= 0 (0 = no limit), got %v", got)
+		v.Addf(path, "must be a number >= 0 (0 = no limit), got %v", got)
 	}
 }
 
 func (v *validator) nonNegative(path string, d time.Duration) {
 	if d < 0 {
-		v.addf(path, "must not be negative, got %s", d)
+		v.Addf(path, "must not be negative, got %s", d)
 	}
 }
 
 func (v *validator) positive(path string, d time.Duration) {
 	if d <= 0 {
-		v.addf(path, "must be greater than 0, got %s", d)
+		v.Addf(path, "must be greater than 0, got %s", d)
 	}
 }
 
 func (v *validator) durationRange(path string, d, hi time.Duration) {
 	if d < 0 || d > hi {
-		v.addf(path, "must be between 0s and %s, got %s", hi, d)
+		v.Addf(path, "must be between 0s and %s, got %s", hi, d)
 	}
-}
-
-func (v *validator) oneOf(path, got string, allowed ...string) {
-	for _, a := range allowed {
-		if got == a {
-			return
-		}
-	}
-	v.addf(path, "must be one of %s, got %q", strings.Join(allowed, ", "), got)
 }
 
 // filter checks an MQTT topic filter. With placeholders, %u and %c are
 // accepted and stand for a username or client id.
 func (v *validator) filter(path, f string, placeholders bool) {
 	if f == "" {
-		v.addf(path, "must not be empty")
+		v.Addf(path, "must not be empty")
 		return
 	}
 	check := f
@@ -130,86 +105,52 @@ func (v *validator) filter(path, f string, placeholders bool) {
 	}
 	switch {
 	case !utf8.ValidString(f) || strings.ContainsRune(f, 0):
-		v.addf(path, "%q is not a valid topic filter: must be UTF-8 without NUL characters", f)
+		v.Addf(path, "%q is not a valid topic filter: must be UTF-8 without NUL characters", f)
 	case len(f) > maxTopicLength:
-		v.addf(path, "topic filter is %d bytes long, at most %d allowed", len(f), maxTopicLength)
+		v.Addf(path, "topic filter is %d bytes long, at most %d allowed", len(f), maxTopicLength)
 	case !bus.ValidFilter(check):
-		v.addf(path, "%q is not a valid topic filter (+ and # must fill a whole level, # only last)", f)
+		v.Addf(path, "%q is not a valid topic filter (+ and # must fill a whole level, # only last)", f)
 	}
-}
-
-// address checks a listen address "host:port" with a numeric port.
-func (v *validator) address(path, addr string) {
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		v.addf(path, "must be host:port (e.g. \":1883\"), got %q", addr)
-		return
-	}
-	n, err := strconv.Atoi(port)
-	if err != nil || n < 0 || n > 65535 {
-		v.addf(path, "port must be a number between 0 and 65535, got %q", port)
-	}
-}
-
-// readable checks that path names a readable regular file. It refuses
-// devices and pipes so that a config can never make validation block.
-func (v *validator) readable(path, file string) bool {
-	f, err := os.Open(file)
-	if err != nil {
-		v.add(path, err)
-		return false
-	}
-	defer f.Close()
-	info, err := f.Stat()
-	if err != nil {
-		v.add(path, err)
-		return false
-	}
-	if !info.Mode().IsRegular() {
-		v.addf(path, "%s is not a regular file", file)
-		return false
-	}
-	return true
 }
 
 func (l Listeners) validate(v *validator) {
 	if l.TCP.Enabled {
-		v.address("listeners.tcp.address", l.TCP.Address)
+		v.Address("listeners.tcp.address", l.TCP.Address, ":1883")
 	}
 	if l.TLS.Enabled {
-		v.address("listeners.tls.address", l.TLS.Address)
+		v.Address("listeners.tls.address", l.TLS.Address, ":1883")
 		if l.TLS.Cert == "" {
-			v.addf("listeners.tls.cert", "required when the TLS listener is enabled")
+			v.Addf("listeners.tls.cert", "required when the TLS listener is enabled")
 		}
 		if l.TLS.Key == "" {
-			v.addf("listeners.tls.key", "required when the TLS listener is enabled")
+			v.Addf("listeners.tls.key", "required when the TLS listener is enabled")
 		}
 		l.TLS.TLSFiles.validate(v, "listeners.tls")
 	}
 	if l.WebSocket.Enabled {
 		ws := l.WebSocket
-		v.address("listeners.websocket.address", ws.Address)
+		v.Address("listeners.websocket.address", ws.Address, ":1883")
 		if !strings.HasPrefix(ws.Path, "/") {
-			v.addf("listeners.websocket.path", "must start with /, got %q", ws.Path)
+			v.Addf("listeners.websocket.path", "must start with /, got %q", ws.Path)
 		}
 		switch {
 		case ws.Cert != "" && ws.Key == "":
-			v.addf("listeners.websocket.key", "required when cert is set (WSS needs both)")
+			v.Addf("listeners.websocket.key", "required when cert is set (WSS needs both)")
 		case ws.Cert == "" && ws.Key != "":
-			v.addf("listeners.websocket.cert", "required when key is set (WSS needs both)")
+			v.Addf("listeners.websocket.cert", "required when key is set (WSS needs both)")
 		}
 		if ws.Cert == "" && ws.Key == "" && (ws.ClientCA != "" || ws.RequireClientCert || ws.CNAsUsername) {
-			v.addf("listeners.websocket", "client certificate options need cert and key (WSS)")
+			v.Addf("listeners.websocket", "client certificate options need cert and key (WSS)")
 		}
 		ws.TLSFiles.validate(v, "listeners.websocket")
 	}
 	if q := l.QUIC; q.Enabled {
-		v.address("listeners.quic.address", q.Address)
+		v.Address("listeners.quic.address", q.Address, ":1883")
 		if q.Cert == "" && q.Key == "" && (l.TLS.Cert == "" || l.TLS.Key == "") {
-			v.addf("listeners.quic.cert", "required when the QUIC listener is enabled (or set listeners.tls.cert and key)")
+			v.Addf("listeners.quic.cert", "required when the QUIC listener is enabled (or set listeners.tls.cert and key)")
 		}
 		if q.IdleTimeout < time.Second {
-			v.addf("listeners.quic.idle_timeout", "must be at least 1s, got %s", q.IdleTimeout)
+			v.Addf("listeners.quic.idle_timeout", "must be at least 1s, got %s", q.IdleTimeout)
 		}
 		if q.Cert != "" || q.Key != "" {
 			q.TLSFiles.validate(v, "listeners.quic")
@@ -220,27 +161,27 @@ func (l Listeners) validate(v *validator) {
 // validate checks the TLS files of an enabled listener: each one readable,
 // the pair loadable, the CA bundle holding certificates.
 func (t TLSFiles) validate(v *validator, path string) {
-	v.oneOf(path+".min_version", t.MinVersion, "1.2", "1.3")
-	certOK := t.Cert != "" && v.readable(path+".cert", t.Cert)
-	keyOK := t.Key != "" && v.readable(path+".key", t.Key)
+	v.OneOf(path+".min_version", t.MinVersion, "1.2", "1.3")
+	certOK := t.Cert != "" && v.Readable(path+".cert", t.Cert)
+	keyOK := t.Key != "" && v.Readable(path+".key", t.Key)
 	if certOK && keyOK {
 		if _, err := tls.LoadX509KeyPair(t.Cert, t.Key); err != nil {
-			v.addf(path+".cert", "cannot load %s with key %s: %v", t.Cert, t.Key, err)
+			v.Addf(path+".cert", "cannot load %s with key %s: %v", t.Cert, t.Key, err)
 		}
 	}
-	if t.ClientCA != "" && v.readable(path+".client_ca", t.ClientCA) {
+	if t.ClientCA != "" && v.Readable(path+".client_ca", t.ClientCA) {
 		pem, err := os.ReadFile(t.ClientCA)
 		if err != nil {
-			v.add(path+".client_ca", err)
+			v.Add(path+".client_ca", err)
 		} else if !x509.NewCertPool().AppendCertsFromPEM(pem) {
-			v.addf(path+".client_ca", "no PEM certificate found in %s", t.ClientCA)
+			v.Addf(path+".client_ca", "no PEM certificate found in %s", t.ClientCA)
 		}
 	}
 	if t.ClientCA == "" && t.RequireClientCert {
-		v.addf(path+".require_client_cert", "needs client_ca to verify client certificates")
+		v.Addf(path+".require_client_cert", "needs client_ca to verify client certificates")
 	}
 	if t.ClientCA == "" && t.CNAsUsername {
-		v.addf(path+".cn_as_username", "needs client_ca to verify client certificates")
+		v.Addf(path+".cn_as_username", "needs client_ca to verify client certificates")
 	}
 }
 
@@ -249,51 +190,51 @@ func (a Auth) validate(v *validator) {
 	for i, u := range a.Users {
 		path := fmt.Sprintf("auth.users[%d]", i)
 		if u.Username == "" {
-			v.addf(path+".username", "must not be empty")
+			v.Addf(path+".username", "must not be empty")
 		} else if first, dup := seen[u.Username]; dup {
-			v.addf(path+".username", "duplicate of auth.users[%d] (%q)", first, u.Username)
+			v.Addf(path+".username", "duplicate of auth.users[%d] (%q)", first, u.Username)
 		} else {
 			seen[u.Username] = i
 		}
 		switch {
 		case u.PasswordHash == "":
-			v.addf(path+".password_hash", "must not be empty (make one with `fieldgate passwd`)")
+			v.Addf(path+".password_hash", "must not be empty (make one with `fieldgate passwd`)")
 		default:
 			// The hash is a secret too: never echo it back.
 			if _, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
-				v.addf(path+".password_hash", "not a bcrypt hash (make one with `fieldgate passwd`)")
+				v.Addf(path+".password_hash", "not a bcrypt hash (make one with `fieldgate passwd`)")
 			}
 		}
 	}
-	v.intRange("auth.max_failures", a.MaxFailures, 1, maxLoginFailures)
+	v.IntRange("auth.max_failures", a.MaxFailures, 1, maxLoginFailures)
 	v.positive("auth.failure_window", a.FailureWindow)
 	v.nonNegative("auth.block_for", a.BlockFor)
 }
 
 func (r ACLRule) validate(v *validator, path string) {
 	v.filter(path+".topic", r.Topic, true)
-	v.oneOf(path+".action", r.Action, "publish", "subscribe", "all")
-	v.oneOf(path+".permission", r.Permission, "allow", "deny")
+	v.OneOf(path+".action", r.Action, "publish", "subscribe", "all")
+	v.OneOf(path+".permission", r.Permission, "allow", "deny")
 	for _, p := range []struct{ field, pattern string }{{"username", r.Username}, {"client_id", r.ClientID}} {
 		if i := strings.Index(p.pattern, "*"); i >= 0 && i != len(p.pattern)-1 {
-			v.addf(path+"."+p.field, "only a trailing * is supported, got %q", p.pattern)
+			v.Addf(path+"."+p.field, "only a trailing * is supported, got %q", p.pattern)
 		}
 	}
 }
 
 func (l Limits) validate(v *validator) {
-	v.intRange("limits.max_packet_size", l.MaxPacketSize, minPacketSize, maxPacketSize)
-	v.intRange("limits.max_connections", l.MaxConnections, 1, maxConnections)
-	v.intRange("limits.receive_maximum", l.ReceiveMaximum, 1, maxReceive)
-	v.intRange("limits.max_inflight", l.MaxInflight, 1, maxReceive)
-	v.intRange("limits.max_queued", l.MaxQueued, 1, maxQueued)
+	v.IntRange("limits.max_packet_size", l.MaxPacketSize, minPacketSize, maxPacketSize)
+	v.IntRange("limits.max_connections", l.MaxConnections, 1, maxConnections)
+	v.IntRange("limits.receive_maximum", l.ReceiveMaximum, 1, maxReceive)
+	v.IntRange("limits.max_inflight", l.MaxInflight, 1, maxReceive)
+	v.IntRange("limits.max_queued", l.MaxQueued, 1, maxQueued)
 	v.rate("limits.publish_rate", l.PublishRate)
-	v.intRange("limits.publish_burst", l.PublishBurst, 1, maxBurst)
+	v.IntRange("limits.publish_burst", l.PublishBurst, 1, maxBurst)
 	v.nonNegative("limits.publish_rate_grace", l.PublishRateGrace)
 	v.rate("limits.connect_rate", l.ConnectRate)
-	v.intRange("limits.connect_burst", l.ConnectBurst, 1, maxBurst)
-	v.intRange("limits.max_topic_levels", l.MaxTopicLevels, 1, maxTopicLevels)
-	v.intRange("limits.max_topic_length", l.MaxTopicLength, 1, maxTopicLength)
+	v.IntRange("limits.connect_burst", l.ConnectBurst, 1, maxBurst)
+	v.IntRange("limits.max_topic_levels", l.MaxTopicLevels, 1, maxTopicLevels)
+	v.IntRange("limits.max_topic_length", l.MaxTopicLength, 1, maxTopicLength)
 	v.durationRange("limits.max_keepalive", l.MaxKeepalive, maxKeepalive)
 	v.positive("limits.connect_timeout", l.ConnectTimeout)
 	v.durationRange("limits.max_session_expiry", l.MaxSessionExpiry, maxExpiry)
@@ -304,18 +245,18 @@ func (l Limits) validate(v *validator) {
 var groupRef = regexp.MustCompile(`\$(\d+)`)
 
 func (r RewriteRule) validate(v *validator, path string) {
-	v.oneOf(path+".action", r.Action, "publish", "subscribe", "all")
+	v.OneOf(path+".action", r.Action, "publish", "subscribe", "all")
 	v.filter(path+".source", r.Source, false)
 	re, err := regexp.Compile(r.Regex)
 	if err != nil {
-		v.add(path+".regex", err)
+		v.Add(path+".regex", err)
 	}
 	if r.Dest == "" {
-		v.addf(path+".dest", "must not be empty")
+		v.Addf(path+".dest", "must not be empty")
 	} else if re != nil {
 		for _, m := range groupRef.FindAllStringSubmatch(r.Dest, -1) {
 			if n, err := strconv.Atoi(m[1]); err != nil || n > re.NumSubexp() {
-				v.addf(path+".dest", "refers to $%s but regex has %d groups", m[1], re.NumSubexp())
+				v.Addf(path+".dest", "refers to $%s but regex has %d groups", m[1], re.NumSubexp())
 				break
 			}
 		}
@@ -325,17 +266,17 @@ func (r RewriteRule) validate(v *validator, path string) {
 func (b Banned) validate(v *validator) {
 	for i, id := range b.ClientIDs {
 		if id == "" {
-			v.addf(fmt.Sprintf("banned.client_ids[%d]", i), "must not be empty")
+			v.Addf(fmt.Sprintf("banned.client_ids[%d]", i), "must not be empty")
 		}
 	}
 	for i, u := range b.Usernames {
 		if u == "" {
-			v.addf(fmt.Sprintf("banned.usernames[%d]", i), "must not be empty")
+			v.Addf(fmt.Sprintf("banned.usernames[%d]", i), "must not be empty")
 		}
 	}
 	for i, c := range b.CIDRs {
 		if _, _, err := net.ParseCIDR(c); err != nil {
-			v.add(fmt.Sprintf("banned.cidrs[%d]", i), err)
+			v.Add(fmt.Sprintf("banned.cidrs[%d]", i), err)
 		}
 	}
 }

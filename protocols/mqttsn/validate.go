@@ -1,14 +1,13 @@
 package mqttsn
 
 import (
-	"errors"
 	"fmt"
 	"math"
-	"net"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/fieldgate/fieldgate/internal/check"
 )
 
 // Ranges accepted by Validate.
@@ -28,30 +27,30 @@ const (
 func (c Config) Validate() error {
 	var v validator
 	if c.Enabled {
-		v.address("address", c.Address)
+		v.Address("address", c.Address, "0.0.0.0:1884")
 	}
-	v.intRange("gateway_id", c.GatewayID, 0, 255)
+	v.IntRange("gateway_id", c.GatewayID, 0, 255)
 	if c.AdvertiseInterval < 0 || c.AdvertiseInterval > maxAdvertise {
-		v.addf("advertise_interval", "must be between 0s (off) and %s, got %s", maxAdvertise, c.AdvertiseInterval)
+		v.Addf("advertise_interval", "must be between 0s (off) and %s, got %s", maxAdvertise, c.AdvertiseInterval)
 	}
 	if c.AdvertiseInterval > 0 {
-		v.address("advertise_address", c.AdvertiseAddress)
+		v.Address("advertise_address", c.AdvertiseAddress, "0.0.0.0:1884")
 	}
 	ids := make(map[int]int)
 	names := make(map[string]int)
 	for i, t := range c.PredefinedTopics {
 		path := fmt.Sprintf("predefined_topics[%d]", i)
 		if t.ID < 1 || t.ID > 0xFFFE {
-			v.addf(path+".id", "must be between 1 and 65534 (0 and 65535 are reserved), got %d", t.ID)
+			v.Addf(path+".id", "must be between 1 and 65534 (0 and 65535 are reserved), got %d", t.ID)
 		} else if first, dup := ids[t.ID]; dup {
-			v.addf(path+".id", "duplicate of predefined_topics[%d] (%d)", first, t.ID)
+			v.Addf(path+".id", "duplicate of predefined_topics[%d] (%d)", first, t.ID)
 		} else {
 			ids[t.ID] = i
 		}
 		if reason := topicNameProblem(t.Topic); reason != "" {
-			v.addf(path+".topic", "%s", reason)
+			v.Addf(path+".topic", "%s", reason)
 		} else if first, dup := names[t.Topic]; dup {
-			v.addf(path+".topic", "duplicate of predefined_topics[%d] (%q)", first, t.Topic)
+			v.Addf(path+".topic", "duplicate of predefined_topics[%d] (%q)", first, t.Topic)
 		} else {
 			names[t.Topic] = i
 		}
@@ -63,24 +62,24 @@ func (c Config) Validate() error {
 		path := fmt.Sprintf("clients.usernames[%d]", i)
 		v.pattern(path+".client_id", u.ClientID)
 		if u.Username == "" {
-			v.addf(path+".username", "must not be empty")
+			v.Addf(path+".username", "must not be empty")
 		}
 	}
 	if c.RetryInterval <= 0 {
-		v.addf("retry_interval", "must be greater than 0, got %s", c.RetryInterval)
+		v.Addf("retry_interval", "must be greater than 0, got %s", c.RetryInterval)
 	}
-	v.intRange("retry_count", c.RetryCount, 0, maxRetryCount)
-	v.intRange("max_inflight", c.MaxInflight, 1, math.MaxUint16)
-	v.intRange("sleep_buffer", c.SleepBuffer, 1, math.MaxUint16)
-	v.intRange("max_clients", c.MaxClients, 1, maxClientsLimit)
-	v.intRange("max_topics", c.MaxTopics, 1, maxTopicsLimit)
+	v.IntRange("retry_count", c.RetryCount, 0, maxRetryCount)
+	v.IntRange("max_inflight", c.MaxInflight, 1, math.MaxUint16)
+	v.IntRange("sleep_buffer", c.SleepBuffer, 1, math.MaxUint16)
+	v.IntRange("max_clients", c.MaxClients, 1, maxClientsLimit)
+	v.IntRange("max_topics", c.MaxTopics, 1, maxTopicsLimit)
 	if c.MaxKeepAlive < 0 {
-		v.addf("max_keepalive", "must be 0s (off) or more, got %s", c.MaxKeepAlive)
+		v.Addf("max_keepalive", "must be 0s (off) or more, got %s", c.MaxKeepAlive)
 	}
 	if c.SessionExpiry < 0 || c.SessionExpiry > maxSessionExpiry {
-		v.addf("session_expiry", "must be between 0s and %s, got %s", maxSessionExpiry, c.SessionExpiry)
+		v.Addf("session_expiry", "must be between 0s and %s, got %s", maxSessionExpiry, c.SessionExpiry)
 	}
-	return errors.Join(v.errs...)
+	return v.Err()
 }
 
 // topicNameProblem says what is wrong with an MQTT topic name, or "".
@@ -100,39 +99,17 @@ func topicNameProblem(t string) string {
 
 // validator collects "path: reason" errors.
 type validator struct {
-	errs []error
-}
-
-func (v *validator) addf(path, format string, args ...any) {
-	v.errs = append(v.errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
-}
-
-func (v *validator) intRange(path string, got, lo, hi int) {
-	if got < lo || got > hi {
-		v.addf(path, "must be between %d and %d, got %d", lo, hi, got)
-	}
-}
-
-// address checks "host:port" with a numeric port.
-func (v *validator) address(path, addr string) {
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		v.addf(path, "must be host:port (e.g. \"0.0.0.0:1884\"), got %q", addr)
-		return
-	}
-	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-		v.addf(path, "port must be a number between 0 and 65535, got %q", port)
-	}
+	check.Errors
 }
 
 // pattern checks a client id pattern: not empty, * only at the end.
 func (v *validator) pattern(path, p string) {
 	if p == "" {
-		v.addf(path, "must not be empty (use \"*\" for every client id)")
+		v.Addf(path, "must not be empty (use \"*\" for every client id)")
 		return
 	}
 	if i := strings.Index(p, "*"); i >= 0 && i != len(p)-1 {
-		v.addf(path, "only a trailing * is supported, got %q", p)
+		v.Addf(path, "only a trailing * is supported, got %q", p)
 	}
 }
 

@@ -1,7 +1,6 @@
 package modbus
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -11,6 +10,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/fieldgate/fieldgate/internal/check"
 )
 
 // Ranges accepted by Validate.
@@ -40,12 +41,12 @@ func (c Config) Validate() error {
 	c = c.withDefaults()
 	var v validator
 	v.prefix("prefix", c.Prefix)
-	v.oneOf("publish_mode", c.PublishMode, PublishPoint, PublishGroup)
-	v.intRange("qos", c.QoS, 0, 1)
-	v.intRange("offline_after", c.OfflineAfter, 1, maxOfflineAfter)
-	v.intRange("max_registers", c.MaxRegisters, 1, DefaultMaxRegisters)
-	v.intRange("max_bits", c.MaxBits, 1, DefaultMaxBits)
-	v.intRange("max_gap", c.MaxGap, 0, DefaultMaxBits)
+	v.OneOf("publish_mode", c.PublishMode, PublishPoint, PublishGroup)
+	v.IntRange("qos", c.QoS, 0, 1)
+	v.IntRange("offline_after", c.OfflineAfter, 1, maxOfflineAfter)
+	v.IntRange("max_registers", c.MaxRegisters, 1, DefaultMaxRegisters)
+	v.IntRange("max_bits", c.MaxBits, 1, DefaultMaxBits)
+	v.IntRange("max_gap", c.MaxGap, 0, DefaultMaxBits)
 
 	names := map[string]int{}
 	type lineUse struct {
@@ -58,7 +59,7 @@ func (c Config) Validate() error {
 		path := fmt.Sprintf("devices[%d]", i)
 		if v.name(path+".name", d.Name) {
 			if j, dup := names[d.Name]; dup {
-				v.addf(path+".name", "%q is already the name of devices[%d]", d.Name, j)
+				v.Addf(path+".name", "%q is already the name of devices[%d]", d.Name, j)
 			} else {
 				names[d.Name] = i
 			}
@@ -77,49 +78,49 @@ func (c Config) Validate() error {
 			}
 			lines[key] = l
 		} else if d.RTU != nil && *d.RTU != l.rtu {
-			v.addf(path+".rtu", "port %s is shared with devices[%d] and needs the same baud, data_bits, parity and stop_bits", d.RTU.Port, l.dev)
+			v.Addf(path+".rtu", "port %s is shared with devices[%d] and needs the same baud, data_bits, parity and stop_bits", d.RTU.Port, l.dev)
 		}
 		if j, dup := l.unit[d.UnitID]; dup {
-			v.addf(path+".unit_id", "unit %d on %s is already devices[%d]", d.UnitID, strings.TrimPrefix(strings.TrimPrefix(key, "rtu:"), "tcp:"), j)
+			v.Addf(path+".unit_id", "unit %d on %s is already devices[%d]", d.UnitID, strings.TrimPrefix(strings.TrimPrefix(key, "rtu:"), "tcp:"), j)
 		} else {
 			l.unit[d.UnitID] = i
 		}
 	}
-	return errors.Join(v.errs...)
+	return v.Err()
 }
 
 func (c Config) validateDevice(v *validator, path string, d Device) {
 	switch {
 	case d.TCP == nil && d.RTU == nil:
-		v.addf(path, "needs tcp or rtu")
+		v.Addf(path, "needs tcp or rtu")
 	case d.TCP != nil && d.RTU != nil:
-		v.addf(path, "has both tcp and rtu; a device is on one line")
+		v.Addf(path, "has both tcp and rtu; a device is on one line")
 	case d.TCP != nil:
 		v.address(path+".tcp.address", d.TCP.Address)
-		v.intRange(path+".unit_id", d.UnitID, 0, 255)
+		v.IntRange(path+".unit_id", d.UnitID, 0, 255)
 	default:
 		r := d.RTU
 		if r.Port == "" {
-			v.addf(path+".rtu.port", "must name a serial device, e.g. /dev/ttyUSB0")
+			v.Addf(path+".rtu.port", "must name a serial device, e.g. /dev/ttyUSB0")
 		}
 		if !slices.Contains(baudRates, r.Baud) {
-			v.addf(path+".rtu.baud", "must be one of %v, got %d", baudRates, r.Baud)
+			v.Addf(path+".rtu.baud", "must be one of %v, got %d", baudRates, r.Baud)
 		}
-		v.intRange(path+".rtu.data_bits", r.DataBits, 7, 8)
-		v.oneOf(path+".rtu.parity", r.Parity, "N", "E", "O")
-		v.intRange(path+".rtu.stop_bits", r.StopBits, 1, 2)
+		v.IntRange(path+".rtu.data_bits", r.DataBits, 7, 8)
+		v.OneOf(path+".rtu.parity", r.Parity, "N", "E", "O")
+		v.IntRange(path+".rtu.stop_bits", r.StopBits, 1, 2)
 		// 0 is the broadcast address: nobody answers a read to it.
-		v.intRange(path+".unit_id", d.UnitID, 1, 247)
+		v.IntRange(path+".unit_id", d.UnitID, 1, 247)
 	}
 	if d.Timeout <= 0 || d.Timeout > maxTimeout {
-		v.addf(path+".timeout", "must be between 1ms and %s, got %s", maxTimeout, d.Timeout)
+		v.Addf(path+".timeout", "must be between 1ms and %s, got %s", maxTimeout, d.Timeout)
 	}
-	v.intRange(path+".retries", d.Retries, 0, maxRetries)
+	v.IntRange(path+".retries", d.Retries, 0, maxRetries)
 	if d.RequestDelay < 0 || d.RequestDelay > maxRequestDelay {
-		v.addf(path+".request_delay", "must be between 0s and %s, got %s", maxRequestDelay, d.RequestDelay)
+		v.Addf(path+".request_delay", "must be between 0s and %s, got %s", maxRequestDelay, d.RequestDelay)
 	}
 	if d.BitWrites != BitWritesMask && d.BitWrites != BitWritesReadModifyWrite {
-		v.addf(path+".bit_writes", "must be %q or %q, got %q", BitWritesMask, BitWritesReadModifyWrite, d.BitWrites)
+		v.Addf(path+".bit_writes", "must be %q or %q, got %q", BitWritesMask, BitWritesReadModifyWrite, d.BitWrites)
 	}
 
 	groups := map[string]int{}
@@ -127,138 +128,122 @@ func (c Config) validateDevice(v *validator, path string, d Device) {
 		gp := fmt.Sprintf("%s.poll_groups[%d]", path, i)
 		if v.name(gp+".name", g.Name) {
 			if j, dup := groups[g.Name]; dup {
-				v.addf(gp+".name", "%q is already the name of poll_groups[%d]", g.Name, j)
+				v.Addf(gp+".name", "%q is already the name of poll_groups[%d]", g.Name, j)
 			} else {
 				groups[g.Name] = i
 			}
 		}
 		if g.Interval < minInterval || g.Interval > maxInterval {
-			v.addf(gp+".interval", "must be between %s and %s, got %s", minInterval, maxInterval, g.Interval)
+			v.Addf(gp+".interval", "must be between %s and %s, got %s", minInterval, maxInterval, g.Interval)
 		}
 	}
 	if len(d.Points) == 0 {
-		v.addf(path+".points", "a device needs at least one point")
+		v.Addf(path+".points", "a device needs at least one point")
 	}
 	points := map[string]int{}
 	for i, p := range d.Points {
 		pp := fmt.Sprintf("%s.points[%d]", path, i)
 		if v.name(pp+".name", p.Name) {
 			if j, dup := points[p.Name]; dup {
-				v.addf(pp+".name", "%q is already the name of points[%d]", p.Name, j)
+				v.Addf(pp+".name", "%q is already the name of points[%d]", p.Name, j)
 			} else {
 				points[p.Name] = i
 			}
 		}
 		if _, ok := groups[p.Group]; !ok {
-			v.addf(pp+".group", "no poll group %q in this device", p.Group)
+			v.Addf(pp+".group", "no poll group %q in this device", p.Group)
 		}
 		c.validatePoint(v, pp, p)
 	}
 }
 
 func (c Config) validatePoint(v *validator, path string, p Point) {
-	v.intRange(path+".address", p.Address, 0, math.MaxUint16)
+	v.IntRange(path+".address", p.Address, 0, math.MaxUint16)
 	bitReg := p.Register == RegCoil || p.Register == RegDiscrete
 	switch p.Register {
 	case RegCoil, RegDiscrete, RegHolding, RegInput:
 	default:
-		v.addf(path+".register", "must be one of coil, discrete, holding, input, got %q", p.Register)
+		v.Addf(path+".register", "must be one of coil, discrete, holding, input, got %q", p.Register)
 		return
 	}
 	switch p.Type {
 	case TypeBool, TypeBit:
 	case TypeInt16, TypeUint16, TypeInt32, TypeUint32, TypeInt64, TypeUint64, TypeFloat32, TypeFloat64, TypeString:
 		if bitReg {
-			v.addf(path+".type", "a %s holds one bit: type must be BOOL (or BIT), got %s", p.Register, p.Type)
+			v.Addf(path+".type", "a %s holds one bit: type must be BOOL (or BIT), got %s", p.Register, p.Type)
 			return
 		}
 	default:
-		v.addf(path+".type", "must be one of BOOL, BIT, INT16, UINT16, INT32, UINT32, INT64, UINT64, FLOAT32, FLOAT64, STRING, got %q", p.Type)
+		v.Addf(path+".type", "must be one of BOOL, BIT, INT16, UINT16, INT32, UINT32, INT64, UINT64, FLOAT32, FLOAT64, STRING, got %q", p.Type)
 		return
 	}
 	boolean := p.Type == TypeBool || p.Type == TypeBit
 	if bitReg || !boolean {
 		if p.Bit != 0 {
-			v.addf(path+".bit", "only a BIT in a holding or input register has a bit number")
+			v.Addf(path+".bit", "only a BIT in a holding or input register has a bit number")
 		}
 	} else {
-		v.intRange(path+".bit", p.Bit, 0, 15)
+		v.IntRange(path+".bit", p.Bit, 0, 15)
 	}
 	if p.Type == TypeString {
 		if p.Length < 1 || p.Length > min(maxStringRegisters, c.MaxRegisters) {
-			v.addf(path+".length", "a STRING needs 1 to %d registers, got %d", min(maxStringRegisters, c.MaxRegisters), p.Length)
+			v.Addf(path+".length", "a STRING needs 1 to %d registers, got %d", min(maxStringRegisters, c.MaxRegisters), p.Length)
 		}
 	} else if p.Length != 0 {
-		v.addf(path+".length", "only a STRING has a length")
+		v.Addf(path+".length", "only a STRING has a length")
 	}
 	if words := typeWords(p.Type, p.Length); !bitReg && words > 1 && p.Address+words-1 > math.MaxUint16 {
-		v.addf(path+".address", "%s at %d runs past register 65535", p.Type, p.Address)
+		v.Addf(path+".address", "%s at %d runs past register 65535", p.Type, p.Address)
 	}
 
-	v.oneOf(path+".byte_order", p.ByteOrder, OrderABCD, OrderDCBA, OrderBADC, OrderCDAB)
+	v.OneOf(path+".byte_order", p.ByteOrder, OrderABCD, OrderDCBA, OrderBADC, OrderCDAB)
 	if p.Type == TypeString && (p.ByteOrder == OrderDCBA || p.ByteOrder == OrderCDAB) {
-		v.addf(path+".byte_order", "a STRING is read register by register: ABCD or BADC, got %s", p.ByteOrder)
+		v.Addf(path+".byte_order", "a STRING is read register by register: ABCD or BADC, got %s", p.ByteOrder)
 	}
 	if boolean && p.ByteOrder != OrderABCD {
-		v.addf(path+".byte_order", "a %s has no byte order", p.Type)
+		v.Addf(path+".byte_order", "a %s has no byte order", p.Type)
 	}
 
 	numeric := !boolean && p.Type != TypeString
 	if !finite(p.Scale) || !finite(p.Offset) {
-		v.addf(path+".scale", "scale and offset must be finite numbers")
+		v.Addf(path+".scale", "scale and offset must be finite numbers")
 	}
 	if !numeric && (p.Scale != 1 || p.Offset != 0) {
-		v.addf(path+".scale", "a %s cannot be scaled or offset", p.Type)
+		v.Addf(path+".scale", "a %s cannot be scaled or offset", p.Type)
 	}
 	if p.Deadband < 0 || !finite(p.Deadband) {
-		v.addf(path+".deadband", "must be a number >= 0, got %v", p.Deadband)
+		v.Addf(path+".deadband", "must be a number >= 0, got %v", p.Deadband)
 	} else if p.Deadband > 0 && !numeric {
-		v.addf(path+".deadband", "a %s has no deadband; use on_change", p.Type)
+		v.Addf(path+".deadband", "a %s has no deadband; use on_change", p.Type)
 	}
 	if !utf8.ValidString(p.Unit) || len(p.Unit) > 32 {
-		v.addf(path+".unit", "must be UTF-8 text of at most 32 bytes")
+		v.Addf(path+".unit", "must be UTF-8 text of at most 32 bytes")
 	}
 	if p.Writable {
 		switch {
 		case p.Register == RegDiscrete || p.Register == RegInput:
-			v.addf(path+".writable", "%s registers are read-only", p.Register)
+			v.Addf(path+".writable", "%s registers are read-only", p.Register)
 		}
 	}
 	if p.ReadBack && !p.Writable {
-		v.addf(path+".read_back", "only a writable point is read back")
+		v.Addf(path+".read_back", "only a writable point is read back")
 	}
 }
 
 // validator collects "path: reason" errors.
 type validator struct {
-	errs []error
-}
-
-func (v *validator) addf(path, format string, args ...any) {
-	v.errs = append(v.errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
-}
-
-func (v *validator) intRange(path string, got, lo, hi int) {
-	if got < lo || got > hi {
-		v.addf(path, "must be between %d and %d, got %d", lo, hi, got)
-	}
-}
-
-func (v *validator) oneOf(path, got string, allowed ...string) {
-	if !slices.Contains(allowed, got) {
-		v.addf(path, "must be one of %s, got %q", strings.Join(allowed, ", "), got)
-	}
+	check.Errors
 }
 
 // name checks a device, group or point name; it reports whether it is valid.
 func (v *validator) name(path, n string) bool {
 	switch {
 	case n == "":
-		v.addf(path, "must not be empty")
+		v.Addf(path, "must not be empty")
 	case n == "status" || n == "set":
-		v.addf(path, "%q is reserved for a topic of its own", n)
+		v.Addf(path, "%q is reserved for a topic of its own", n)
 	case !namePattern.MatchString(n):
-		v.addf(path, "%q must be 1 to 64 letters, digits, '_', '-' or '.'", n)
+		v.Addf(path, "%q must be 1 to 64 letters, digits, '_', '-' or '.'", n)
 	default:
 		return true
 	}
@@ -269,13 +254,13 @@ func (v *validator) name(path, n string) bool {
 func (v *validator) prefix(path, p string) {
 	switch {
 	case p == "":
-		v.addf(path, "must not be empty")
+		v.Addf(path, "must not be empty")
 	case len(p) > maxTopicLength/2 || !utf8.ValidString(p) || strings.ContainsAny(p, "+#\x00"):
-		v.addf(path, "%q must be UTF-8 without +, # or NUL", p)
+		v.Addf(path, "%q must be UTF-8 without +, # or NUL", p)
 	case strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") || strings.Contains(p, "//"):
-		v.addf(path, "%q must not start or end with / or have empty levels", p)
+		v.Addf(path, "%q must not start or end with / or have empty levels", p)
 	case strings.HasPrefix(p, "$"):
-		v.addf(path, "%q must not start with $ (reserved for the broker)", p)
+		v.Addf(path, "%q must not start with $ (reserved for the broker)", p)
 	}
 }
 
@@ -283,12 +268,12 @@ func (v *validator) prefix(path, p string) {
 func (v *validator) address(path, addr string) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil || host == "" {
-		v.addf(path, "must be host:port (e.g. \"192.168.1.20:502\"), got %q", addr)
+		v.Addf(path, "must be host:port (e.g. \"192.168.1.20:502\"), got %q", addr)
 		return
 	}
 	n, err := strconv.Atoi(port)
 	if err != nil || n < 1 || n > 65535 {
-		v.addf(path, "port must be a number between 1 and 65535, got %q", port)
+		v.Addf(path, "port must be a number between 1 and 65535, got %q", port)
 	}
 }
 

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/fieldgate/fieldgate/internal/check"
 )
 
 // Ranges accepted by Validate: wide enough for any real sensor, narrow
@@ -40,25 +42,25 @@ func (c Config) Validate() error {
 	var v validator
 	v.topicPart("prefix", c.Prefix, true)
 	if c.QoS < 0 || c.QoS > 2 {
-		v.addf("qos", "must be 0, 1 or 2, got %d", c.QoS)
+		v.Addf("qos", "must be 0, 1 or 2, got %d", c.QoS)
 	}
 	if c.ReconnectMin <= 0 || c.ReconnectMin > maxReconnect {
-		v.addf("reconnect_min", "must be between 1ns and %s, got %s", maxReconnect, c.ReconnectMin)
+		v.Addf("reconnect_min", "must be between 1ns and %s, got %s", maxReconnect, c.ReconnectMin)
 	}
 	if c.ReconnectMax < c.ReconnectMin || c.ReconnectMax > maxReconnect {
-		v.addf("reconnect_max", "must be between reconnect_min (%s) and %s, got %s", c.ReconnectMin, maxReconnect, c.ReconnectMax)
+		v.Addf("reconnect_max", "must be between reconnect_min (%s) and %s, got %s", c.ReconnectMin, maxReconnect, c.ReconnectMax)
 	}
 	seen := make(map[string]int)
 	for i, s := range c.Sensors {
 		path := fmt.Sprintf("sensors[%d]", i)
 		if j, dup := seen[s.Name]; dup && s.Name != "" {
-			v.addf(path+".name", "%q is already the name of sensors[%d]", s.Name, j)
+			v.Addf(path+".name", "%q is already the name of sensors[%d]", s.Name, j)
 		} else {
 			seen[s.Name] = i
 		}
 		s.validate(&v, path)
 	}
-	return errors.Join(v.errs...)
+	return v.Err()
 }
 
 // validate checks one sensor; path is "sensors[i]".
@@ -67,31 +69,31 @@ func (s Sensor) validate(v *validator, path string) {
 	v.topicPart(path+".name", s.Name, false)
 	switch {
 	case s.Port == "":
-		v.addf(path+".port", "must not be empty")
+		v.Addf(path+".port", "must not be empty")
 	case !filepath.IsAbs(s.Port):
-		v.addf(path+".port", "must be an absolute device path such as /dev/serial/by-id/..., got %q", s.Port)
+		v.Addf(path+".port", "must be an absolute device path such as /dev/serial/by-id/..., got %q", s.Port)
 	case strings.ContainsRune(s.Port, 0):
-		v.addf(path+".port", "must not contain NUL characters")
+		v.Addf(path+".port", "must not contain NUL characters")
 	}
 	if s.Baud < minBaud || s.Baud > maxBaud {
-		v.addf(path+".baud", "must be between %d and %d, got %d", minBaud, maxBaud, s.Baud)
+		v.Addf(path+".baud", "must be between %d and %d, got %d", minBaud, maxBaud, s.Baud)
 	}
 	if s.DataBits < 5 || s.DataBits > 8 {
-		v.addf(path+".data_bits", "must be 5, 6, 7 or 8, got %d", s.DataBits)
+		v.Addf(path+".data_bits", "must be 5, 6, 7 or 8, got %d", s.DataBits)
 	}
 	if _, ok := parities[s.Parity]; !ok {
-		v.addf(path+".parity", "must be one of none, odd, even, mark, space, got %q", s.Parity)
+		v.Addf(path+".parity", "must be one of none, odd, even, mark, space, got %q", s.Parity)
 	}
 	if _, ok := stopBits[s.StopBits]; !ok {
-		v.addf(path+".stop_bits", "must be 1, 1.5 or 2, got %v", s.StopBits)
+		v.Addf(path+".stop_bits", "must be 1, 1.5 or 2, got %v", s.StopBits)
 	}
 	if term, err := unescape(s.Terminator); err != nil {
-		v.addf(path+".terminator", "%v", err)
+		v.Addf(path+".terminator", "%v", err)
 	} else if len(term) > maxTerminator {
-		v.addf(path+".terminator", "must be at most %d bytes, got %d", maxTerminator, len(term))
+		v.Addf(path+".terminator", "must be at most %d bytes, got %d", maxTerminator, len(term))
 	}
 	if s.MaxLine < 1 || s.MaxLine > maxMaxLine {
-		v.addf(path+".max_line", "must be between 1 and %d bytes, got %d", maxMaxLine, s.MaxLine)
+		v.Addf(path+".max_line", "must be between 1 and %d bytes, got %d", maxMaxLine, s.MaxLine)
 	}
 	switch s.Parser {
 	case parserNMEA:
@@ -99,28 +101,28 @@ func (s Sensor) validate(v *validator, path string) {
 	case parserRegex:
 		s.validateRegex(v, path)
 	case "":
-		v.addf(path+".parser", "must be set: nmea or regex")
+		v.Addf(path+".parser", "must be set: nmea or regex")
 	default:
-		v.addf(path+".parser", "must be nmea or regex, got %q", s.Parser)
+		v.Addf(path+".parser", "must be nmea or regex, got %q", s.Parser)
 	}
 	s.validateRequest(v, path)
 }
 
 func (s Sensor) validateNMEA(v *validator, path string) {
 	if s.Regex != "" {
-		v.addf(path+".regex", "only for parser regex")
+		v.Addf(path+".regex", "only for parser regex")
 	}
 	if len(s.Fields) > 0 {
-		v.addf(path+".fields", "only for parser regex")
+		v.Addf(path+".fields", "only for parser regex")
 	}
 	var seen []string
 	for i, t := range s.Sentences {
 		p := fmt.Sprintf("%s.sentences[%d]", path, i)
 		switch {
 		case !slices.Contains(nmeaSentences, t):
-			v.addf(p, "must be one of %s, got %q", strings.Join(nmeaSentences, ", "), t)
+			v.Addf(p, "must be one of %s, got %q", strings.Join(nmeaSentences, ", "), t)
 		case slices.Contains(seen, t):
-			v.addf(p, "%s is listed twice", t)
+			v.Addf(p, "%s is listed twice", t)
 		}
 		seen = append(seen, t)
 	}
@@ -128,14 +130,14 @@ func (s Sensor) validateNMEA(v *validator, path string) {
 
 func (s Sensor) validateRegex(v *validator, path string) {
 	if len(s.Sentences) > 0 {
-		v.addf(path+".sentences", "only for parser nmea")
+		v.Addf(path+".sentences", "only for parser nmea")
 	}
 	if s.Regex == "" {
-		v.addf(path+".regex", "required for parser regex")
+		v.Addf(path+".regex", "required for parser regex")
 		return
 	}
 	if len(s.Regex) > maxRegexLength {
-		v.addf(path+".regex", "must be at most %d bytes, got %d", maxRegexLength, len(s.Regex))
+		v.Addf(path+".regex", "must be at most %d bytes, got %d", maxRegexLength, len(s.Regex))
 		return
 	}
 	re, err := regexp.Compile(s.Regex)
@@ -144,9 +146,9 @@ func (s Sensor) validateRegex(v *validator, path string) {
 		// newlines: quote it to keep one error per line.
 		var se *syntax.Error
 		if errors.As(err, &se) {
-			v.addf(path+".regex", "invalid: %s: %q", se.Code, se.Expr)
+			v.Addf(path+".regex", "invalid: %s: %q", se.Code, se.Expr)
 		} else {
-			v.addf(path+".regex", "invalid: %q", err.Error())
+			v.Addf(path+".regex", "invalid: %q", err.Error())
 		}
 		return
 	}
@@ -158,13 +160,13 @@ func (s Sensor) validateRegex(v *validator, path string) {
 	}
 	switch {
 	case len(groups) == 0:
-		v.addf(path+".regex", "needs at least one named group such as (?P<temp>[-0-9.]+)")
+		v.Addf(path+".regex", "needs at least one named group such as (?P<temp>[-0-9.]+)")
 	case len(groups) > maxFieldsPerLine:
-		v.addf(path+".regex", "has %d named groups, at most %d allowed", len(groups), maxFieldsPerLine)
+		v.Addf(path+".regex", "has %d named groups, at most %d allowed", len(groups), maxFieldsPerLine)
 	}
 	for i, n := range groups {
 		if slices.Contains(groups[:i], n) {
-			v.addf(path+".regex", "group name %q is used twice", n)
+			v.Addf(path+".regex", "group name %q is used twice", n)
 		}
 	}
 	var seen []string
@@ -172,11 +174,11 @@ func (s Sensor) validateRegex(v *validator, path string) {
 		p := fmt.Sprintf("%s.fields[%d]", path, i)
 		switch {
 		case f.Name == "":
-			v.addf(p+".name", "must not be empty")
+			v.Addf(p+".name", "must not be empty")
 		case !slices.Contains(groups, f.Name):
-			v.addf(p+".name", "%q is not a named group of regex", f.Name)
+			v.Addf(p+".name", "%q is not a named group of regex", f.Name)
 		case slices.Contains(seen, f.Name):
-			v.addf(p+".name", "%q is listed twice", f.Name)
+			v.Addf(p+".name", "%q is listed twice", f.Name)
 		}
 		seen = append(seen, f.Name)
 		typ := f.Type
@@ -186,20 +188,20 @@ func (s Sensor) validateRegex(v *validator, path string) {
 		switch typ {
 		case TypeFloat, TypeInt:
 			if math.IsNaN(f.Scale) || math.IsInf(f.Scale, 0) {
-				v.addf(p+".scale", "must be a finite number, got %v", f.Scale)
+				v.Addf(p+".scale", "must be a finite number, got %v", f.Scale)
 			}
 			if math.IsNaN(f.Offset) || math.IsInf(f.Offset, 0) {
-				v.addf(p+".offset", "must be a finite number, got %v", f.Offset)
+				v.Addf(p+".offset", "must be a finite number, got %v", f.Offset)
 			}
 		case TypeBool, TypeString:
 			if f.Scale != 0 {
-				v.addf(p+".scale", "only for types float and int")
+				v.Addf(p+".scale", "only for types float and int")
 			}
 			if f.Offset != 0 {
-				v.addf(p+".offset", "only for types float and int")
+				v.Addf(p+".offset", "only for types float and int")
 			}
 		default:
-			v.addf(p+".type", "must be one of float, int, bool, string, got %q", f.Type)
+			v.Addf(p+".type", "must be one of float, int, bool, string, got %q", f.Type)
 		}
 	}
 }
@@ -207,28 +209,23 @@ func (s Sensor) validateRegex(v *validator, path string) {
 func (s Sensor) validateRequest(v *validator, path string) {
 	if s.Request == "" {
 		if s.RequestInterval != 0 {
-			v.addf(path+".request_interval", "only with request")
+			v.Addf(path+".request_interval", "only with request")
 		}
 		return
 	}
 	if req, err := unescape(s.Request); err != nil {
-		v.addf(path+".request", "%v", err)
+		v.Addf(path+".request", "%v", err)
 	} else if len(req) > maxRequest {
-		v.addf(path+".request", "must be at most %d bytes, got %d", maxRequest, len(req))
+		v.Addf(path+".request", "must be at most %d bytes, got %d", maxRequest, len(req))
 	}
 	if s.RequestInterval < minInterval {
-		v.addf(path+".request_interval", "must be at least %s when request is set, got %s", minInterval, s.RequestInterval)
+		v.Addf(path+".request_interval", "must be at least %s when request is set, got %s", minInterval, s.RequestInterval)
 	}
 }
 
 // validator collects "path: reason" errors.
 type validator struct {
-	errs []error
-}
-
-// addf records a problem with the field at path.
-func (v *validator) addf(path, format string, args ...any) {
-	v.errs = append(v.errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
+	check.Errors
 }
 
 // topicPart checks a topic prefix (multi allows several levels) or a single
@@ -240,17 +237,17 @@ func (v *validator) topicPart(path, s string, multi bool) {
 	}
 	switch {
 	case s == "":
-		v.addf(path, "must not be empty")
+		v.Addf(path, "must not be empty")
 	case len(s) > limit:
-		v.addf(path, "must be at most %d bytes, got %d", limit, len(s))
+		v.Addf(path, "must be at most %d bytes, got %d", limit, len(s))
 	case !utf8.ValidString(s) || strings.ContainsAny(s, "+#\x00"):
-		v.addf(path, "%q must be UTF-8 without +, # or NUL", s)
+		v.Addf(path, "%q must be UTF-8 without +, # or NUL", s)
 	case !multi && strings.Contains(s, "/"):
-		v.addf(path, "%q must be a single topic level (no /)", s)
+		v.Addf(path, "%q must be a single topic level (no /)", s)
 	case multi && slices.Contains(strings.Split(s, "/"), ""):
-		v.addf(path, "%q must not have empty topic levels (leading, trailing or double /)", s)
+		v.Addf(path, "%q must not have empty topic levels (leading, trailing or double /)", s)
 	case strings.HasPrefix(s, "$"):
-		v.addf(path, "%q must not start with $ (reserved for the broker)", s)
+		v.Addf(path, "%q must not start with $ (reserved for the broker)", s)
 	}
 }
 
