@@ -70,21 +70,11 @@ func (g *gateway) apply(ctx context.Context, next config.Config) ([]string, erro
 			errs = append(errs, fmt.Errorf("southbound.modbus: %w", err))
 			next.Southbound.Modbus = cur.Southbound.Modbus
 		} else {
-			// Devices that stay keep their retained status across the
-			// restart: no offline blip for the ones the change did not touch.
-			g.mu.Lock()
-			old := g.modbus
-			g.mu.Unlock()
-			var names []string
+			var keep []string
 			for _, d := range next.Southbound.Modbus.Devices {
-				names = append(names, d.Name)
+				keep = append(keep, d.Name)
 			}
-			old.KeepStatus(names)
-			g.stop("modbus")
-			g.mu.Lock()
-			g.modbus = svc
-			g.mu.Unlock()
-			g.start("modbus", svc.Run)
+			swapService(g, "modbus", &g.modbus, svc, keep)
 		}
 	}
 	if !reflect.DeepEqual(next.Southbound.Serial, cur.Southbound.Serial) {
@@ -93,19 +83,11 @@ func (g *gateway) apply(ctx context.Context, next config.Config) ([]string, erro
 			errs = append(errs, fmt.Errorf("southbound.serial: %w", err))
 			next.Southbound.Serial = cur.Southbound.Serial
 		} else {
-			g.mu.Lock()
-			old := g.serial
-			g.mu.Unlock()
-			var names []string
+			var keep []string
 			for _, sn := range next.Southbound.Serial.Sensors {
-				names = append(names, sn.Name)
+				keep = append(keep, sn.Name)
 			}
-			old.KeepStatus(names)
-			g.stop("serial")
-			g.mu.Lock()
-			g.serial = svc
-			g.mu.Unlock()
-			g.start("serial", svc.Run)
+			swapService(g, "serial", &g.serial, svc, keep)
 		}
 	}
 	g.mu.Lock()
@@ -115,6 +97,28 @@ func (g *gateway) apply(ctx context.Context, next config.Config) ([]string, erro
 		g.log.Warn("config change: these settings need a restart and keep their running values until then", "settings", restart)
 	}
 	return restart, errors.Join(errs...)
+}
+
+// southboundService is a Modbus or serial service as a config change
+// swaps it.
+type southboundService interface {
+	KeepStatus(names []string)
+	Run(ctx context.Context) error
+}
+
+// swapService replaces the running part name, held in *slot, with next. The
+// devices named in keep stay in the new config: the old service leaves
+// their retained status alone, so they do not blink offline.
+func swapService[S southboundService](g *gateway, name string, slot *S, next S, keep []string) {
+	g.mu.Lock()
+	old := *slot
+	g.mu.Unlock()
+	old.KeepStatus(keep)
+	g.stop(name)
+	g.mu.Lock()
+	*slot = next
+	g.mu.Unlock()
+	g.start(name, next.Run)
 }
 
 // replaceBridge builds the uplink for next and swaps it in: the new bridge's
