@@ -29,6 +29,7 @@ import (
 	"github.com/fieldgate/fieldgate/gateway/bus"
 	"github.com/fieldgate/fieldgate/gateway/config"
 	"github.com/fieldgate/fieldgate/gateway/web"
+	"github.com/fieldgate/fieldgate/internal/membudget"
 	"github.com/fieldgate/fieldgate/protocols/coap"
 	"github.com/fieldgate/fieldgate/protocols/mqtt"
 	"github.com/fieldgate/fieldgate/protocols/mqttsn"
@@ -93,7 +94,8 @@ type gateway struct {
 	serial     *serial.Service
 	parts      map[string]*part // the running parts by name
 
-	applyMu  sync.Mutex // one config change at a time
+	applyMu  sync.Mutex        // one config change at a time
+	budget   *membudget.Budget // the global memory budget, fixed at start
 	ready    chan struct{}
 	writeSeq atomic.Int64 // numbers the page's Modbus write commands
 }
@@ -146,7 +148,9 @@ func Run(ctx context.Context, opts Options) error {
 			log.Error("store close failed", "path", dbPath, "error", err)
 		}
 	}()
-	g.broker, err = mqtt.New(cfg.Broker, mqtt.Options{Logger: log, Store: g.db, Version: opts.Version})
+	// One memory budget for everything peers can make the gateway hold.
+	g.budget = membudget.New(int64(cfg.Gateway.MemoryBudgetMB) << 20)
+	g.broker, err = mqtt.New(cfg.Broker, mqtt.Options{Logger: log, Store: g.db, Version: opts.Version, Budget: g.budget})
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}

@@ -61,6 +61,12 @@ func (c partsCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, s := range sr.Stats() {
 		e.walk("fieldgate_serial", []string{"sensor", s.Name}, reflect.ValueOf(s))
 	}
+	e.gauge("fieldgate_memory_budget_limit_bytes", nil, float64(g.budget.Limit()))
+	e.gauge("fieldgate_memory_budget_used_bytes", nil, float64(g.budget.Used()))
+	for _, a := range g.budget.Stats() {
+		e.gauge("fieldgate_memory_budget_account_used_bytes", []string{"account", a.Name}, float64(a.Used))
+		e.gauge("fieldgate_memory_budget_account_refused_total", []string{"account", a.Name}, float64(a.Refused))
+	}
 }
 
 type emitter struct {

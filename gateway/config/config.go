@@ -70,6 +70,12 @@ type Gateway struct {
 	ID string `yaml:"id"`
 	// DataDir holds the gateway's persistent state (the bbolt database).
 	DataDir string `yaml:"data_dir"`
+	// MemoryBudgetMB bounds, in MiB, what peers on the network can make the
+	// gateway hold: packet bodies being read, MQTT-SN and CoAP per-peer
+	// state, offline session queues. A reservation past it is refused (the
+	// peer gets an error or is disconnected), never the process killed.
+	// 0: unlimited.
+	MemoryBudgetMB int `yaml:"memory_budget_mb"`
 }
 
 // Log configures logging.
@@ -92,7 +98,7 @@ var DefaultYAML []byte
 func Default() Config {
 	return Config{
 		Version: Version,
-		Gateway: Gateway{ID: "", DataDir: "./data"},
+		Gateway: Gateway{ID: "", DataDir: "./data", MemoryBudgetMB: 256},
 		Log:     Log{Level: "info", Format: "text"},
 		Web:     DefaultWeb(),
 		Broker:  mqtt.DefaultConfig(),
@@ -158,6 +164,9 @@ func (c Config) Validate() error {
 	}
 	if c.Gateway.DataDir == "" {
 		errs = append(errs, errors.New("gateway.data_dir: must not be empty"))
+	}
+	if c.Gateway.MemoryBudgetMB < 0 || c.Gateway.MemoryBudgetMB > 1<<20 {
+		errs = append(errs, fmt.Errorf("gateway.memory_budget_mb: %d is out of range 0..1048576", c.Gateway.MemoryBudgetMB))
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -31,6 +31,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/fieldgate/fieldgate/gateway/bus"
+	"github.com/fieldgate/fieldgate/internal/membudget"
 	"github.com/fieldgate/fieldgate/store"
 )
 
@@ -43,6 +44,9 @@ type Options struct {
 	Store *store.DB
 	// Version is reported in $SYS/broker/version.
 	Version string
+	// Budget is the gateway's memory budget; packet bodies being read and
+	// offline session queues draw on it. Nil: unlimited.
+	Budget *membudget.Budget
 }
 
 // Broker is the running local MQTT broker. It implements bus.Bus.
