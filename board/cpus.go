@@ -49,6 +49,7 @@ type CPUScaler struct {
 	setOne  func()                       // schedule on one core
 	setAll  func()                       // the runtime's default
 	all     int                          // cores in the runtime's default
+	every   time.Duration                // sampling interval (scaleInterval)
 
 	procs   atomic.Int32
 	changes atomic.Int64
@@ -89,6 +90,7 @@ func NewCPUScaler(mode string, env func(string) string, log *slog.Logger) *CPUSc
 		// own updates of the default (a changed CPU quota) working.
 		setAll: func() { runtime.SetDefaultGOMAXPROCS() },
 		all:    all,
+		every:  scaleInterval,
 	}
 	s.procs.Store(int32(all))
 	return s
@@ -124,7 +126,7 @@ func (s *CPUScaler) Run(ctx context.Context) error {
 	s.setOne()
 	s.procs.Store(1)
 	s.log.Debug("scheduling on one core until the gateway is busy", "cores", s.all)
-	t := time.NewTicker(scaleInterval)
+	t := time.NewTicker(s.every)
 	defer t.Stop()
 	for {
 		select {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 )
@@ -91,54 +92,89 @@ func TestCPUScalerOff(t *testing.T) {
 	}
 }
 
-// TestCPUScalerRuns drives the real runtime: Run starts on one core, a busy
-// process gets every core back within a couple of seconds, and the default
-// is restored when Run ends. It changes this test process's GOMAXPROCS, so
-// it does not run in parallel with anything.
+// TestCPUScalerRuns drives Run with an injected CPU reading and injected
+// core settings, so it is deterministic under any load: Run starts on one
+// core, a busy reading gives every core back, an idle one takes them away
+// after scaleDownAfter samples, and the default is restored when Run ends.
 func TestCPUScalerRuns(t *testing.T) {
-	if runtime.NumCPU() < 2 {
-		t.Skip("one CPU: nothing to scale")
+	var (
+		mu    sync.Mutex
+		busy  bool
+		used  time.Duration
+		at    = time.Now()
+		procs = 4
+	)
+	s := &CPUScaler{
+		log: slog.New(slog.DiscardHandler),
+		cpuTime: func() (time.Duration, bool) {
+			mu.Lock()
+			defer mu.Unlock()
+			now := time.Now()
+			if busy { // two cores' worth of CPU time since the last reading
+				used += 2 * now.Sub(at)
+			}
+			at = now
+			return used, true
+		},
+		setOne: func() { mu.Lock(); procs = 1; mu.Unlock() },
+		setAll: func() { mu.Lock(); procs = 4; mu.Unlock() },
+		all:    4,
+		every:  time.Millisecond,
 	}
-	before := runtime.GOMAXPROCS(0)
-	s := NewCPUScaler(CPUsAdaptive, func(string) string { return "" }, nil)
-	if s == nil {
-		t.Skip("GOMAXPROCS is 1 here")
-	}
+	s.procs.Store(4)
+	current := func() int { mu.Lock(); defer mu.Unlock(); return procs }
+	setBusy := func(b bool) { mu.Lock(); busy = b; mu.Unlock() }
+
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped { // a failed wait: stop Run before the next test
+			cancel()
+			<-done
+		}
+	})
 
-	waitFor(t, 2*time.Second, func() bool { return runtime.GOMAXPROCS(0) == 1 }, "one core at start")
-
-	// Burn CPU until the scaler gives the cores back.
-	stop := make(chan struct{})
-	for range 2 {
-		go func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				for i := 0; i < 1e5; i++ {
-					_ = i * i
-				}
-			}
-		}()
-	}
-	waitFor(t, 5*time.Second, func() bool { return runtime.GOMAXPROCS(0) == before }, "all cores under load")
-	close(stop)
-	if got := s.Stats(); got.Procs != before || got.Changes < 1 {
-		t.Fatalf("stats %+v, want %d cores after at least one change", got, before)
+	waitFor(t, 5*time.Second, func() bool { return current() == 1 && s.Stats().Procs == 1 }, "one core at start")
+	setBusy(true)
+	waitFor(t, 5*time.Second, func() bool { return current() == 4 && s.Stats().Procs == 4 }, "all cores when busy")
+	setBusy(false)
+	waitFor(t, 5*time.Second, func() bool { return current() == 1 }, "one core again when idle")
+	if got := s.Stats().Changes; got < 2 {
+		t.Fatalf("Changes = %d, want at least 2 (up, then down)", got)
 	}
 
-	// Stopping restores the runtime's default.
+	// Stopping restores the default.
 	cancel()
+	stopped = true
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+	if current() != 4 || s.Stats().Procs != 4 {
+		t.Fatalf("after Run: %d cores set, stats say %d; want the default 4", current(), s.Stats().Procs)
+	}
+}
+
+// TestCPUScalerSettersChangeTheRuntime checks that the real setters change
+// GOMAXPROCS, and puts the runtime back whatever happens.
+func TestCPUScalerSettersChangeTheRuntime(t *testing.T) {
+	before := runtime.GOMAXPROCS(0)
+	t.Cleanup(func() { runtime.GOMAXPROCS(before) })
+	s := NewCPUScaler(CPUsAdaptive, func(string) string { return "" }, nil)
+	if s == nil {
+		if before < 2 {
+			return // one core: NewCPUScaler rightly returns nil, nothing to set
+		}
+		t.Fatal("NewCPUScaler returned nil with several cores")
+	}
+	s.setOne()
+	if got := runtime.GOMAXPROCS(0); got != 1 {
+		t.Fatalf("setOne: GOMAXPROCS = %d", got)
+	}
+	s.setAll()
 	if got := runtime.GOMAXPROCS(0); got != before {
-		t.Fatalf("GOMAXPROCS after Run = %d, want the default %d", got, before)
+		t.Fatalf("setAll: GOMAXPROCS = %d, want %d", got, before)
 	}
 }
 

@@ -29,6 +29,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fieldgate/fieldgate/internal/peertest"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -71,18 +72,13 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// requireTools skips (or, in CI, fails) the test when the mosquitto clients
-// are missing, and returns the built binary.
+// requireTools fails the test (skips it under SKIP_PEERS=1) when the
+// mosquitto clients are missing, and returns the built binary.
 func requireTools(t *testing.T) string {
 	t.Helper()
-	for _, tool := range []string{"mosquitto_pub", "mosquitto_sub", "stdbuf"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "" {
-				t.Skipf("%s not installed (apt-get install mosquitto-clients)", tool)
-			}
-			t.Fatalf("%s not installed, and CI is set: .ci/run must install mosquitto-clients (stdbuf: coreutils)", tool)
-		}
-	}
+	peertest.Need(t, "mosquitto_pub", "mosquitto-clients")
+	peertest.Need(t, "mosquitto_sub", "mosquitto-clients")
+	peertest.Need(t, "stdbuf", "coreutils")
 	path, err := bin()
 	if err != nil {
 		t.Fatal(err)

@@ -23,6 +23,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fieldgate/fieldgate/internal/peertest"
 )
 
 // python is Debian's interpreter, which python3-pymodbus installs into.
@@ -102,16 +104,12 @@ const meterDevice = `
           - {name: door, register: discrete, address: 0}
 `
 
-// requireTool skips the test (or, in CI, fails it) when ok is false.
+// requireTool fails the test (skips it under SKIP_PEERS=1) when ok is false.
 func requireTool(t *testing.T, ok bool, what, install string) {
 	t.Helper()
-	if ok {
-		return
+	if !ok {
+		peertest.Missing(t, what, install)
 	}
-	if os.Getenv("CI") == "" {
-		t.Skipf("%s not available (%s)", what, install)
-	}
-	t.Fatalf("%s not available, and CI is set: .ci/run must install it (%s)", what, install)
 }
 
 // modbusSim is the pymodbus slave, which the test stops and starts again on

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fieldgate/fieldgate/internal/peertest"
 	smodbus "github.com/simonvetter/modbus"
 )
 
@@ -95,29 +96,22 @@ func startModbusSimulator(t *testing.T, bank *holdingBank) string {
 	return ""
 }
 
-// requireBrowser skips (or, in CI, fails) the test without Debian's
-// chromium, node and playwright-core, and returns node's path and the e2e
-// directory.
+// requireBrowser fails the test (skips it under SKIP_PEERS=1) without
+// Debian's chromium, node and playwright-core, and returns node's path and
+// the e2e directory.
 func requireBrowser(t *testing.T) (node, dir string) {
 	t.Helper()
-	missing := t.Skipf
-	if os.Getenv("CI") != "" {
-		missing = t.Fatalf
-	}
 	dir, err := filepath.Abs(filepath.Join("web", "e2e"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat("/usr/bin/chromium"); err != nil {
-		missing("no /usr/bin/chromium (apt-get install chromium)")
+		peertest.Missing(t, "no /usr/bin/chromium", "apt-get install chromium")
 	}
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", "playwright-core")); err != nil {
-		missing("no playwright-core (cd gateway/web/e2e && npm ci)")
+		peertest.Missing(t, "no playwright-core", "cd gateway/web/e2e && npm ci")
 	}
-	node, err = exec.LookPath("node")
-	if err != nil {
-		missing("no node (apt-get install nodejs)")
-	}
+	node = peertest.Need(t, "node", "nodejs")
 	return node, dir
 }
 

@@ -251,7 +251,6 @@ type udpRelay struct {
 	target  *net.UDPAddr
 	blocked atomic.Bool
 	mu      sync.Mutex
-	client  *net.UDPAddr
 	up      map[string]*net.UDPConn // client address → socket towards the target
 }
 

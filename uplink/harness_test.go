@@ -17,6 +17,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/fieldgate/fieldgate/internal/peertest"
 	"github.com/fieldgate/fieldgate/internal/testpki"
 	"github.com/fieldgate/fieldgate/protocols/mqtt"
 	"github.com/fieldgate/fieldgate/store"
@@ -285,7 +286,7 @@ func startMosquitto(t testing.TB, pki *testpki.PKI, port int) *mosquitto {
 	bin, err := exec.LookPath("mosquitto")
 	if err != nil {
 		if _, err = os.Stat("/usr/sbin/mosquitto"); err != nil {
-			t.Skip("mosquitto not installed (apt-get install mosquitto)")
+			peertest.Missing(t, "mosquitto not installed", "apt-get install mosquitto")
 		}
 		bin = "/usr/sbin/mosquitto"
 	}

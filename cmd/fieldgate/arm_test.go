@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fieldgate/fieldgate/internal/peertest"
 )
 
 // armTargets are the ARM builds `make cross` ships, and the qemu-user
@@ -30,15 +32,7 @@ var armTargets = []struct {
 // the program is missing, except under CI where that is a failure.
 func requireTool(t *testing.T, name, pkg string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%s not found (Debian package %s): required when CI is set", name, pkg)
-	}
-	t.Skipf("%s not found: apt-get install %s", name, pkg)
-	return ""
+	return peertest.Need(t, name, pkg)
 }
 
 // TestARMBinariesUnderQEMU runs the linux/arm (GOARM=7) and linux/arm64

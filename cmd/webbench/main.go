@@ -404,20 +404,6 @@ func quantile(d []time.Duration, q float64) time.Duration {
 	return d[max(0, min(i, len(d)-1))]
 }
 
-// metric reads one unlabelled sample from /metrics.
-func (c *webClient) metric(ctx context.Context, name string) (float64, error) {
-	b, err := c.do(ctx, endpoint{method: "GET", path: "/metrics"})
-	if err != nil {
-		return 0, err
-	}
-	for line := range strings.Lines(string(b)) {
-		if rest, ok := strings.CutPrefix(line, name+" "); ok {
-			return strconv.ParseFloat(strings.TrimSpace(rest), 64)
-		}
-	}
-	return 0, fmt.Errorf("no %s in /metrics", name)
-}
-
 // ---- live views ----
 
 // memory is what the open live views cost.

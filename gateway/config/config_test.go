@@ -304,7 +304,7 @@ func TestMarshalRoundTrip(t *testing.T) {
 	for _, dir := range []string{"valid-full", "valid-minimal", "southbound-valid"} {
 		c, err := Load(filepath.Join("testdata", "config", dir, "config.yaml"))
 		if err != nil {
-			t.Skipf("%s: %v", dir, err)
+			t.Fatalf("%s: %v", dir, err)
 		}
 		data, err := Marshal(c)
 		if err != nil {
