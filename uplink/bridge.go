@@ -15,6 +15,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/url"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -197,6 +198,11 @@ func (b *Bridge) Run(ctx context.Context) error {
 		backoff      = b.cfg.BackoffMin
 		server       = 0
 		quicFailures = 0
+		// probe is false right after an attempt that a successful path
+		// probe triggered failed: a cloud whose port accepts connections
+		// while its broker is not ready must not be hammered every
+		// path_probe, so the next wait is the plain backoff.
+		probe = true
 	)
 	for ctx.Err() == nil {
 		s := b.cfg.Servers[server]
@@ -216,17 +222,21 @@ func (b *Bridge) Run(ctx context.Context) error {
 				quicFailures++
 			}
 			b.failed(s, transport, err, backoff)
-			if !sleep(ctx, jitter(backoff, rand.Float64())) {
+			next, back, ok := b.waitRetry(ctx, backoff, probe)
+			if !ok {
 				break
 			}
 			backoff = min(2*backoff, b.cfg.BackoffMax)
-			server = (server + 1) % len(b.cfg.Servers)
+			server, probe = (server+1)%len(b.cfg.Servers), !back
+			if back {
+				server = next
+			}
 			continue
 		}
 		if transport == TransportQUIC {
 			quicFailures = 0
 		}
-		backoff = b.cfg.BackoffMin
+		backoff, probe = b.cfg.BackoffMin, true
 		b.log.Info("uplink connected", "server", s.Host, "transport", transport)
 		b.setState(func(st *Status) {
 			st.State, st.Connected, st.Since, st.LastError = "connected", true, b.now(), ""
@@ -246,7 +256,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 			continue
 		}
 		b.failed(s, transport, why, backoff)
-		if !sleep(ctx, jitter(backoff, rand.Float64())) {
+		if _, _, ok := b.waitRetry(ctx, backoff, true); !ok {
 			break
 		}
 	}
@@ -588,6 +598,68 @@ func (b *Bridge) probe(ctx context.Context, cancel context.CancelCauseFunc, s Se
 			return
 		}
 	}
+}
+
+// waitRetry waits out backoff (with jitter) before the next connection
+// attempt. With probe set and a wait longer than path_probe, it checks
+// every path_probe whether a server answers again; the first that does
+// ends the wait early (back is true, next is its index). ok is false when
+// ctx ended.
+//
+// Why a probe rather than a short backoff cap: a fleet of gateways that all
+// lost the cloud at once would otherwise retry full TLS and MQTT handshakes
+// every few seconds; a TCP connect that is closed at once costs the cloud
+// a SYN and no TLS, and lets the full reconnect happen within about
+// path_probe of the cloud coming back, whatever the outage length.
+func (b *Bridge) waitRetry(ctx context.Context, backoff time.Duration, probe bool) (next int, back, ok bool) {
+	wait := jitter(backoff, rand.Float64())
+	every := b.cfg.PathProbe
+	if !probe || every <= 0 || wait <= every {
+		return 0, false, sleep(ctx, wait)
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return 0, false, true
+		}
+		if !sleep(ctx, min(every, left)) {
+			return 0, false, false
+		}
+		if time.Until(deadline) <= 0 {
+			return 0, false, true
+		}
+		if i, up := b.reachable(ctx, every); up {
+			b.log.Info("uplink server reachable again: reconnecting now", "server", b.cfg.Servers[i].Host)
+			return i, true, true
+		}
+	}
+}
+
+// reachable reports whether any server accepts a connection now, trying
+// each for at most timeout: a TCP connect to its TLS or TCP port (closed
+// at once), or a QUIC handshake when it has only a QUIC port.
+func (b *Bridge) reachable(ctx context.Context, timeout time.Duration) (int, bool) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for i, s := range b.cfg.Servers {
+		port := s.TLSPort
+		if b.cfg.Transport == TransportTCP || port == 0 {
+			port = s.TCPPort
+		}
+		if port == 0 || b.cfg.Transport == TransportQUIC {
+			if s.QUICPort > 0 && b.dialer.probeQUIC(ctx, s) == nil {
+				return i, true
+			}
+			continue
+		}
+		var nd net.Dialer
+		if c, err := nd.DialContext(ctx, "tcp", net.JoinHostPort(s.Host, strconv.Itoa(port))); err == nil {
+			_ = c.Close()
+			return i, true
+		}
+	}
+	return 0, false
 }
 
 // sleep waits d or until ctx is done; it reports whether d passed.

@@ -43,6 +43,13 @@ type Config struct {
 	// from min to max after each failure, with jitter.
 	BackoffMin time.Duration `yaml:"backoff_min"`
 	BackoffMax time.Duration `yaml:"backoff_max"`
+	// PathProbe is how often, while waiting out a backoff longer than it,
+	// the bridge checks whether a server is reachable again (a TCP connect
+	// to its TLS or TCP port, closed at once; a QUIC handshake for a
+	// QUIC-only server). When one answers, the wait ends and the backoff
+	// starts again from backoff_min: after an outage of any length the
+	// bridge reconnects within about this interval. 0: no probe.
+	PathProbe time.Duration `yaml:"path_probe"`
 	// Inflight is how many QoS 1 publishes may wait for their PUBACK at
 	// once. The drain rate is at most inflight ÷ round-trip time, so size
 	// it for the link (the default, 1024, carries 10,000 messages/s at
@@ -144,6 +151,7 @@ func DefaultConfig() Config {
 		ConnectTimeout: 10 * time.Second,
 		BackoffMin:     time.Second,
 		BackoffMax:     time.Minute,
+		PathProbe:      2 * time.Second,
 		Inflight:       1024,
 		Connections:    1,
 		Outbox:         OutboxLimits{MaxBytes: 256 << 20, MaxMessages: 0, Policy: "drop_oldest"},
@@ -203,6 +211,9 @@ func (c Config) Validate() error {
 	}
 	if c.BackoffMin < 10*time.Millisecond {
 		add("backoff_min", "must be at least 10ms, got %s", c.BackoffMin)
+	}
+	if c.PathProbe != 0 && c.PathProbe < 100*time.Millisecond {
+		add("path_probe", "must be 0 (off) or at least 100ms, got %s", c.PathProbe)
 	}
 	if c.BackoffMax < c.BackoffMin {
 		add("backoff_max", "must not be below backoff_min (%s), got %s", c.BackoffMin, c.BackoffMax)
