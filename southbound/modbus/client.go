@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/goburrow/modbus"
-	"github.com/goburrow/serial"
 )
 
 // Client is the small part of a Modbus master that a line worker uses. One
@@ -100,8 +99,7 @@ func errorKind(err error) string {
 		return ErrKindException
 	case errors.As(err, &ke):
 		return ke.kind
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, serial.ErrTimeout),
-		errors.As(err, &ne) && ne.Timeout():
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
 		return ErrKindTimeout
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNREFUSED),
 		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, syscall.ENOENT),
@@ -115,12 +113,16 @@ func errorKind(err error) string {
 	return ErrKindOther
 }
 
-// goburrowClient adapts github.com/goburrow/modbus to Client.
+// goburrowClient adapts github.com/goburrow/modbus to Client. A TCP line
+// uses the library's TCP handler; an RTU line uses the library's RTU
+// framing (packager) over our own transport on go.bug.st/serial
+// (rtuTransport), which honours the transaction's deadline and reports a
+// vanished port as a line error.
 type goburrowClient struct {
 	tcp     *modbus.TCPClientHandler
-	rtu     *modbus.RTUClientHandler
+	rtu     *rtuTransport
+	pack    *modbus.RTUClientHandler // RTU: only its packager (slave id, CRC) is used
 	client  modbus.Client
-	closer  io.Closer
 	timeout time.Duration
 }
 
@@ -131,25 +133,17 @@ func newGoburrowClient(d Device, timeout time.Duration) *goburrowClient {
 	if d.TCP != nil {
 		h := modbus.NewTCPClientHandler(d.TCP.Address)
 		h.Timeout = timeout
-		c.tcp, c.client, c.closer = h, modbus.NewClient(h), h
+		c.tcp, c.client = h, modbus.NewClient(h)
 		return c
 	}
-	h := modbus.NewRTUClientHandler(d.RTU.Port)
-	h.BaudRate = d.RTU.Baud
-	h.DataBits = d.RTU.DataBits
-	h.Parity = d.RTU.Parity
-	h.StopBits = d.RTU.StopBits
-	h.Timeout = timeout
-	// The port stays open: the library's idle timer would close it from
-	// another goroutine without the lock its Send does not take.
-	h.IdleTimeout = 0
-	c.rtu, c.client, c.closer = h, modbus.NewClient(h), h
+	c.rtu = newRTUTransport(*d.RTU)
+	c.pack = &modbus.RTUClientHandler{}
+	c.client = modbus.NewClient2(c.pack, c.rtu)
 	return c
 }
 
-// prepare sets the slave id and maps ctx's deadline onto the library's
-// timeout (TCP: per transaction; RTU: the port's read timeout, fixed when
-// it opens).
+// prepare sets the slave id and maps ctx's deadline onto the transport
+// (TCP: the library's per-transaction timeout; RTU: ctx itself).
 func (c *goburrowClient) prepare(ctx context.Context, unit byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -164,14 +158,15 @@ func (c *goburrowClient) prepare(ctx context.Context, unit byte) error {
 	if c.tcp != nil {
 		c.tcp.SlaveId = unit
 		c.tcp.Timeout = t
-	} else {
-		c.rtu.SlaveId = unit
+		return nil
 	}
+	c.pack.SlaveId = unit
+	c.rtu.ctx, c.rtu.timeout = ctx, t
 	return nil
 }
 
 // do runs one library call and turns its result into our errors. Anything
-// but an exception reply closes the connection, so that a late or partial
+// but an exception reply resets the line (reset), so that a late or partial
 // reply can never be taken for the answer to the next request.
 func (c *goburrowClient) do(ctx context.Context, unit, fc byte, call func() ([]byte, error)) (res []byte, err error) {
 	if err := c.prepare(ctx, unit); err != nil {
@@ -185,6 +180,9 @@ func (c *goburrowClient) do(ctx context.Context, unit, fc byte, call func() ([]b
 		}()
 		res, err = call()
 	}()
+	if c.rtu != nil {
+		c.rtu.ctx = context.Background()
+	}
 	if err == nil {
 		return res, nil
 	}
@@ -195,7 +193,7 @@ func (c *goburrowClient) do(ctx context.Context, unit, fc byte, call func() ([]b
 		}
 		err = &kindError{ErrKindGarbage, fmt.Errorf("reply with function %d to function %d", mbErr.FunctionCode, fc)}
 	}
-	_ = c.closer.Close()
+	c.reset()
 	if errorKind(err) == ErrKindOther {
 		msg := err.Error()
 		switch {
@@ -237,7 +235,7 @@ func (c *goburrowClient) Read(ctx context.Context, unit byte, register string, a
 		want = (int(count) + 7) / 8
 	}
 	if len(res) != want {
-		_ = c.closer.Close()
+		c.reset()
 		return nil, &kindError{ErrKindGarbage, fmt.Errorf("reply has %d data bytes, want %d", len(res), want)}
 	}
 	return res, nil
@@ -277,5 +275,27 @@ func (c *goburrowClient) MaskWriteRegister(ctx context.Context, unit byte, addre
 	return err
 }
 
+// reset drops what a failed transaction may have left on the line. A TCP
+// connection is closed (the next call connects again). An RTU port stays
+// open: the transport flushes its buffers before every request, and closes
+// the port itself on a line error.
+func (c *goburrowClient) reset() {
+	if c.tcp != nil {
+		_ = c.tcp.Close()
+	}
+}
+
 // Close implements Client.
-func (c *goburrowClient) Close() error { return c.closer.Close() }
+func (c *goburrowClient) Close() error {
+	if c.tcp != nil {
+		return c.tcp.Close()
+	}
+	return c.rtu.close()
+}
+
+// reopen opens a lost RTU port again (resolving its path anew).
+func (c *goburrowClient) reopen() error { return c.rtu.open() }
+
+// presence identifies what an RTU line's port path resolves to now ("" when
+// it is missing).
+func (c *goburrowClient) presence() string { return presence(c.rtu.path) }

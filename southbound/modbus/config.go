@@ -17,7 +17,13 @@
 // its own (Origin), so that it never acts on its own publishes.
 //
 // github.com/goburrow/modbus is used only in this package, behind the small
-// Client interface.
+// Client interface: its TCP handler for TCP lines, and its RTU framing over
+// our own transport on go.bug.st/serial (fieldgate's one serial library,
+// shared with southbound/serial) for RTU lines. Every RTU transaction ends
+// by its deadline; a port that vanishes, hangs up or fails is a line error:
+// every device of the line goes offline with the reason "serial port gone"
+// at once, and the port is opened again (its path, typically a
+// /dev/serial/by-id link, resolved anew) as soon as it is back.
 package modbus
 
 import "time"

@@ -2,6 +2,7 @@ package modbus
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os/exec"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/fieldgate/fieldgate/internal/peertest"
 	"github.com/fieldgate/fieldgate/protocols/mqtt"
 )
 
@@ -19,7 +21,8 @@ import (
 func TestPymodbusThroughBroker(t *testing.T) {
 	const python = "/usr/bin/python3" // Debian's, with python3-pymodbus
 	if err := exec.Command(python, "-c", "import pymodbus.server").Run(); err != nil {
-		t.Skipf("python3-pymodbus is not installed for %s (apt-get install python3-pymodbus): %v", python, err)
+		peertest.Missing(t, fmt.Sprintf("pymodbus's server module under %s (%v)", python, err),
+			"apt-get install python3-pymodbus python3-serial-asyncio")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -1,9 +1,17 @@
 package modbus
 
 import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	goserial "go.bug.st/serial"
 
 	"github.com/fieldgate/fieldgate/gateway/bus"
 )
@@ -74,4 +82,178 @@ func TestRTUOverPty(t *testing.T) {
 			}
 		}
 	}
+}
+
+// scriptedPort is a serial port that answers every request with the next
+// chunks of reply, one chunk per read, and then nothing (a timeout). With
+// hungUp it returns (0, nil) at once, as a hung-up tty does under a serial
+// library that does not report it.
+type scriptedPort struct {
+	goserial.Port // the methods not below are not called
+	chunks        [][]byte
+	hungUp        bool
+	timeout       time.Duration
+	reads         int
+	written       []byte
+}
+
+func (p *scriptedPort) Write(b []byte) (int, error) {
+	p.written = append(p.written, b...)
+	return len(b), nil
+}
+
+func (p *scriptedPort) Read(b []byte) (int, error) {
+	p.reads++
+	if p.hungUp {
+		return 0, nil
+	}
+	if len(p.chunks) == 0 {
+		time.Sleep(p.timeout) // a read timeout, as the real port's
+		return 0, nil
+	}
+	n := copy(b, p.chunks[0])
+	if n == len(p.chunks[0]) {
+		p.chunks = p.chunks[1:]
+	} else {
+		p.chunks[0] = p.chunks[0][n:]
+	}
+	return n, nil
+}
+
+func (p *scriptedPort) SetReadTimeout(d time.Duration) error { p.timeout = d; return nil }
+func (p *scriptedPort) ResetInputBuffer() error              { return nil }
+func (p *scriptedPort) ResetOutputBuffer() error             { return nil }
+func (p *scriptedPort) Close() error                         { return nil }
+
+// scriptedTransport is an RTU transport over p whose device node exists.
+func scriptedTransport(t testing.TB, p *scriptedPort) *rtuTransport {
+	dev := filepath.Join(t.TempDir(), "tty")
+	if err := os.WriteFile(dev, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tr := newRTUTransport(RTU{Port: dev, Baud: 115200, DataBits: 8, Parity: "N", StopBits: 1})
+	tr.port, tr.dev = p, dev
+	return tr
+}
+
+// withReplyCRC appends the Modbus CRC to a reply.
+func withReplyCRC(b []byte) []byte {
+	return binary.LittleEndian.AppendUint16(b, crc16(b))
+}
+
+// TestRTUTransportHungUpDoesNotSpin: reads that return nothing at once are
+// a hang-up: the transaction ends with a line error after a few reads
+// (goburrow/serial under io.ReadAtLeast looped on them at ~6,500 reads/s).
+func TestRTUTransportHungUpDoesNotSpin(t *testing.T) {
+	p := &scriptedPort{hungUp: true}
+	tr := scriptedTransport(t, p)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	tr.ctx = ctx
+	start := time.Now()
+	_, err := tr.Send([]byte{1, 3, 0, 0, 0, 1, 0x84, 0x0a})
+	if !errors.Is(err, errPortGone) || errorKind(err) != ErrKindConnection {
+		t.Fatalf("Send: %v (kind %s), want a line error", err, errorKind(err))
+	}
+	if p.reads != rtuEmptyReads {
+		t.Errorf("%d reads, want %d", p.reads, rtuEmptyReads)
+	}
+	if tr.port != nil {
+		t.Error("port left open after a line error")
+	}
+	t.Logf("hung-up port given up after %d reads in %v", p.reads, time.Since(start))
+}
+
+// TestRTUTransportFrames reads replies of known length split across reads,
+// exceptions, unexpected replies and silence.
+func TestRTUTransportFrames(t *testing.T) {
+	readHolding := []byte{1, 3, 0, 0, 0, 2, 0xc4, 0x0b}
+	regs := withReplyCRC([]byte{1, 3, 4, 0x04, 0xd2, 0x16, 0x2e})
+	exc := withReplyCRC([]byte{1, 0x83, 2})
+	other := withReplyCRC([]byte{1, 4, 2, 0, 7})
+	tests := []struct {
+		name   string
+		chunks [][]byte
+		want   []byte
+		kind   string
+	}{
+		{"whole", [][]byte{regs}, regs, ""},
+		{"byte by byte", [][]byte{regs[:1], regs[1:2], regs[2:3], regs[3:6], regs[6:]}, regs, ""},
+		{"trailing bytes are not read", [][]byte{append(append([]byte(nil), regs...), 9, 9)}, regs, ""},
+		{"exception", [][]byte{exc}, exc, ""},
+		{"unexpected function, ended by silence", [][]byte{other}, other, ""},
+		{"silence", nil, nil, ErrKindTimeout},
+		{"partial", [][]byte{regs[:5]}, nil, ErrKindTimeout},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tr := scriptedTransport(t, &scriptedPort{chunks: tt.chunks})
+			ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+			defer cancel()
+			tr.ctx = ctx
+			got, err := tr.Send(readHolding)
+			if tt.kind != "" {
+				if errorKind(err) != tt.kind {
+					t.Fatalf("Send: %x, %v; want a %s error", got, err, tt.kind)
+				}
+				return
+			}
+			if err != nil || !bytes.Equal(got, tt.want) {
+				t.Fatalf("Send: %x, %v; want %x", got, err, tt.want)
+			}
+		})
+	}
+}
+
+// TestRTUTransportCancel: a cancelled context ends a transaction that
+// waits for its reply within a read tick.
+func TestRTUTransportCancel(t *testing.T) {
+	tr := scriptedTransport(t, &scriptedPort{})
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	tr.ctx = ctx
+	time.AfterFunc(100*time.Millisecond, cancel)
+	start := time.Now()
+	_, err := tr.Send([]byte{1, 3, 0, 0, 0, 1, 0x84, 0x0a})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Send: %v, want cancelled", err)
+	}
+	if took := time.Since(start); took > 100*time.Millisecond+5*rtuReadTick {
+		t.Errorf("cancelled transaction returned after %v", took)
+	}
+}
+
+// FuzzRTUReply feeds arbitrary bytes as the reply to a read: the transport
+// and goburrow's decoding must never panic, never return more than one
+// frame, and end by the deadline.
+func FuzzRTUReply(f *testing.F) {
+	f.Add([]byte{1, 3, 4, 0x04, 0xd2, 0x16, 0x2e, 0x6f, 0x3c}, uint8(1))
+	f.Add([]byte{1, 0x83, 2, 0xc0, 0xf1}, uint8(2))
+	f.Add([]byte{1, 3, 0xff}, uint8(3))
+	f.Add([]byte{}, uint8(1))
+	f.Fuzz(func(t *testing.T, reply []byte, split uint8) {
+		var chunks [][]byte
+		step := int(split%16) + 1
+		for b := reply; len(b) > 0; {
+			n := min(step, len(b))
+			chunks = append(chunks, b[:n])
+			b = b[n:]
+		}
+		p := &scriptedPort{chunks: chunks}
+		dev := filepath.Join(t.TempDir(), "tty")
+		if err := os.WriteFile(dev, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c := newGoburrowClient(Device{RTU: &RTU{Port: dev, Baud: 115200, DataBits: 8, Parity: "N", StopBits: 1}}, 20*time.Millisecond)
+		c.rtu.port, c.rtu.dev = p, dev
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		res, err := c.Read(ctx, 1, RegHolding, 0, 2)
+		if err == nil && len(res) != 4 {
+			t.Fatalf("%d data bytes accepted for 2 registers", len(res))
+		}
+		if took := time.Since(start); took > time.Second {
+			t.Fatalf("read took %v", took)
+		}
+	})
 }

@@ -95,6 +95,9 @@ type DeviceInfo struct {
 	Points             int
 	Online             bool
 	LastError          string
+	// SerialDevice is the device node an RTU port (typically a
+	// /dev/serial/by-id link) resolved to when it was last opened.
+	SerialDevice string
 }
 
 // Reading is one point's value from ReadNow.
@@ -200,7 +203,12 @@ func New(cfg Config, b bus.Bus, opts Options) (*Service, error) {
 		for _, d := range l.devices {
 			timeout = max(timeout, d.cfg.Timeout)
 		}
-		l.client = newGoburrowClient(l.devices[0].cfg, timeout)
+		c := newGoburrowClient(l.devices[0].cfg, timeout)
+		l.client = c
+		if c.rtu != nil {
+			l.port = c
+			l.reopen = backoff{min: reopenMin, max: reopenMax}
+		}
 	}
 	return s, nil
 }
@@ -370,6 +378,11 @@ func (s *Service) Devices() []DeviceInfo {
 			info.Transport, info.Address = "tcp", d.cfg.TCP.Address
 		} else {
 			info.Transport, info.Address = "rtu", d.cfg.RTU.Port
+			if c, ok := d.line.client.(*goburrowClient); ok && c.rtu != nil {
+				if dev := c.rtu.opened.Load(); dev != nil {
+					info.SerialDevice = *dev
+				}
+			}
 		}
 		d.mu.Lock()
 		info.Online, info.LastError = d.stats.Online, d.stats.LastError

@@ -26,6 +26,24 @@ type line struct {
 	devices []*device
 	client  Client
 	cmds    chan command
+
+	// port is the client of an RTU line, which can lose its serial port
+	// (nil on a TCP line).
+	port portLine
+	// lost is the line error (errPortGone) that took the line down, nil
+	// while the port is usable; reopen is the backoff between attempts to
+	// open a port that is there but fails.
+	lost   error
+	reopen backoff
+}
+
+// portLine is what a line whose port can vanish needs from its client.
+type portLine interface {
+	// reopen opens the port again, resolving its path anew.
+	reopen() error
+	// presence identifies what the port path resolves to now, "" when it
+	// is missing.
+	presence() string
 }
 
 // device is one slave. Its fields are owned by its line's worker, except
@@ -40,9 +58,10 @@ type device struct {
 	groups      []*group
 	statusTopic string
 
-	fails       int  // failed polls in a row
-	statusKnown bool // a status was published
-	online      bool
+	fails       int    // failed polls in a row
+	statusKnown bool   // a status was published
+	online      bool   // the status published
+	reason      string // why it is offline, as published
 
 	logLimit *rate.Limiter
 	mu       sync.Mutex
@@ -110,6 +129,17 @@ func (l *line) run(ctx context.Context) {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
+		if l.lost != nil {
+			if !l.recover(ctx) {
+				return
+			}
+			now := time.Now()
+			for _, d := range l.devices {
+				for _, g := range d.groups {
+					g.next = now
+				}
+			}
+		}
 		due := l.nextDue()
 		timer.Reset(time.Until(due))
 		select {
@@ -120,6 +150,7 @@ func (l *line) run(ctx context.Context) {
 			continue
 		case <-timer.C:
 		}
+	polls:
 		for _, d := range l.devices {
 			for _, g := range d.groups {
 				if now := time.Now(); !now.Before(g.next) {
@@ -128,9 +159,60 @@ func (l *line) run(ctx context.Context) {
 					}
 					l.pollGroup(ctx, d, g, now)
 					l.drain(ctx)
+					if l.lost != nil {
+						break polls
+					}
 				}
 			}
 		}
+	}
+}
+
+// recover handles a line error: every device of the line is published
+// offline with the reason "serial port gone", and the port is opened again
+// as soon as its path resolves to a device node again (looked at every
+// presenceTick: a stat, nothing that costs CPU), or after the backoff when
+// the node is there but failed. Commands meanwhile fail at once. It returns
+// false when ctx ends first.
+func (l *line) recover(ctx context.Context) bool {
+	s := l.svc
+	s.log.Warn("serial port gone", "line", l.key, "err", l.lost)
+	for _, d := range l.devices {
+		if d.online || !d.statusKnown || d.reason != reasonPortGone {
+			d.publishStatus(ctx, false, reasonPortGone)
+		}
+		d.fails = 0
+	}
+	if err := l.client.Close(); err != nil {
+		s.log.Debug("close lost line", "line", l.key, "err", err)
+	}
+	seen := l.port.presence()
+	retry := time.Now().Add(l.reopen.wait())
+	tick := time.NewTicker(presenceTick)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case cmd := <-l.cmds:
+			l.execute(ctx, cmd) // fails at once: the line is down
+			continue
+		case <-tick.C:
+		}
+		now := l.port.presence()
+		if now == "" || (now == seen && time.Now().Before(retry)) {
+			seen = now
+			continue
+		}
+		seen = now
+		if err := l.port.reopen(); err != nil {
+			s.log.Debug("serial port still unusable", "line", l.key, "err", err)
+			retry = time.Now().Add(l.reopen.wait())
+			continue
+		}
+		l.lost = nil
+		s.log.Info("serial port back", "line", l.key)
+		return true
 	}
 }
 
@@ -170,6 +252,9 @@ func (l *line) execute(ctx context.Context, cmd command) {
 // transact runs one transaction for d with its request delay, timeout and
 // retries, counting every failed attempt.
 func (l *line) transact(ctx context.Context, d *device, fn func(context.Context) error) error {
+	if l.lost != nil {
+		return &kindError{ErrKindConnection, errPortGone}
+	}
 	var err error
 	for attempt := 0; attempt <= d.cfg.Retries; attempt++ {
 		if d.cfg.RequestDelay > 0 {
@@ -196,6 +281,13 @@ func (l *line) transact(ctx context.Context, d *device, fn func(context.Context)
 			d.stats.LastErrorTime = d.svc.now()
 		}
 		d.mu.Unlock()
+		if l.port != nil && errors.Is(err, errPortGone) {
+			l.lost = err // a line error: no retry, the worker takes the line down
+			return err
+		}
+		if err == nil {
+			l.reopen = backoff{min: reopenMin, max: reopenMax} // the port works
+		}
 		if err == nil || kind == ErrKindException || ctx.Err() != nil {
 			return err
 		}
@@ -285,13 +377,16 @@ func (l *line) pollGroup(ctx context.Context, d *device, g *group, started time.
 	d.mu.Unlock()
 
 	l.publishGroup(ctx, d, g, ts)
-	if failed {
+	switch {
+	case failed && l.lost != nil:
+		// A line error: recover publishes every device of the line offline.
+	case failed:
 		d.fails++
-		if d.fails >= d.svc.cfg.OfflineAfter && (d.online || !d.statusKnown) {
+		if d.fails >= d.svc.cfg.OfflineAfter && (d.online || !d.statusKnown || d.reason == reasonPortGone) {
 			d.logf(d.svc.now(), slog.LevelWarn, "device offline", "failures", d.fails, "err", firstErr)
 			d.publishStatus(ctx, false, firstErr.Error())
 		}
-	} else {
+	default:
 		d.fails = 0
 		if !d.online {
 			d.publishStatus(ctx, true, "")
@@ -444,7 +539,7 @@ func (d *device) publishStatus(ctx context.Context, online bool, reason string) 
 	}
 	b = appendStamp(b, ts, d.svc.synced(ts))
 	b = append(b, '}')
-	d.online, d.statusKnown = online, true
+	d.online, d.statusKnown, d.reason = online, true, reason
 	d.mu.Lock()
 	d.stats.Online = online
 	d.mu.Unlock()

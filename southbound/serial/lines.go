@@ -62,12 +62,6 @@ func (s *lineSplitter) feed(p []byte, line func([]byte), overlong func()) {
 	s.buf = append(s.buf[:0], rest...)
 }
 
-// reset forgets a partial line, for a new connection.
-func (s *lineSplitter) reset() {
-	s.buf = s.buf[:0]
-	s.skipping = false
-}
-
 // trimLine removes carriage returns and line feeds around a line, whatever
 // the terminator was.
 func trimLine(b []byte) []byte {

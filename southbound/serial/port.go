@@ -2,11 +2,13 @@ package serial
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"time"
 
 	goserial "go.bug.st/serial"
@@ -56,6 +58,62 @@ func openPort(path string, m *goserial.Mode) (goserial.Port, string, error) {
 	return p, dev, nil
 }
 
+// errPortGone marks the loss of an open port: an I/O error, a hang-up, or
+// its device node gone. Its text is the reason in the retained status.
+var errPortGone = errors.New("serial port gone")
+
+// reasonPortGone is the status reason of a lost port.
+var reasonPortGone = errPortGone.Error()
+
+// presenceTick is how often a sensor waiting to reopen its port looks
+// whether the port path (resolved through its symlinks) appeared or
+// changed: a port that comes back is opened at once, not at the end of the
+// backoff.
+const presenceTick = 200 * time.Millisecond
+
+// presence identifies what path resolves to now: the device and its node's
+// identity (a pty number reused, or a USB adapter plugged in again, has a
+// new change time), or "" when it does not exist.
+func presence(path string) string {
+	dev, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return ""
+	}
+	fi, err := os.Stat(dev)
+	if err != nil {
+		return ""
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return fmt.Sprintf("%s %d %d %d.%d", dev, st.Rdev, st.Ino, st.Ctim.Sec, st.Ctim.Nsec)
+	}
+	return dev
+}
+
+// waitRetry waits d before the next attempt to open path, or less when
+// path appears or starts resolving to another device node meanwhile. It
+// reports false when ctx ended first.
+func waitRetry(ctx context.Context, d time.Duration, path string) bool {
+	seen := presence(path)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	tick := time.NewTicker(presenceTick)
+	defer tick.Stop()
+	for {
+		select {
+		case <-t.C:
+			return true
+		case <-ctx.Done():
+			return false
+		case <-tick.C:
+		}
+		now := presence(path)
+		if now != "" && now != seen {
+			return true
+		}
+		seen = now
+	}
+}
+
 // backoff is the wait between reconnect attempts: from min, doubling up to
 // max, each wait jittered by ±20%.
 type backoff struct {
@@ -74,18 +132,6 @@ func (b *backoff) wait() time.Duration {
 
 // reset starts again from min after a connection that worked.
 func (b *backoff) reset() { b.next = b.min }
-
-// sleep waits d or until ctx is done; it reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
 
 // PortInfo describes a serial port present on the system, for the web page.
 type PortInfo struct {

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -176,7 +178,7 @@ func (s *sensor) run(ctx context.Context) {
 			bo.reset()
 		}
 		s.setOffline(ctx, err)
-		if !sleep(ctx, bo.wait()) {
+		if !waitRetry(ctx, bo.wait(), s.cfg.Port) {
 			s.stopped(ctx)
 			return
 		}
@@ -203,9 +205,9 @@ func (s *sensor) connect(ctx context.Context) (healthy bool, err error) {
 	readings := s.snapshot().Readings
 	s.setOnline(ctx, dev)
 
-	err = s.serve(ctx, p, dev)
-	if cerr := p.Close(); cerr != nil && err == nil {
-		err = fmt.Errorf("close %s: %w", dev, cerr)
+	err = s.serve(ctx, p, dev) // never nil: the port failed or ctx ended
+	if cerr := p.Close(); cerr != nil {
+		s.log.Debug("serial: close", "device", dev, "err", cerr)
 	}
 	healthy = s.snapshot().Readings > readings || time.Since(start) >= s.reconnectMax
 	return healthy, err
@@ -215,9 +217,17 @@ func (s *sensor) connect(ctx context.Context) (healthy bool, err error) {
 // that ctx is done.
 const readTick = 200 * time.Millisecond
 
+// emptyReads is how many reads in a row may return nothing long before
+// their timeout (the (0, nil) of a hung-up tty that the library did not
+// report) before the port counts as gone.
+const emptyReads = 3
+
 // serve feeds what the port delivers to the line splitter, and writes the
 // request when one is due, until a read or write fails (the port was
-// unplugged) or ctx is done.
+// unplugged) or ctx is done. Every failure of the port is a line error
+// (errPortGone). Reads never spin: each waits up to its timeout, and reads
+// that keep returning nothing early, or a device node that is no longer
+// there, end the connection.
 func (s *sensor) serve(ctx context.Context, p goserial.Port, dev string) error {
 	split := newLineSplitter(s.term, s.cfg.MaxLine)
 	buf := make([]byte, readBufferSize)
@@ -229,6 +239,7 @@ func (s *sensor) serve(ctx context.Context, p goserial.Port, dev string) error {
 		s.drop(DropOverlong, fmt.Errorf("line longer than %d bytes", s.cfg.MaxLine), nil)
 	}
 	var nextRequest time.Time // zero: send one right away
+	empty := 0
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -238,7 +249,7 @@ func (s *sensor) serve(ctx context.Context, p goserial.Port, dev string) error {
 			now := time.Now()
 			if !now.Before(nextRequest) {
 				if err := writeAll(p, s.request); err != nil {
-					return fmt.Errorf("write request to %s: %w", dev, err)
+					return fmt.Errorf("%w: write request to %s: %w", errPortGone, dev, err)
 				}
 				s.mu.Lock()
 				s.stats.Requests++
@@ -252,15 +263,34 @@ func (s *sensor) serve(ctx context.Context, p goserial.Port, dev string) error {
 			}
 			wait = min(wait, time.Until(nextRequest))
 		}
-		if err := p.SetReadTimeout(max(wait, time.Millisecond)); err != nil {
-			return fmt.Errorf("set read timeout on %s: %w", dev, err)
+		wait = max(wait, time.Millisecond)
+		if err := p.SetReadTimeout(wait); err != nil {
+			return fmt.Errorf("%w: set read timeout on %s: %w", errPortGone, dev, err)
 		}
+		start := time.Now()
 		n, err := p.Read(buf)
 		if n > 0 {
+			empty = 0
 			split.feed(buf[:n], onLine, onOverlong)
 		}
 		if err != nil {
-			return fmt.Errorf("read %s: %w", dev, err)
+			return fmt.Errorf("%w: read %s: %w", errPortGone, dev, err)
+		}
+		if n > 0 {
+			continue
+		}
+		// Nothing: the read timed out, or the tty hung up without the
+		// library saying so (it then returns at once, every time).
+		if time.Since(start) < wait/2 {
+			empty++
+		} else {
+			empty = 0
+		}
+		if empty >= emptyReads {
+			return fmt.Errorf("%w: read %s: reads return nothing (hang-up)", errPortGone, dev)
+		}
+		if _, err := os.Stat(dev); err != nil {
+			return fmt.Errorf("%w: %s: %w", errPortGone, dev, err)
 		}
 	}
 }
@@ -374,23 +404,33 @@ func (s *sensor) drop(cause string, err error, line []byte) {
 }
 
 // setOnline records an opened port and publishes the online status.
+// The stats say online only once the status is published, so that whoever
+// sees them online finds the retained status.
 func (s *sensor) setOnline(ctx context.Context, dev string) {
 	s.mu.Lock()
-	s.stats.Online = true
-	s.stats.Device = dev
-	s.stats.Connects++
 	s.statusSent, s.statusErr = StatusOnline, ""
 	s.mu.Unlock()
 	s.log.Info("serial: port open", "device", dev)
 	s.publishStatus(ctx, statusMsg{Status: StatusOnline, Device: dev})
+	s.mu.Lock()
+	s.stats.Online = true
+	s.stats.Device = dev
+	s.stats.Connects++
+	s.mu.Unlock()
 }
 
 // setOffline records a failed open or a lost port. The status is
 // published and logged when it changes (online → offline, or another
 // error); repeated identical failures while retrying are logged at debug.
+// A lost port's status says "serial port gone" (the details are in the log
+// and LastError), and keeps saying it while the port stays missing.
 func (s *sensor) setOffline(ctx context.Context, err error) {
 	msg := err.Error()
+	reason := msg
 	s.mu.Lock()
+	if errors.Is(err, errPortGone) || (s.statusErr == reasonPortGone && errors.Is(err, fs.ErrNotExist)) {
+		reason = reasonPortGone
+	}
 	wasOnline := s.stats.Online
 	if wasOnline {
 		s.stats.Disconnects++
@@ -398,8 +438,8 @@ func (s *sensor) setOffline(ctx context.Context, err error) {
 	s.stats.Online = false
 	s.stats.LastError = msg
 	s.stats.LastErrorAt = s.now()
-	changed := s.statusSent != StatusOffline || s.statusErr != msg
-	s.statusSent, s.statusErr = StatusOffline, msg
+	changed := s.statusSent != StatusOffline || s.statusErr != reason
+	s.statusSent, s.statusErr = StatusOffline, reason
 	dev := s.stats.Device
 	s.mu.Unlock()
 	if !changed {
@@ -411,7 +451,7 @@ func (s *sensor) setOffline(ctx context.Context, err error) {
 	} else {
 		s.log.Warn("serial: port unavailable", "err", err)
 	}
-	s.publishStatus(ctx, statusMsg{Status: StatusOffline, Error: msg})
+	s.publishStatus(ctx, statusMsg{Status: StatusOffline, Error: reason})
 }
 
 // stopped publishes the offline status at shutdown, with a context of its

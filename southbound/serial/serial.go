@@ -12,13 +12,17 @@
 //	{"state": "online"|"offline", "device": "/dev/ttyUSB0", "err": "...", "ts": ...} (as Modbus devices)
 //
 // A port that cannot be opened or disappears (an unplugged USB adapter) is
-// retried with a jittered exponential backoff; its path, typically a
-// /dev/serial/by-id link, is resolved again on every attempt. Over-long
+// retried with a jittered exponential backoff, and at once when its path
+// appears again; its path, typically a /dev/serial/by-id link, is resolved
+// again on every attempt. A lost port (an I/O error, a hang-up, its device
+// node gone) publishes the status offline with the reason "serial port
+// gone"; reads wait for data or their timeout and never spin. Over-long
 // lines, binary garbage, bad checksums and unparsable lines are dropped,
 // counted by cause (Stats) and logged rate-limited; they never stop the
 // sensor.
 //
-// The package owns go.bug.st/serial: nothing else in fieldgate imports it.
+// go.bug.st/serial is fieldgate's one serial library: this package and the
+// RTU transport of southbound/modbus use it, nothing else.
 package serial
 
 import (
