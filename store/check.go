@@ -85,9 +85,7 @@ func (c *pageChecker) readMeta() (root uint64, ok bool) {
 		if ne.Uint32(buf[0:]) != boltMagic || ne.Uint32(buf[4:]) != boltVersion {
 			return
 		}
-		h := fnv.New64a()
-		h.Write(buf[:metaChecksumSpan])
-		if h.Sum64() != ne.Uint64(buf[56:]) {
+		if metaChecksum(buf) != ne.Uint64(buf[56:]) {
 			return
 		}
 		txid := ne.Uint64(buf[48:])
@@ -111,9 +109,64 @@ func (c *pageChecker) readMeta() (root uint64, ok bool) {
 	return best.root, true
 }
 
+// metaChecksum is bbolt's checksum of a meta page's fields (buf starts at
+// the meta, after the page header).
+func metaChecksum(buf []byte) uint64 {
+	h := fnv.New64a()
+	h.Write(buf[:metaChecksumSpan])
+	return h.Sum64()
+}
+
+// wholePageMax is the largest page span (a page and its overflow pages)
+// that checkPages reads into memory at once; larger ones (big values) are
+// read piecewise: the element table and the keys, never the values, so that
+// the walk of a file of large queued messages does not allocate a copy of
+// the file.
+const wholePageMax = 64 << 10
+
+// pageData is one page span under check: in memory, or read on demand.
+type pageData interface {
+	// size is the span's length as far as the file holds it.
+	size() uint64
+	// bytes returns n bytes at off, or an error when they are out of the span.
+	bytes(off, n uint64) ([]byte, error)
+}
+
+// memPage is a page span read whole.
+type memPage []byte
+
+func (p memPage) size() uint64 { return uint64(len(p)) }
+
+func (p memPage) bytes(off, n uint64) ([]byte, error) {
+	if off > uint64(len(p)) || n > uint64(len(p))-off {
+		return nil, errors.New("out of the page")
+	}
+	return p[off : off+n], nil
+}
+
+// filePage is a large page span read piece by piece.
+type filePage struct {
+	f    *os.File
+	base int64
+	n    uint64
+}
+
+func (p filePage) size() uint64 { return p.n }
+
+func (p filePage) bytes(off, n uint64) ([]byte, error) {
+	if off > p.n || n > p.n-off {
+		return nil, errors.New("out of the page")
+	}
+	b := make([]byte, n)
+	if _, err := p.f.ReadAt(b, p.base+int64(off)); err != nil {
+		return nil, fmt.Errorf("read: %w", err)
+	}
+	return b, nil
+}
+
 // readPage reads a page and its overflow pages, checking bounds, identity
 // and that nothing references it twice.
-func (c *pageChecker) readPage(id uint64) ([]byte, error) {
+func (c *pageChecker) readPage(id uint64) (pageData, error) {
 	if id < 2 || id >= c.high {
 		return nil, fmt.Errorf("page %d: out of bounds (high water %d)", id, c.high)
 	}
@@ -134,56 +187,65 @@ func (c *pageChecker) readPage(id uint64) ([]byte, error) {
 		}
 		c.seen[i] = true
 	}
-	buf := make([]byte, (overflow+1)*c.pageSize)
-	n, err := c.f.ReadAt(buf, int64(id*c.pageSize))
+	span := (overflow + 1) * c.pageSize
+	base := int64(id * c.pageSize)
+	if span > wholePageMax {
+		// As far as the file holds it: a short file is found out by the
+		// reads of what lies past its end.
+		return filePage{f: c.f, base: base, n: uint64(max(0, min(int64(span), c.size-base)))}, nil
+	}
+	buf := make([]byte, span)
+	n, err := c.f.ReadAt(buf, base)
 	if err != nil && !(errors.Is(err, io.EOF) && n >= pageHeaderSize) {
 		return nil, fmt.Errorf("page %d: read: %w", id, err)
 	}
-	return buf[:n], nil
+	return memPage(buf[:n]), nil
 }
 
 func (c *pageChecker) walkPage(id uint64, lo, hi []byte, depth int) error {
-	buf, err := c.readPage(id)
+	p, err := c.readPage(id)
 	if err != nil {
 		return err
 	}
-	return c.walkNode(buf, id, lo, hi, depth)
+	return c.walkNode(p, id, lo, hi, depth)
 }
 
-// walkNode checks one branch or leaf page (buf starts at its header) whose
+// walkNode checks one branch or leaf page (p starts at its header) whose
 // keys must lie in [lo, hi), and descends into children and nested buckets.
-func (c *pageChecker) walkNode(buf []byte, id uint64, lo, hi []byte, depth int) error {
+func (c *pageChecker) walkNode(p pageData, id uint64, lo, hi []byte, depth int) error {
 	if depth > maxTreeDepth {
 		return fmt.Errorf("page %d: tree deeper than %d", id, maxTreeDepth)
 	}
-	if len(buf) < pageHeaderSize {
+	hdr, err := p.bytes(0, pageHeaderSize)
+	if err != nil {
 		return fmt.Errorf("page %d: truncated header", id)
 	}
-	flags, count := ne.Uint16(buf[8:]), int(ne.Uint16(buf[10:]))
+	flags, count := ne.Uint16(hdr[8:]), uint64(ne.Uint16(hdr[10:]))
 	if flags != branchPageFlag && flags != leafPageFlag {
 		return fmt.Errorf("page %d: invalid type %#x", id, flags)
 	}
-	if pageHeaderSize+count*elementSize > len(buf) {
+	elems, err := p.bytes(pageHeaderSize, count*elementSize)
+	if err != nil {
 		return fmt.Errorf("page %d: %d elements do not fit", id, count)
 	}
-	slice := func(elem, pos, n uint64) ([]byte, error) {
-		start := elem + pos
-		if pos > uint64(len(buf)) || n > uint64(len(buf)) || start+n > uint64(len(buf)) {
+	// elem returns the i-th element's header; slice the n bytes at pos
+	// from the element.
+	elem := func(i uint64) []byte { return elems[i*elementSize : (i+1)*elementSize] }
+	slice := func(i, pos, n uint64) ([]byte, error) {
+		b, err := p.bytes(pageHeaderSize+i*elementSize+pos, n)
+		if err != nil {
 			return nil, fmt.Errorf("page %d: element out of the page", id)
 		}
-		return buf[start : start+n], nil
+		return b, nil
 	}
 	prev := lo
 	for i := range count {
-		e := uint64(pageHeaderSize + i*elementSize)
-		var (
-			key []byte
-			err error
-		)
+		h := elem(i)
+		var key []byte
 		if flags == branchPageFlag {
-			key, err = slice(e, uint64(ne.Uint32(buf[e:])), uint64(ne.Uint32(buf[e+4:])))
+			key, err = slice(i, uint64(ne.Uint32(h)), uint64(ne.Uint32(h[4:])))
 		} else {
-			key, err = slice(e, uint64(ne.Uint32(buf[e+4:])), uint64(ne.Uint32(buf[e+8:])))
+			key, err = slice(i, uint64(ne.Uint32(h[4:])), uint64(ne.Uint32(h[8:])))
 		}
 		if err != nil {
 			return err
@@ -198,12 +260,12 @@ func (c *pageChecker) walkNode(buf []byte, id uint64, lo, hi []byte, depth int) 
 		if flags == branchPageFlag {
 			next := hi
 			if i < count-1 {
-				ne2 := e + elementSize
-				if next, err = slice(ne2, uint64(ne.Uint32(buf[ne2:])), uint64(ne.Uint32(buf[ne2+4:]))); err != nil {
+				h2 := elem(i + 1)
+				if next, err = slice(i+1, uint64(ne.Uint32(h2)), uint64(ne.Uint32(h2[4:]))); err != nil {
 					return err
 				}
 			}
-			if err := c.walkPage(ne.Uint64(buf[e+8:]), key, next, depth+1); err != nil {
+			if err := c.walkPage(ne.Uint64(h[8:]), key, next, depth+1); err != nil {
 				return err
 			}
 			prev = key // the child's keys were checked against [key, next)
@@ -211,13 +273,18 @@ func (c *pageChecker) walkNode(buf []byte, id uint64, lo, hi []byte, depth int) 
 		}
 
 		prev = key
-		if ne.Uint32(buf[e:])&bucketLeafFlag == 0 {
-			if _, err := slice(e, uint64(ne.Uint32(buf[e+4:]))+uint64(ne.Uint32(buf[e+8:])), uint64(ne.Uint32(buf[e+12:]))); err != nil {
-				return err
+		vpos, vlen := uint64(ne.Uint32(h[4:]))+uint64(ne.Uint32(h[8:])), uint64(ne.Uint32(h[12:]))
+		if ne.Uint32(h)&bucketLeafFlag == 0 {
+			// A value: only its bounds matter (it is not read).
+			if off := pageHeaderSize + i*elementSize + vpos; off > p.size() || vlen > p.size()-off {
+				return fmt.Errorf("page %d: element out of the page", id)
 			}
 			continue
 		}
-		value, err := slice(e, uint64(ne.Uint32(buf[e+4:]))+uint64(ne.Uint32(buf[e+8:])), uint64(ne.Uint32(buf[e+12:])))
+		if vlen > wholePageMax {
+			return fmt.Errorf("page %d: bucket entry %d of %d bytes", id, i, vlen)
+		}
+		value, err := slice(i, vpos, vlen)
 		if err != nil {
 			return err
 		}
@@ -226,7 +293,7 @@ func (c *pageChecker) walkNode(buf []byte, id uint64, lo, hi []byte, depth int) 
 		}
 		root := ne.Uint64(value)
 		if root == 0 { // inline bucket: its page follows the header
-			if err := c.walkNode(bytes.Clone(value[bucketHeaderSize:]), id, nil, nil, depth+1); err != nil {
+			if err := c.walkNode(memPage(bytes.Clone(value[bucketHeaderSize:])), id, nil, nil, depth+1); err != nil {
 				return fmt.Errorf("inline bucket in %w", err)
 			}
 			continue

@@ -7,6 +7,7 @@ package store
 // behaviour; outbox_segment.go holds the files, outbox_writer.go the writer.
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -188,9 +189,16 @@ type OutboxDrops struct {
 	Full uint64
 	// Expired: their time to live passed before they were acknowledged.
 	Expired uint64
-	// Corrupt: a stored message failed its checksum, or was in a corrupt
-	// segment and could not be salvaged (as far as it could be counted).
+	// Corrupt: a stored message's key or the page holding it was damaged
+	// (a flipped key byte, a damaged page, a duplicate key), so it could
+	// not be found or recovered.
 	Corrupt uint64
+	// Checksum: a stored message was found under its key but its value
+	// failed its checksum.
+	Checksum uint64
+	// Truncated: a stored message was in the part of a segment file that
+	// was cut off (the file shrank, or is gone).
+	Truncated uint64
 	// Overload: AppendAsync found MaxPending records already waiting.
 	Overload uint64
 	// WriteFailed: the group commit that held them failed (disk error).
@@ -199,7 +207,7 @@ type OutboxDrops struct {
 
 // Total is the sum of all causes.
 func (d OutboxDrops) Total() uint64 {
-	return d.Full + d.Expired + d.Corrupt + d.Overload + d.WriteFailed
+	return d.Full + d.Expired + d.Corrupt + d.Checksum + d.Truncated + d.Overload + d.WriteFailed
 }
 
 // OutboxStats is a snapshot of the outbox.
@@ -220,8 +228,8 @@ type OutboxStats struct {
 
 	Segments        int    // segment files
 	DiskBytes       int64  // their total size
-	CorruptSegments uint64 // segments found corrupt and moved aside since open
-	Salvaged        uint64 // messages recovered from corrupt segments
+	CorruptSegments uint64 // segments found corrupt or damaged and moved aside since open
+	Salvaged        uint64 // messages recovered from corrupt or damaged segments
 }
 
 // Outbox is the durable queue. All methods are safe for concurrent use.
@@ -243,6 +251,14 @@ type Outbox struct {
 	delCount     int // deletes not yet written
 	closing      bool
 	rates        rateRing
+	// repairedCh is closed and replaced after each salvage of segments
+	// damaged while open; damagePending says one waits for the writer.
+	repairedCh    chan struct{}
+	damagePending atomic.Bool
+	// ledgerDirty: the ledger (outbox_ledger.go) is out of date; ledgerAt
+	// is when the writer last wrote it (writer only).
+	ledgerDirty bool
+	ledgerAt    time.Time
 
 	wake      chan struct{}
 	done      chan struct{}
@@ -252,6 +268,7 @@ type Outbox struct {
 	appended, acked, commits                         atomic.Uint64
 	dropFull, dropExpired, dropCorrupt, dropOverload atomic.Uint64
 	dropWrite, corruptSegs, salvaged                 atomic.Uint64
+	dropTruncated, dropChecksum                      atomic.Uint64
 
 	logFull, logExpired, logCorrupt, logWrite, logBusy rate.Sometimes
 }
@@ -303,6 +320,7 @@ func OpenOutbox(o OutboxOptions) (*Outbox, error) {
 		committedCh: make(chan struct{}),
 		pending:     newAppendBatch(),
 		spaceCh:     make(chan struct{}),
+		repairedCh:  make(chan struct{}),
 		wake:        make(chan struct{}, 1),
 		done:        make(chan struct{}),
 	}
@@ -311,7 +329,7 @@ func OpenOutbox(o OutboxOptions) (*Outbox, error) {
 	}
 	if err := q.load(); err != nil {
 		for _, s := range q.segs {
-			_ = s.db.Close()
+			_ = q.closeSegment(s)
 		}
 		return nil, err
 	}
@@ -448,13 +466,43 @@ func (q *Outbox) signal() {
 }
 
 // Read returns up to max entries with Seq > after, in order, appended to buf.
-// Expired entries and entries failing their checksum are skipped, deleted and
-// counted. Acknowledged entries are never returned; unacknowledged ones are
-// returned again when the caller passes an older after.
+// Expired entries and entries that fail their checksum or cannot be found
+// are skipped, deleted and counted. Acknowledged entries are never returned;
+// unacknowledged ones are returned again when the caller passes an older
+// after. A segment found damaged (its file shrank or faulted under the
+// mmap) is salvaged by the writer while Read waits; if that does not happen
+// in time the error wraps ErrSegmentDamaged.
 func (q *Outbox) Read(after uint64, max int, buf []OutboxEntry) ([]OutboxEntry, error) {
 	if max <= 0 {
 		return buf, nil
 	}
+	n := len(buf)
+	for attempt := 0; ; attempt++ {
+		q.mu.Lock()
+		repaired := q.repairedCh
+		q.mu.Unlock()
+		out, err := q.read(after, max, buf[:n])
+		if !errors.Is(err, ErrSegmentDamaged) || attempt >= damageRetries {
+			return out, err
+		}
+		timer := time.NewTimer(outboxRepairWait)
+		select {
+		case <-repaired:
+		case <-q.done:
+		case <-timer.C:
+		}
+		timer.Stop()
+	}
+}
+
+// outboxRepairWait bounds each wait of Read for the salvage of a damaged
+// segment.
+const outboxRepairWait = 2 * time.Second
+
+// read is one attempt of Read. It walks the index (not the file's keys), so
+// that every stored entry is either returned or dropped with its cause: a
+// damaged key cannot hide a message, nor pass for another one.
+func (q *Outbox) read(after uint64, max int, buf []OutboxEntry) ([]OutboxEntry, error) {
 	q.mu.Lock()
 	if q.closing {
 		q.mu.Unlock()
@@ -474,6 +522,7 @@ func (q *Outbox) Read(after uint64, max int, buf []OutboxEntry) ([]OutboxEntry, 
 		arena []byte
 		cands []cand
 		bad   []badEntry
+		seqs  []uint64
 	)
 	want := max
 	for i, s := range segs {
@@ -481,29 +530,26 @@ func (q *Outbox) Read(after uint64, max int, buf []OutboxEntry) ([]OutboxEntry, 
 			continue // every entry of s is <= after
 		}
 		for want > 0 {
+			q.mu.Lock()
+			seqs = s.liveFrom(after+1, limit, want, seqs[:0])
+			q.mu.Unlock()
+			if len(seqs) == 0 {
+				break
+			}
 			cands, bad = cands[:0], bad[:0]
 			arena = arena[:0:0]
-			seen := after
-			err := s.db.View(func(tx *bolt.Tx) error {
+			err := q.view(s, func(tx *bolt.Tx) error {
 				bk := tx.Bucket(bucketMsgs)
 				if bk == nil {
-					return nil
+					return errBucketMissing
 				}
-				c := bk.Cursor()
 				var key [8]byte
-				be.PutUint64(key[:], after+1)
-				for k, v := c.Seek(key[:]); len(k) == 8 && len(cands) < want; k, v = c.Next() {
-					seq := be.Uint64(k)
-					if seq > limit {
-						break
-					}
-					seen = seq
-					if len(v) < recHeaderSize || be.Uint32(v) != recordCRC(k, v) {
-						bad = append(bad, badEntry{seq, causeCorrupt})
-						continue
-					}
-					if exp := int64(be.Uint64(v[12:])); exp != 0 && exp <= now {
-						bad = append(bad, badEntry{seq, causeExpired})
+				c := seqCursor{c: bk.Cursor()}
+				for _, seq := range seqs {
+					be.PutUint64(key[:], seq)
+					v := c.get(seq)
+					if cause := checkRecord(key[:], v, now); cause != causeAck {
+						bad = append(bad, badEntry{seq, cause})
 						continue
 					}
 					cands = append(cands, cand{seq, int64(be.Uint64(v[4:])), len(arena), len(v) - recHeaderSize})
@@ -511,16 +557,23 @@ func (q *Outbox) Read(after uint64, max int, buf []OutboxEntry) ([]OutboxEntry, 
 				}
 				return nil
 			})
+			if errors.Is(err, berrors.ErrDatabaseNotOpen) && s.damaged.Load() {
+				// Replaced by its salvage meanwhile: read again.
+				return buf, fmt.Errorf("outbox %s: read after %d in %s: %w", q.opts.Dir, after, s.path, ErrSegmentDamaged)
+			}
 			if errors.Is(err, berrors.ErrDatabaseNotOpen) {
 				break // removed meanwhile: it was fully acknowledged
 			}
 			if err != nil {
 				return buf, fmt.Errorf("outbox %s: read after %d in %s: %w", q.opts.Dir, after, s.path, err)
 			}
-			if len(cands) == 0 && len(bad) == 0 {
-				break
-			}
 			q.mu.Lock()
+			if seq, ok := s.structureDamaged(bad); ok {
+				q.mu.Unlock()
+				err := fmt.Errorf("record %d missing or under a damaged key", seq)
+				q.markDamaged(s, damageStructure, false, err)
+				return buf, fmt.Errorf("outbox %s: read after %d in %s: %w: %w", q.opts.Dir, after, s.path, ErrSegmentDamaged, err)
+			}
 			for _, c := range cands {
 				if s.isLive(c.seq) {
 					buf = append(buf, OutboxEntry{Seq: c.seq, Data: arena[c.off : c.off+c.length : c.off+c.length], Appended: time.Unix(0, c.appended)})
@@ -532,13 +585,84 @@ func (q *Outbox) Read(after uint64, max int, buf []OutboxEntry) ([]OutboxEntry, 
 			}
 			q.mu.Unlock()
 			q.reportBad(s, bad)
-			after = seen
+			after = seqs[len(seqs)-1]
 		}
 		if want == 0 {
 			break
 		}
 	}
 	return buf, nil
+}
+
+// liveFrom appends to dst up to n stored sequence numbers of s from from to
+// limit, in order. q.mu held.
+func (s *segment) liveFrom(from, limit uint64, n int, dst []uint64) []uint64 {
+	i := s.lo
+	if from > s.first {
+		i = max(i, int(min(from-s.first, uint64(len(s.sizes)))))
+	}
+	for ; i < len(s.sizes) && len(dst) < n; i++ {
+		seq := s.first + uint64(i)
+		if seq > limit {
+			break
+		}
+		if s.sizes[i] != 0 {
+			dst = append(dst, seq)
+		}
+	}
+	return dst
+}
+
+// seqCursor looks up ascending sequence numbers in a msgs bucket with one
+// cursor: the next key is usually the one wanted, so it steps instead of
+// seeking (bbolt's Bucket.Get allocates a cursor per call).
+type seqCursor struct {
+	c    *bolt.Cursor
+	k, v []byte
+	init bool
+}
+
+// seqCursorSteps bounds the keys stepped over before seeking instead.
+const seqCursorSteps = 8
+
+// get returns the value stored under seq, or nil. Calls must ask for
+// increasing numbers.
+func (sc *seqCursor) get(seq uint64) []byte {
+	var key [8]byte
+	be.PutUint64(key[:], seq)
+	if sc.init {
+		for i := 0; sc.k != nil && i < seqCursorSteps && bytes.Compare(sc.k, key[:]) < 0; i++ {
+			sc.k, sc.v = sc.c.Next()
+		}
+	}
+	if !sc.init || (sc.k != nil && bytes.Compare(sc.k, key[:]) < 0) {
+		sc.k, sc.v = sc.c.Seek(key[:])
+		sc.init = true
+	}
+	if sc.k == nil || !bytes.Equal(sc.k, key[:]) || sc.v == nil {
+		return nil
+	}
+	return sc.v
+}
+
+// checkRecord classifies the value v stored under key (nil: none): causeAck
+// when it is intact and alive, otherwise why it must be dropped. causeMissing
+// and causeCorrupt mean the segment's tree is damaged (see structureDamaged).
+func checkRecord(key, v []byte, now int64) dropCause {
+	switch {
+	case v == nil:
+		return causeMissing // its key was damaged, or its page lost
+	case len(v) < recHeaderSize:
+		return causeChecksum
+	case be.Uint32(v) != recordCRC(key, v):
+		if keyDamaged(key, v) {
+			return causeCorrupt // a changed key byte explains the checksum
+		}
+		return causeChecksum
+	case recExpired(v, now):
+		return causeExpired
+	}
+	return causeAck
 }
 
 type badEntry struct {
@@ -557,10 +681,11 @@ func max64(a, b uint64) uint64 {
 func (q *Outbox) reportBad(s *segment, bad []badEntry) {
 	for _, e := range bad {
 		switch e.cause {
-		case causeCorrupt:
+		case causeCorrupt, causeChecksum:
 			q.logCorrupt.Do(func() {
-				q.log.Error("outbox entry failed its checksum; dropped it", "segment", s.path, "seq", e.seq,
-					"dropped_corrupt_total", q.dropCorrupt.Load())
+				q.log.Error("outbox entry damaged; dropped it", "segment", s.path, "seq", e.seq,
+					"cause", e.cause.String(), "dropped_corrupt_total", q.dropCorrupt.Load(),
+					"dropped_checksum_total", q.dropChecksum.Load())
 			})
 		case causeExpired:
 			q.logExpired.Do(func() {
@@ -661,8 +786,44 @@ const (
 	causeAck dropCause = iota
 	causeFull
 	causeExpired
-	causeCorrupt
+	causeCorrupt  // not found under its key, or its key is damaged
+	causeChecksum // found under its key, its value fails the checksum
+	causeMissing  // not found under its key (not counted: the segment is salvaged)
 )
+
+// structureDamaged tells whether bad holds an entry still stored that the
+// tree lost (missing) or holds under a damaged key: then other records may
+// be unreachable or shadowed too, and only a salvage of the raw pages can
+// tell. An entry acknowledged meanwhile (its delete may be written already)
+// does not count. q.mu held.
+func (s *segment) structureDamaged(bad []badEntry) (uint64, bool) {
+	for _, e := range bad {
+		if (e.cause == causeMissing || e.cause == causeCorrupt) && s.isLive(e.seq) {
+			return e.seq, true
+		}
+	}
+	return 0, false
+}
+
+// String names the cause as the logs and stats do.
+func (c dropCause) String() string {
+	switch c {
+	case causeAck:
+		return "ack"
+	case causeFull:
+		return "full"
+	case causeExpired:
+		return "expired"
+	case causeCorrupt:
+		return "corrupt"
+	case causeChecksum:
+		return "checksum"
+	case causeMissing:
+		return "missing"
+	default:
+		return "unknown"
+	}
+}
 
 // kill removes seq from the in-memory index, counts it by cause and queues its
 // delete. It returns false when seq was not stored. q.mu held.
@@ -681,6 +842,7 @@ func (q *Outbox) kill(s *segment, seq uint64, cause dropCause) bool {
 	q.bytes -= size
 	s.dels = append(s.dels, seq)
 	q.delCount++
+	q.ledgerDirty = true
 	switch cause {
 	case causeFull:
 		q.dropFull.Add(1)
@@ -688,6 +850,8 @@ func (q *Outbox) kill(s *segment, seq uint64, cause dropCause) bool {
 		q.dropExpired.Add(1)
 	case causeCorrupt:
 		q.dropCorrupt.Add(1)
+	case causeChecksum:
+		q.dropChecksum.Add(1)
 	}
 	return true
 }
@@ -720,6 +884,8 @@ func (q *Outbox) Stats() OutboxStats {
 		Full:        q.dropFull.Load(),
 		Expired:     q.dropExpired.Load(),
 		Corrupt:     q.dropCorrupt.Load(),
+		Checksum:    q.dropChecksum.Load(),
+		Truncated:   q.dropTruncated.Load(),
 		Overload:    q.dropOverload.Load(),
 		WriteFailed: q.dropWrite.Load(),
 	}
@@ -734,7 +900,7 @@ func (q *Outbox) Stats() OutboxStats {
 	if oldest != nil {
 		var key [8]byte
 		be.PutUint64(key[:], oldestSeq)
-		_ = oldest.db.View(func(tx *bolt.Tx) error {
+		_ = q.view(oldest, func(tx *bolt.Tx) error {
 			if bk := tx.Bucket(bucketMsgs); bk != nil {
 				if v := bk.Get(key[:]); len(v) >= recHeaderSize {
 					st.OldestAge = max(0, q.opts.Now().Sub(time.Unix(0, int64(be.Uint64(v[4:])))))
@@ -762,8 +928,9 @@ func (q *Outbox) Close() error {
 		q.mu.Lock()
 		segs := q.segs
 		q.mu.Unlock()
+		q.writeLedger(true)
 		for _, s := range segs {
-			if err := s.db.Close(); err != nil {
+			if err := q.closeSegment(s); err != nil {
 				errs = append(errs, fmt.Errorf("outbox %s: close %s: %w", q.opts.Dir, s.path, err))
 			}
 		}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -24,12 +25,18 @@ func (q *Outbox) run() {
 	var gather int // callers of the last commit, expected back soon
 	sweep := time.NewTicker(outboxSweepInterval)
 	defer sweep.Stop()
+	var ledgerTimer *time.Timer
+	var ledgerC <-chan time.Time
 	defer func() {
 		if flushTimer != nil {
 			flushTimer.Stop()
 		}
+		if ledgerTimer != nil {
+			ledgerTimer.Stop()
+		}
 	}()
 	for {
+		q.repairDamaged()
 		if gather > 1 {
 			q.gather(gather)
 		}
@@ -76,17 +83,36 @@ func (q *Outbox) run() {
 		gather = 0
 		if closing {
 			q.mu.Lock()
-			idle := len(q.pending.recs) == 0 && q.delCount == 0
+			idle := len(q.pending.recs) == 0 && q.delCount == 0 && !q.damagePending.Load()
 			q.mu.Unlock()
 			if idle {
-				return
+				return // Close writes the ledger
 			}
 			continue
+		}
+		// Going idle: bring the ledger up to date, at most once a second.
+		q.mu.Lock()
+		dirty := q.ledgerDirty
+		q.mu.Unlock()
+		if dirty && ledgerC == nil {
+			if wait := ledgerEvery - time.Since(q.ledgerAt); wait <= 0 {
+				q.writeLedger(false)
+			} else {
+				if ledgerTimer == nil {
+					ledgerTimer = time.NewTimer(wait)
+				} else {
+					ledgerTimer.Reset(wait)
+				}
+				ledgerC = ledgerTimer.C
+			}
 		}
 		select {
 		case <-q.wake:
 		case <-flushC:
 			flushC, flushDue = nil, true
+		case <-ledgerC:
+			ledgerC = nil
+			q.writeLedger(false)
 		case <-sweep.C:
 			q.sweepExpired()
 		}
@@ -130,13 +156,18 @@ func (q *Outbox) gather(callers int) {
 func (q *Outbox) commitAppends(b *appendBatch) {
 	first := b.recs[0].seq
 	last := b.recs[len(b.recs)-1].seq
-	head, err := q.headFor(first)
-	if err == nil {
-		err = head.db.Update(func(tx *bolt.Tx) error {
+	var head *segment
+	var err error
+	for attempt := 0; attempt < 2; attempt++ {
+		head, err = q.headFor(first)
+		if err != nil {
+			break
+		}
+		err = q.update(head, func(tx *bolt.Tx) error {
 			bk := tx.Bucket(bucketMsgs)
 			m := tx.Bucket(bucketMeta)
 			if bk == nil || m == nil {
-				return fmt.Errorf("buckets missing")
+				return errBucketMissing
 			}
 			bk.FillPercent = 1 // keys only ever grow: pack the pages full
 			var key [8]byte
@@ -150,9 +181,15 @@ func (q *Outbox) commitAppends(b *appendBatch) {
 			be.PutUint64(key[:], last)
 			return m.Put(metaLastKey, key[:])
 		})
-		if err != nil {
-			err = fmt.Errorf("outbox %s: commit %d appends (%d..%d): %w", head.path, len(b.recs), first, last, err)
+		if !errors.Is(err, ErrSegmentDamaged) {
+			break
 		}
+		// The head was damaged under us: salvage it (it becomes sealed, or
+		// goes) and commit to a new head.
+		q.repairDamaged()
+	}
+	if err != nil {
+		err = fmt.Errorf("outbox %s: commit %d appends (%d..%d): %w", q.opts.Dir, len(b.recs), first, last, err)
 	}
 
 	now := q.opts.Now()
@@ -169,6 +206,7 @@ func (q *Outbox) commitAppends(b *appendBatch) {
 		head.written += b.bytes + int64(16*len(b.recs)) // bbolt's leaf element header
 		head.writtenMsgs += int64(len(b.recs))
 		q.lastSeq = last
+		q.ledgerDirty = true
 		close(q.committedCh)
 		q.committedCh = make(chan struct{})
 		q.rates.add(now, uint64(len(b.recs)), 0)
@@ -197,7 +235,7 @@ func (q *Outbox) headFor(seq uint64) (*segment, error) {
 		head = q.segs[n-1]
 	}
 	q.mu.Unlock()
-	if head != nil && !head.sealed && head.written < q.opts.SegmentBytes && head.writtenMsgs < q.opts.SegmentMessages {
+	if head != nil && !head.sealed && !head.damaged.Load() && head.written < q.opts.SegmentBytes && head.writtenMsgs < q.opts.SegmentMessages {
 		return head, nil
 	}
 	s, err := q.createSegment(seq)
@@ -261,28 +299,30 @@ func (q *Outbox) enforceLimits(full bool, depthBefore, bytesBefore int64) {
 	now := q.opts.Now().UnixNano()
 	var nFull, nExpired int
 	for _, v := range vs {
-		expired := make(map[uint64]bool)
-		_ = v.s.db.View(func(tx *bolt.Tx) error {
+		causes := make(map[uint64]dropCause)
+		_ = q.view(v.s, func(tx *bolt.Tx) error {
 			bk := tx.Bucket(bucketMsgs)
 			if bk == nil {
-				return nil
+				return errBucketMissing
 			}
 			var key [8]byte
 			for _, seq := range v.seqs {
 				be.PutUint64(key[:], seq)
-				if val := bk.Get(key[:]); len(val) >= recHeaderSize {
-					if exp := int64(be.Uint64(val[12:])); exp != 0 && exp <= now {
-						expired[seq] = true
-					}
+				if c := checkRecord(key[:], bk.Get(key[:]), now); c != causeAck {
+					causes[seq] = c
 				}
 			}
 			return nil
 		})
+		damaged := false
 		q.mu.Lock()
 		for _, seq := range v.seqs {
-			cause := causeFull
-			if expired[seq] {
-				cause = causeExpired
+			cause, ok := causes[seq]
+			if !ok || cause == causeMissing || cause == causeCorrupt {
+				// Dropped by the limit either way; a damaged tree is
+				// salvaged for the others.
+				damaged = damaged || ok
+				cause = causeFull
 			}
 			if q.kill(v.s, seq, cause) {
 				if cause == causeFull {
@@ -293,10 +333,13 @@ func (q *Outbox) enforceLimits(full bool, depthBefore, bytesBefore int64) {
 			}
 		}
 		q.mu.Unlock()
+		if damaged {
+			q.markDamaged(v.s, damageStructure, false, errors.New("records missing or under damaged keys"))
+		}
 	}
 	q.logFull.Do(func() {
 		q.log.Warn("outbox full: dropped the oldest messages", "policy", q.opts.Policy.String(),
-			"dropped", nFull, "expired", nExpired, "disk_reserve", full,
+			"dropped", nFull, "expired_or_damaged", nExpired, "disk_reserve", full,
 			"dropped_full_total", q.dropFull.Load())
 	})
 }
@@ -330,10 +373,10 @@ func (q *Outbox) flushDeletes() {
 
 	for _, w := range ws {
 		slices.Sort(w.seqs)
-		err := w.s.db.Update(func(tx *bolt.Tx) error {
+		err := q.update(w.s, func(tx *bolt.Tx) error {
 			bk := tx.Bucket(bucketMsgs)
 			if bk == nil {
-				return nil
+				return errBucketMissing
 			}
 			var key [8]byte
 			for _, seq := range w.seqs {
@@ -372,10 +415,15 @@ func (q *Outbox) removeEmpty() {
 		q.segs = keep
 	}
 	q.mu.Unlock()
+	if len(gone) > 0 {
+		// The ledger must not list a segment whose file is gone: that
+		// would count as lost after a crash.
+		q.writeLedger(false)
+	}
 	for _, s := range gone {
 		// Close waits for readers still in a transaction on it; later
 		// readers get ErrDatabaseNotOpen and skip it.
-		if err := s.db.Close(); err != nil {
+		if err := q.closeSegment(s); err != nil {
 			q.log.Error("outbox: closing a drained segment", "segment", s.path, "error", err)
 		}
 		if err := os.Remove(s.path); err != nil {
@@ -393,42 +441,56 @@ func (q *Outbox) removeEmpty() {
 
 // sweepExpired looks at up to outboxSweepMax of the oldest stored entries and
 // drops the expired ones, so that expired messages do not hold space while
-// nobody reads (the uplink down for days). Read drops the others it meets.
+// nobody reads (the uplink down for days). It walks the index, so an entry
+// that is damaged or gone is dropped with that cause (never as expired).
+// Read drops the others it meets.
 func (q *Outbox) sweepExpired() {
 	q.mu.Lock()
 	segs := slices.Clone(q.segs)
+	limit := q.lastSeq
 	q.mu.Unlock()
 	now := q.opts.Now().UnixNano()
 	budget := outboxSweepMax
+	var seqs []uint64
 	for _, s := range segs {
 		if budget <= 0 {
 			return
 		}
-		var expired []badEntry
-		_ = s.db.View(func(tx *bolt.Tx) error {
+		q.mu.Lock()
+		seqs = s.liveFrom(s.first, limit, budget, seqs[:0])
+		q.mu.Unlock()
+		if len(seqs) == 0 {
+			continue
+		}
+		budget -= len(seqs)
+		var drop []badEntry
+		_ = q.view(s, func(tx *bolt.Tx) error {
 			bk := tx.Bucket(bucketMsgs)
 			if bk == nil {
-				return nil
+				return errBucketMissing
 			}
-			c := bk.Cursor()
-			for k, v := c.First(); k != nil && budget > 0; k, v = c.Next() {
-				budget--
-				if len(v) >= recHeaderSize {
-					if exp := int64(be.Uint64(v[12:])); exp != 0 && exp <= now && len(k) == 8 {
-						expired = append(expired, badEntry{be.Uint64(k), causeExpired})
-					}
+			var key [8]byte
+			for _, seq := range seqs {
+				be.PutUint64(key[:], seq)
+				if c := checkRecord(key[:], bk.Get(key[:]), now); c != causeAck {
+					drop = append(drop, badEntry{seq, c})
 				}
 			}
 			return nil
 		})
-		if len(expired) == 0 {
+		if len(drop) == 0 {
 			continue
 		}
 		q.mu.Lock()
-		for _, e := range expired {
+		if seq, ok := s.structureDamaged(drop); ok {
+			q.mu.Unlock()
+			q.markDamaged(s, damageStructure, false, fmt.Errorf("record %d missing or under a damaged key", seq))
+			continue
+		}
+		for _, e := range drop {
 			q.kill(s, e.seq, e.cause)
 		}
 		q.mu.Unlock()
-		q.reportBad(s, expired)
+		q.reportBad(s, drop)
 	}
 }

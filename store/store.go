@@ -15,8 +15,10 @@
 // Sync is a barrier: it returns once everything enqueued before it is on disk.
 // Reads (Get, ForEach) see committed data only.
 //
-// bbolt never shrinks its file; the state kept here is small and bounded by the
-// number of sessions, subscriptions and retained topics, so that is acceptable.
+// bbolt never shrinks its file. The state kept here is bounded (by the number
+// of sessions, subscriptions and retained topics, and by the session queue
+// limits), but a burst of queued messages can leave a large, mostly free file
+// behind: the DB compacts itself at open and when idle (compact.go).
 package store
 
 import (
@@ -85,6 +87,18 @@ type Options struct {
 
 	// Now is the clock used to name moved-aside files (default time.Now).
 	Now func() time.Time
+
+	// CompactMinBytes: a file at least this large whose live pages are less
+	// than half of it is compacted (rewritten without its free pages) at
+	// Open and when the writer is idle (default 8 MiB; negative: never).
+	CompactMinBytes int64
+	// CompactMaxLiveBytes: a file with more live data than this is never
+	// compacted automatically, as the copy would stall writes for long
+	// (default 64 MiB).
+	CompactMaxLiveBytes int64
+	// CompactInterval spaces the writer's checks while the DB is open
+	// (default 10 minutes; negative: only at Open).
+	CompactInterval time.Duration
 }
 
 func (o Options) withDefaults() Options {
@@ -103,6 +117,15 @@ func (o Options) withDefaults() Options {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.CompactMinBytes == 0 {
+		o.CompactMinBytes = DefaultCompactMinBytes
+	}
+	if o.CompactMaxLiveBytes == 0 {
+		o.CompactMaxLiveBytes = DefaultCompactMaxLiveBytes
+	}
+	if o.CompactInterval == 0 {
+		o.CompactInterval = DefaultCompactInterval
+	}
 	return o
 }
 
@@ -110,9 +133,17 @@ func (o Options) withDefaults() Options {
 // safe for concurrent use.
 type DB struct {
 	path       string
-	bolt       *bolt.DB
+	opts       Options
 	log        *slog.Logger
 	maxPending int
+
+	// bolt is replaced by a compaction (writer goroutine, boltMu held);
+	// readers hold boltMu.RLock while they use it. broken (writer only) is
+	// set when a compaction left no usable file.
+	boltMu     sync.RWMutex
+	bolt       *bolt.DB
+	broken     error
+	compactReq chan chan error
 
 	mu          sync.Mutex
 	space       *sync.Cond // signalled when the writer takes the pending batch or the DB closes
@@ -151,9 +182,18 @@ func Open(path string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
+	bdb, err = compactAtOpen(bdb, path, opts)
+	if bdb == nil {
+		return nil, err
+	}
+	if err != nil {
+		opts.Logger.Warn("store compaction at open failed; using the file as it is", "path", path, "error", err)
+	}
 
 	d := &DB{
 		path:        path,
+		opts:        opts,
+		compactReq:  make(chan chan error),
 		bolt:        bdb,
 		log:         opts.Logger.With("store", path),
 		maxPending:  opts.MaxPending,
@@ -258,6 +298,11 @@ func (d *DB) Path() string { return d.path }
 // read your own writes.
 func (d *DB) Get(bucket string, key []byte) ([]byte, error) {
 	var out []byte
+	d.boltMu.RLock()
+	defer d.boltMu.RUnlock()
+	if d.bolt == nil {
+		return nil, fmt.Errorf("store %s: get: %w", d.path, ErrClosed)
+	}
 	err := d.bolt.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket([]byte(bucket))
 		if b == nil {
@@ -279,6 +324,37 @@ func (d *DB) Get(bucket string, key []byte) ([]byte, error) {
 	return out, nil
 }
 
+// GetFunc calls fn with the committed value of key in bucket, without a
+// copy: value is only valid during the call (decode it there). It returns
+// ErrNotFound when the key (or its bucket) does not exist, or fn's error.
+func (d *DB) GetFunc(bucket string, key []byte, fn func(value []byte) error) error {
+	d.boltMu.RLock()
+	defer d.boltMu.RUnlock()
+	if d.bolt == nil {
+		return fmt.Errorf("store %s: get: %w", d.path, ErrClosed)
+	}
+	var fnErr error
+	err := d.bolt.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte(bucket))
+		if b == nil {
+			return ErrNotFound
+		}
+		v := b.Get(key)
+		if v == nil {
+			return ErrNotFound
+		}
+		fnErr = fn(v)
+		return nil
+	})
+	if errors.Is(err, ErrNotFound) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("store %s: get %s/%q: %w", d.path, bucket, key, err)
+	}
+	return fnErr
+}
+
 // ForEach calls fn for every committed key/value in bucket, in key order, in
 // one read transaction. key and value are only valid during the call: fn must
 // copy what it keeps, and must not call the DB's write methods if they could
@@ -286,6 +362,11 @@ func (d *DB) Get(bucket string, key []byte) ([]byte, error) {
 // bucket is empty. An error from fn stops the iteration and is returned
 // wrapped.
 func (d *DB) ForEach(bucket string, fn func(key, value []byte) error) error {
+	d.boltMu.RLock()
+	defer d.boltMu.RUnlock()
+	if d.bolt == nil {
+		return fmt.Errorf("store %s: for each: %w", d.path, ErrClosed)
+	}
 	err := d.bolt.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket([]byte(bucket))
 		if b == nil {
@@ -353,8 +434,10 @@ func (d *DB) Close() error {
 		if lost > 0 {
 			errs = append(errs, fmt.Errorf("store %s: close: %d pending ops not committed: %w", d.path, lost, d.lastCommitErr()))
 		}
-		if err := d.bolt.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("store %s: close: %w", d.path, err))
+		if d.bolt != nil {
+			if err := d.bolt.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("store %s: close: %w", d.path, err))
+			}
 		}
 		d.closeErr = errors.Join(errs...)
 	})
@@ -377,10 +460,11 @@ type Stats struct {
 	Rejected     uint64 // single operations bbolt refused (key or value too large, encode error); logged
 	Pending      int    // operations waiting for the writer now (after coalescing)
 	MaxBatch     uint64 // the largest committed batch, in operations
+	Compactions  uint64 // compactions while open (not counting the one at Open)
 }
 
 type counters struct {
-	enqueued, commits, ops, bytes, commitErrors, rejected, maxBatch atomic.Uint64
+	enqueued, commits, ops, bytes, commitErrors, rejected, maxBatch, compactions atomic.Uint64
 }
 
 // Stats returns the writer's counters.
@@ -397,5 +481,6 @@ func (d *DB) Stats() Stats {
 		Rejected:     d.stats.rejected.Load(),
 		Pending:      pending,
 		MaxBatch:     d.stats.maxBatch.Load(),
+		Compactions:  d.stats.compactions.Load(),
 	}
 }

@@ -171,7 +171,13 @@ func (d *DB) run() {
 		failures   int
 		lastLog    time.Time
 		suppressed int
+		compactC   <-chan time.Time
 	)
+	if d.opts.CompactInterval > 0 {
+		t := time.NewTicker(d.opts.CompactInterval)
+		defer t.Stop()
+		compactC = t.C
+	}
 	for {
 		d.mu.Lock()
 		closing := d.closing
@@ -180,7 +186,13 @@ func (d *DB) run() {
 			if closing {
 				return
 			}
-			<-d.wake
+			select {
+			case <-d.wake:
+			case <-compactC:
+				_ = d.compact(false) // logged
+			case req := <-d.compactReq:
+				req <- d.compact(true)
+			}
 			continue
 		}
 		b := d.pending
@@ -200,6 +212,11 @@ func (d *DB) run() {
 				d.log.Info("store commits succeed again", "after_failures", failures)
 			}
 			failures = 0
+			select {
+			case req := <-d.compactReq: // asked for while writes go on
+				req <- d.compact(true)
+			default:
+			}
 			continue
 		}
 
@@ -239,6 +256,9 @@ func (d *DB) run() {
 // skipped, so that one bad record can never block the others forever; an
 // error of the transaction itself fails the whole batch.
 func (d *DB) commit(b *batch) error {
+	if d.broken != nil {
+		return d.broken
+	}
 	var nops, nbytes uint64
 	err := d.bolt.Update(func(tx *bolt.Tx) error {
 		nops, nbytes = 0, 0
