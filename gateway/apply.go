@@ -17,12 +17,14 @@ import (
 // serial sensors, whose parts are restarted with the new settings), and the
 // names of what needs a restart are returned and logged. An invalid config
 // changes nothing.
+//
+// The caller holds applyMu, across reading or writing the config file too
+// (ApplyConfig, reload), so that the file and the running config change
+// together: one config change at a time, whoever asks.
 func (g *gateway) apply(ctx context.Context, next config.Config) ([]string, error) {
 	if err := next.Validate(); err != nil {
 		return nil, err
 	}
-	g.applyMu.Lock()
-	defer g.applyMu.Unlock()
 	g.mu.Lock()
 	cur := g.cfg
 	g.mu.Unlock()
@@ -140,11 +142,17 @@ func (g *gateway) replaceBridge(next config.Config) error {
 }
 
 // ApplyConfig validates c, writes it atomically to the config file and
-// applies it (web.Backend).
+// applies it (web.Backend). All of it happens under applyMu, so that
+// concurrent changes (two browsers, a script, a SIGHUP) are serialised and
+// the file always holds the running config: the file is written first (a
+// write that fails changes nothing), and written again with what runs when
+// a part kept its old settings or the broker refused the change.
 func (g *gateway) ApplyConfig(ctx context.Context, c config.Config) ([]string, error) {
 	if g.opts.Override != nil {
 		g.opts.Override(&c)
 	}
+	g.applyMu.Lock()
+	defer g.applyMu.Unlock()
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
@@ -155,17 +163,40 @@ func (g *gateway) ApplyConfig(ctx context.Context, c config.Config) ([]string, e
 	if path == "" {
 		return nil, errors.New("no config file to write (start fieldgate with -config)")
 	}
-	data, err := config.Marshal(c)
-	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
-	}
-	header := []byte("# Written by fieldgate's setup page; `fieldgate config default` shows every setting with comments.\n")
-	if err := atomicfile.Write(path, append(header, data...), 0o600); err != nil {
-		return nil, fmt.Errorf("config: write %s: %w", path, err)
+	if err := writeConfigFile(path, c); err != nil {
+		return nil, err
 	}
 	g.mu.Lock()
 	g.configPath = path
 	g.mu.Unlock()
 	g.log.Info("config written", "path", path)
-	return g.apply(ctx, c)
+	restart, err := g.apply(ctx, c)
+	if running := g.Config(); !reflect.DeepEqual(running, c) {
+		// apply kept some running values: the file follows.
+		if werr := writeConfigFile(path, running); werr != nil {
+			err = errors.Join(err, werr)
+		}
+	}
+	return restart, err
+}
+
+// configHeader starts every config file the gateway writes.
+const configHeader = "# Written by fieldgate's setup page; `fieldgate config default` shows every setting with comments.\n"
+
+// writeConfigFile writes c atomically to path, secrets in clear (the file
+// is the gateway's own, mode 0600). A config whose file would be larger than
+// config.MaxFileSize is refused, since the next start could not read it.
+func writeConfigFile(path string, c config.Config) error {
+	data, err := config.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	data = append([]byte(configHeader), data...)
+	if err := config.CheckSize(len(data)); err != nil {
+		return err
+	}
+	if err := atomicfile.Write(path, data, 0o600); err != nil {
+		return fmt.Errorf("config: write %s: %w", path, err)
+	}
+	return nil
 }

@@ -169,12 +169,12 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	defer func() { g.bridge.Close() }()
 	if cfg.MQTTSN.Enabled {
-		if g.sn, err = mqttsn.New(cfg.MQTTSN, g.broker, log); err != nil {
+		if g.sn, err = mqttsn.New(cfg.MQTTSN, g.broker, log, mqttsn.WithBudget(g.budget)); err != nil {
 			return fmt.Errorf("gateway: %w", err)
 		}
 	}
 	if cfg.CoAP.Enabled {
-		if g.coap, err = coap.New(cfg.CoAP, g.broker, log); err != nil {
+		if g.coap, err = coap.New(cfg.CoAP, g.broker, log, coap.WithBudget(g.budget)); err != nil {
 			return fmt.Errorf("gateway: %w", err)
 		}
 	}
@@ -214,7 +214,7 @@ func Run(ctx context.Context, opts Options) error {
 	g.start("board", func(ctx context.Context) error { return g.board.Run(ctx, g.healthy) })
 	g.start("probe", g.probe)
 
-	attrs := []any{"version", opts.Version, "gateway_id", g.id, "data_dir", cfg.Gateway.DataDir, "startup", time.Since(g.started).Round(time.Millisecond)}
+	attrs := []any{"version", opts.Version, "gateway_id", g.gatewayID(), "data_dir", cfg.Gateway.DataDir, "startup", time.Since(g.started).Round(time.Millisecond)}
 	for _, id := range []string{"tcp", "tls", "ws", "wss", "quic"} {
 		if a := g.broker.Addr(id); a != "" {
 			attrs = append(attrs, "mqtt_"+id, a)
@@ -401,7 +401,7 @@ func (g *gateway) updateBoard() {
 	g.board.Status(line.String())
 	g.board.SetUplink(st.Connected)
 	// The board's identity and health for whoever watches $SYS/.
-	info := map[string]any{"gateway_id": g.id, "identity": g.board.Identity()}
+	info := map[string]any{"gateway_id": g.gatewayID(), "identity": g.board.Identity()}
 	if h, err := g.board.Health(); err == nil {
 		info["health"] = h
 	}
@@ -439,8 +439,11 @@ func (g *gateway) path() string {
 	return g.configPath
 }
 
-// reload reads the config file again and applies it.
+// reload reads the config file again and applies it, under applyMu like
+// every config change.
 func (g *gateway) reload(ctx context.Context) ([]string, error) {
+	g.applyMu.Lock()
+	defer g.applyMu.Unlock()
 	path := g.path()
 	if path == "" {
 		return nil, errors.New("running on built-in defaults: no config file to reload")

@@ -334,7 +334,7 @@ func (b *Bridge) connect(ctx context.Context, transport string, s Server, id str
 	o.AddBroker("tcp://" + net.JoinHostPort(s.Host, "0")) // the dialer below decides
 	o.SetClientID(id)
 	o.SetUsername(b.cfg.Username)
-	o.SetPassword(b.cfg.Password)
+	o.SetPassword(b.cfg.Password.Reveal())
 	o.SetCleanSession(b.cfg.CleanSession)
 	o.SetKeepAlive(b.cfg.KeepAlive)
 	o.SetPingTimeout(max(b.cfg.ConnectTimeout, 5*time.Second))

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/fieldgate/fieldgate/gateway/bus"
+	"github.com/fieldgate/fieldgate/internal/secret"
 )
 
 // Config is the uplink section: where the cloud is, how to reach it, and
@@ -29,9 +30,9 @@ type Config struct {
 	TLS          TLS           `yaml:"tls"`
 	QUIC         QUIC          `yaml:"quic"`
 	// ClientID towards the cloud; empty means the gateway id.
-	ClientID string `yaml:"client_id"`
-	Username string `yaml:"username"`
-	Password string `yaml:"password"`
+	ClientID string        `yaml:"client_id"`
+	Username string        `yaml:"username"`
+	Password secret.String `yaml:"password"`
 	// KeepAlive is the MQTT keep alive towards the cloud.
 	KeepAlive time.Duration `yaml:"keepalive"`
 	// CleanSession false keeps the cloud session (and the downlink

@@ -149,6 +149,13 @@ func runGateway(args []string, stderr io.Writer) int {
 		source = "built-in defaults"
 	}
 	log.Info("starting", "version", version, "config", source, "data_dir", cfg.Gateway.DataDir)
+	// Every socket is a descriptor: the whole hard limit, of which the page
+	// may hold at most a quarter (web.max_connections), is the broker's reserve.
+	if files, err := board.RaiseFileLimit(); err != nil {
+		log.Warn("open file limit not raised", "error", err)
+	} else {
+		log.Debug("open file limit", "files", files)
+	}
 	writePath := path
 	if writePath == "" {
 		// Where the setup page writes a config when there is none; the next
@@ -270,10 +277,11 @@ func configCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 }
 
 // configCheck parses and validates a file ("-" = stdin) and prints either
-// "FILE: ok" or every error as "FILE: path: reason".
+// "FILE: ok" or every error as "FILE: path: reason". A file larger than
+// config.MaxFileSize is refused before it is read.
 func configCheck(path string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if path == "-" {
-		data, err := io.ReadAll(stdin)
+		data, err := config.ReadAll(stdin)
 		if err != nil {
 			fmt.Fprintf(stderr, "<stdin>: %v\n", err)
 			return 1

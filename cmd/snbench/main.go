@@ -84,6 +84,7 @@ func run(w io.Writer, clients int, d time.Duration, idle, payload, paced int) er
 	gc := mqttsn.DefaultConfig()
 	gc.Address = "127.0.0.1:0"
 	gc.MaxClients = clients + idle + 10
+	gc.MaxClientsPerAddress = 0 // every client speaks from 127.0.0.1
 	g, err := mqttsn.New(gc, b, log)
 	if err != nil {
 		return err

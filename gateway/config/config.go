@@ -17,11 +17,11 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"unicode"
 
 	"github.com/fieldgate/fieldgate/board"
+	"github.com/fieldgate/fieldgate/internal/secret"
 	"github.com/fieldgate/fieldgate/protocols/coap"
 	"github.com/fieldgate/fieldgate/protocols/mqtt"
 	"github.com/fieldgate/fieldgate/protocols/mqttsn"
@@ -114,11 +114,12 @@ func Default() Config {
 }
 
 // Load reads the config file at path, parses and validates it. The errors
-// are joined and each is one line "path: reason", without the file name.
+// are joined and each is one line "path: reason", without the file name. A
+// file larger than MaxFileSize is refused before it is read.
 func Load(path string) (Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := ReadFile(path)
 	if err != nil {
-		return Config{}, fmt.Errorf("read config: %w", err)
+		return Config{}, err
 	}
 	c, err := Parse(data)
 	if err != nil {
@@ -181,6 +182,11 @@ func (c Config) Validate() error {
 	for _, s := range c.sections() {
 		for _, err := range unjoin(s.validate()) {
 			errs = append(errs, fmt.Errorf("%s.%w", s.key, err))
+		}
+	}
+	for _, f := range c.SecretFields() {
+		if f.Value.Kept() {
+			errs = append(errs, fmt.Errorf("%s: is %s, which keeps the stored secret only in an upload to the gateway that has one: type the secret", f.Path, secret.Redacted))
 		}
 	}
 	return errors.Join(errs...)

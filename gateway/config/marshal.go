@@ -1,17 +1,25 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"reflect"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/fieldgate/fieldgate/internal/secret"
 )
 
 // Marshal returns c as a config file: every field under its YAML key, in
 // declaration order, durations written the way they are read ("1m30s")
 // rather than as nanoseconds. Parse(Marshal(c)) == c.
+//
+// Secrets (secret.String) are written in clear: this is the file the
+// gateway reads back, and the one place that reveals them for output. What
+// leaves the box (the API, the config download, the diagnostics bundle)
+// goes through the secrets' own marshalling, which redacts them.
 func Marshal(c Config) ([]byte, error) {
 	n, err := node(reflect.ValueOf(c))
 	if err != nil {
@@ -24,6 +32,13 @@ func Marshal(c Config) ([]byte, error) {
 func node(v reflect.Value) (*yaml.Node, error) {
 	if v.Type() == durationType {
 		return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: time.Duration(v.Int()).String()}, nil
+	}
+	if v.Type() == secretType {
+		s := v.Interface().(secret.String)
+		if s.Kept() {
+			return nil, errors.New("config: a secret is still the <redacted> placeholder")
+		}
+		return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: s.Reveal()}, nil
 	}
 	switch v.Kind() {
 	case reflect.Pointer, reflect.Interface:

@@ -5,13 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"reflect"
 	"strconv"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/fieldgate/fieldgate/internal/secret"
 )
 
 // maxNodes bounds the YAML nodes Parse visits, so that aliases cannot make a
@@ -94,7 +95,10 @@ func (d *decoder) errorf(n *yaml.Node, path, format string, args ...any) {
 	d.errs = append(d.errs, fmt.Errorf("%s: %s (line %d)", path, fmt.Sprintf(format, args...), n.Line))
 }
 
-var durationType = reflect.TypeFor[time.Duration]()
+var (
+	durationType = reflect.TypeFor[time.Duration]()
+	secretType   = reflect.TypeFor[secret.String]()
+)
 
 // decode sets v from n. Structs are mappings whose keys are the fields'
 // yaml tags; slices are sequences; everything else is a scalar decoded by
@@ -121,6 +125,9 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		return
 	}
 	switch {
+	case v.Type() == secretType:
+		// A secret is a struct that decodes from one string.
+		d.decodeScalar(n, v, path)
 	case v.Kind() == reflect.Pointer && v.Type().Elem().Kind() == reflect.Struct:
 		// An optional section (a Modbus device's tcp: or rtu:): present
 		// means set. Decoded into a copy so the default is not shared.
@@ -235,6 +242,9 @@ func kindName(t reflect.Type) string {
 	if t == durationType {
 		return "a duration such as 10s, 5m or 1h30m"
 	}
+	if t == secretType {
+		return "a string"
+	}
 	switch t.Kind() {
 	case reflect.Bool:
 		return "true or false"
@@ -281,16 +291,4 @@ func pathOr(path string) string {
 // stripYAMLPrefix removes yaml.v3's "yaml: " so that it is not doubled.
 func stripYAMLPrefix(err error) error {
 	return errors.New(strings.TrimPrefix(err.Error(), "yaml: "))
-}
-
-// checkAddress checks a listen address "host:port" with a numeric port.
-func checkAddress(addr string) error {
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("must be host:port (e.g. \":8080\"), got %q", addr)
-	}
-	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-		return fmt.Errorf("port must be a number between 0 and 65535, got %q", port)
-	}
-	return nil
 }

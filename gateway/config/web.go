@@ -27,7 +27,8 @@ type Web struct {
 	// SessionMax logs a browser out this long after login, active or not.
 	SessionMax time.Duration `yaml:"session_max"`
 	// MetricsAuth protects /metrics with the admin login (a bearer token
-	// for Prometheus). Off: anyone who reaches the port can scrape it.
+	// of scope metrics for Prometheus). Off: anyone who reaches the port
+	// can scrape it.
 	MetricsAuth bool `yaml:"metrics_auth"`
 	// LoginFreeAttempts is how many wrong passwords in a row one address may
 	// try without waiting; after that each failure doubles the wait, from
@@ -41,6 +42,21 @@ type Web struct {
 	// MDNS advertises the page over mDNS/DNS-SD as fieldgate-<id>.local,
 	// under _http._tcp (_https._tcp with TLS) and _fieldgate._tcp.
 	MDNS bool `yaml:"mdns"`
+	// LoginConcurrency bounds how many password checks (bcrypt, ~0.1 s of
+	// one CPU each) run at once over all addresses; a login beyond it
+	// is answered 429 at once, so a burst cannot starve the broker.
+	LoginConcurrency int `yaml:"login_concurrency"`
+	// ReadTimeout bounds reading one whole request, body included;
+	// WriteTimeout bounds writing one response (the live view sets its
+	// own deadline per write instead); IdleTimeout closes a keep-alive
+	// connection without a request.
+	ReadTimeout  time.Duration `yaml:"read_timeout"`
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	IdleTimeout  time.Duration `yaml:"idle_timeout"`
+	// MaxConnections bounds the open connections of the page; more wait in
+	// the kernel's accept queue. It is further held to a quarter of the
+	// process's open file limit, so that the broker always has descriptors.
+	MaxConnections int `yaml:"max_connections"`
 }
 
 // WebTLS names the PEM files of the HTTPS certificate.
@@ -63,6 +79,11 @@ func DefaultWeb() Web {
 		LoginDelayMax:     15 * time.Minute,
 		LiveStreams:       8,
 		MDNS:              true,
+		LoginConcurrency:  2,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       30 * time.Second,
+		MaxConnections:    256,
 	}
 }
 
@@ -108,6 +129,20 @@ func (c Web) Validate() error {
 	}
 	if c.LiveStreams < 1 || c.LiveStreams > 1000 {
 		add("live_streams", "must be between 1 and 1000, got %d", c.LiveStreams)
+	}
+	if c.LoginConcurrency < 1 || c.LoginConcurrency > 64 {
+		add("login_concurrency", "must be between 1 and 64, got %d", c.LoginConcurrency)
+	}
+	for _, d := range []struct {
+		path string
+		v    time.Duration
+	}{{"read_timeout", c.ReadTimeout}, {"write_timeout", c.WriteTimeout}, {"idle_timeout", c.IdleTimeout}} {
+		if d.v < time.Second || d.v > time.Hour {
+			add(d.path, "must be between 1s and 1h, got %s", d.v)
+		}
+	}
+	if c.MaxConnections < 8 || c.MaxConnections > 65536 {
+		add("max_connections", "must be between 8 and 65536, got %d", c.MaxConnections)
 	}
 	return errors.Join(errs...)
 }

@@ -25,7 +25,10 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/fieldgate/fieldgate/gateway/config"
+	"github.com/fieldgate/fieldgate/internal/secret"
 	"github.com/fieldgate/fieldgate/protocols/mqtt"
+	"github.com/fieldgate/fieldgate/uplink"
 )
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
@@ -138,7 +141,7 @@ func (s *Server) setUser(w http.ResponseWriter, r *http.Request) {
 		users = append(users, mqtt.User{Username: name})
 		i = len(users) - 1
 	}
-	users[i].PasswordHash = string(hash)
+	users[i].PasswordHash = secret.New(string(hash))
 	c.Broker.Auth.Users = users
 	s.applyConfig(w, r, c)
 }
@@ -156,12 +159,20 @@ func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request) {
 }
 
 // testUplink tries the uplink section in the body without applying it.
+//
+// A stored secret (sent back as Redacted, or left out so that the running
+// one applies) is only ever sent where the running config sends it: the
+// same servers, ports and transports, the same CA and server name, and
+// no certificate check turned off. To try other servers the caller types
+// the secret; otherwise the answer is 400 naming the secret's field, and
+// nothing is sent anywhere.
 func (s *Server) testUplink(w http.ResponseWriter, r *http.Request) {
 	var section any
 	if !readJSON(w, r, &section) {
 		return
 	}
-	c, err := withSection(s.b.Config(), "uplink", section)
+	running := s.b.Config()
+	c, err := withSection(running, "uplink", section)
 	if err == nil {
 		if verr := c.Uplink.Validate(); verr != nil {
 			err = prefixLines("uplink.", verr)
@@ -171,6 +182,17 @@ func (s *Server) testUplink(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, apiError{Error: "invalid uplink settings", Fields: fieldErrors(err)})
 		return
 	}
+	if stored := storedUplinkSecrets(running, c, section); len(stored) > 0 {
+		if why := sameUplinkDestination(running.Uplink, c.Uplink); why != "" {
+			s.log.Warn("web: uplink test refused: a stored secret would go to other servers", "address", clientAddr(r), "reason", why)
+			var fields []FieldError
+			for _, path := range stored {
+				fields = append(fields, FieldError{Field: path, Error: "the stored secret is only sent to the stored uplink servers (" + why + "): type it to test these settings"})
+			}
+			writeJSON(w, http.StatusBadRequest, apiError{Error: "stored secrets are only sent to the stored uplink servers", Fields: fields})
+			return
+		}
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	defer cancel()
 	if err := s.b.TestUplink(ctx, c.Uplink); err != nil {
@@ -178,6 +200,88 @@ func (s *Server) testUplink(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"ok": true})
+}
+
+// storedUplinkSecrets returns the paths of the uplink secrets of c that
+// the caller did not type: sent as Redacted (restored from running), or
+// equal to the running value without appearing in the body.
+func storedUplinkSecrets(running, c config.Config, body any) []string {
+	old := map[string]string{}
+	for _, f := range running.SecretFields() {
+		old[f.Path] = f.Value.Reveal()
+	}
+	var out []string
+	for _, f := range c.SecretFields() {
+		if !strings.HasPrefix(f.Path, "uplink.") {
+			continue
+		}
+		v := f.Value.Reveal()
+		switch {
+		case f.Value.Kept():
+			out = append(out, f.Path)
+		case v == "":
+		case v == old[f.Path] && !containsString(body, v):
+			out = append(out, f.Path)
+		}
+	}
+	return out
+}
+
+// containsString reports whether the JSON tree v holds the string s as a
+// value anywhere.
+func containsString(v any, s string) bool {
+	switch t := v.(type) {
+	case string:
+		return t == s
+	case map[string]any:
+		for _, x := range t {
+			if containsString(x, s) {
+				return true
+			}
+		}
+	case []any:
+		for _, x := range t {
+			if containsString(x, s) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// sameUplinkDestination returns "" when every connection test would make
+// with next goes where running already sends its secrets, protected the
+// same way; otherwise what differs, in plain words.
+func sameUplinkDestination(running, next uplink.Config) string {
+	for _, s := range next.Servers {
+		if !slices.ContainsFunc(running.Servers, func(r uplink.Server) bool {
+			return strings.EqualFold(r.Host, s.Host) && r.QUICPort == s.QUICPort && r.TLSPort == s.TLSPort && r.TCPPort == s.TCPPort
+		}) {
+			return fmt.Sprintf("server %s with ports quic %d, tls %d, tcp %d is not one of them", s.Host, s.QUICPort, s.TLSPort, s.TCPPort)
+		}
+	}
+	for _, tr := range uplinkTransports(next.Transport) {
+		if !slices.Contains(uplinkTransports(running.Transport), tr) {
+			return "transport " + tr + " is not what the stored settings use"
+		}
+	}
+	switch {
+	case next.TLS.CA != running.TLS.CA:
+		return "the TLS CA differs"
+	case next.TLS.ServerName != running.TLS.ServerName:
+		return "the TLS server name differs"
+	case next.TLS.InsecureSkipVerify && !running.TLS.InsecureSkipVerify:
+		return "certificate verification is turned off"
+	}
+	return ""
+}
+
+// uplinkTransports are the transports a setting may use.
+func uplinkTransports(setting string) []string {
+	if setting == "auto" {
+		return []string{"quic", "tls"}
+	}
+	return []string{setting}
 }
 
 func prefixLines(prefix string, err error) error {

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/fieldgate/fieldgate/gateway/config"
@@ -33,14 +35,17 @@ type setupRequest struct {
 }
 
 // setup sets the first admin password (only while none is set), optionally
-// the gateway id, and logs the caller in.
+// the gateway id, and logs the caller in. The password state is checked
+// before anything else, and the password is set (atomically, only if none
+// is) before the gateway id is applied: of concurrent setup requests one
+// wins, and every other gets 409 having changed nothing.
 func (s *Server) setup(w http.ResponseWriter, r *http.Request) {
-	var req setupRequest
-	if !readJSON(w, r, &req) {
-		return
-	}
 	if s.auth.hasPassword() {
 		writeError(w, http.StatusConflict, errAlreadySetUp.Error())
+		return
+	}
+	var req setupRequest
+	if !readJSON(w, r, &req) {
 		return
 	}
 	if req.GatewayID != "" {
@@ -50,15 +55,13 @@ func (s *Server) setup(w http.ResponseWriter, r *http.Request) {
 			writeFields(w, "invalid setup", FieldError{Field: "gateway_id", Error: "at most 64 letters, digits, '-', '_' or '.'"})
 			return
 		}
-		if len(req.Password) < minPasswordLen {
-			writeFields(w, "invalid setup", FieldError{Field: "password", Error: "must be at least 8 characters"})
-			return
-		}
-		if _, err := s.b.ApplyConfig(r.Context(), c); err != nil {
-			writeJSON(w, http.StatusBadRequest, apiError{Error: "gateway id refused", Fields: fieldErrors(err)})
-			return
-		}
 	}
+	release, free := s.passwordSlot() // bcrypt, open to anyone until set
+	if !free {
+		busy(w)
+		return
+	}
+	defer release()
 	if err := s.auth.setPassword(req.Password, true); err != nil {
 		if errors.Is(err, errAlreadySetUp) {
 			writeError(w, http.StatusConflict, err.Error())
@@ -68,6 +71,16 @@ func (s *Server) setup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("web: admin password set (first boot)", "address", clientAddr(r))
+	if req.GatewayID != "" {
+		c := s.b.Config()
+		c.Gateway.ID = req.GatewayID
+		if _, err := s.b.ApplyConfig(r.Context(), c); err != nil {
+			writeJSON(w, http.StatusInternalServerError, apiError{
+				Error:  "the admin password is set, but the gateway id was not saved: log in and set it in the settings",
+				Fields: fieldErrors(err)})
+			return
+		}
+	}
 	s.startSession(w, r)
 }
 
@@ -75,35 +88,83 @@ type loginRequest struct {
 	Password string `json:"password"`
 }
 
-// login checks the admin password under the per-address limiter.
+// login checks the admin password under the per-address limiter and the
+// global bound on password checks.
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	var req loginRequest
 	if !readJSON(w, r, &req) {
-		return
-	}
-	addr := clientAddr(r)
-	if d := s.lim.wait(addr, s.now()); d > 0 {
-		tooMany(w, d)
 		return
 	}
 	if !s.auth.hasPassword() {
 		writeError(w, http.StatusConflict, "no admin password yet: finish the setup first")
 		return
 	}
-	if !s.auth.checkPassword(req.Password) {
-		d := s.lim.fail(addr, s.now())
-		s.metrics.loginFailures.Inc()
-		s.logSome.Do(func() { s.log.Warn("web: wrong admin password", "address", addr, "wait", d) })
-		if d > 0 {
-			tooMany(w, d)
+	addr := clientAddr(r)
+	ok, penalty := s.checkAdminPassword(w, addr, req.Password)
+	if penalty < 0 {
+		return // refused before the check: answered
+	}
+	if !ok {
+		if penalty > 0 {
+			tooMany(w, penalty)
 			return
 		}
 		writeError(w, http.StatusUnauthorized, "wrong password")
 		return
 	}
-	s.lim.success(addr)
 	s.log.Info("web: login", "address", addr)
 	s.startSession(w, r)
+}
+
+// checkAdminPassword checks password for addr: first it takes a slot
+// among the web.login_concurrency password checks (else 429 "busy"), then
+// reserves the attempt with the limiter (else 429 with the wait left), and
+// only then runs bcrypt. A success clears addr. penalty < 0 means the
+// request was refused before the check and the answer is written;
+// otherwise penalty is the wait a failure cost (0: a free attempt).
+func (s *Server) checkAdminPassword(w http.ResponseWriter, addr, password string) (ok bool, penalty time.Duration) {
+	release, free := s.passwordSlot()
+	if !free {
+		s.metrics.loginRefused.WithLabelValues("busy").Inc()
+		s.logSome.Do(func() { s.log.Warn("web: login refused: too many password checks at once", "address", addr) })
+		busy(w)
+		return false, -1
+	}
+	defer release()
+	wait, penalty := s.lim.reserve(addr, s.now())
+	if wait > 0 {
+		s.metrics.loginRefused.WithLabelValues("wait").Inc()
+		tooMany(w, wait)
+		return false, -1
+	}
+	s.metrics.passwordChecks.Inc()
+	if !s.auth.checkPassword(password) {
+		s.metrics.loginFailures.Inc()
+		s.logSome.Do(func() { s.log.Warn("web: wrong admin password", "address", addr, "wait", penalty) })
+		return false, penalty
+	}
+	s.lim.success(addr)
+	return true, 0
+}
+
+// passwordSlot takes one of the web.login_concurrency slots for a bcrypt
+// computation, without waiting; ok is false when all are taken.
+func (s *Server) passwordSlot() (release func(), ok bool) {
+	select {
+	case s.logins <- struct{}{}:
+		return func() { <-s.logins }, true
+	default:
+		return nil, false
+	}
+}
+
+// busy answers 429 when every password check slot is taken.
+func busy(w http.ResponseWriter) {
+	w.Header().Set("Retry-After", "1")
+	writeJSON(w, http.StatusTooManyRequests, map[string]any{
+		"error":       "too many logins at once: try again in 1s",
+		"retry_after": 1,
+	})
 }
 
 // tooMany answers 429 with the wait in Retry-After and in the body.
@@ -153,15 +214,20 @@ func (s *Server) changePassword(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	addr := clientAddr(r)
-	if d := s.lim.wait(addr, s.now()); d > 0 {
-		tooMany(w, d)
+	ok, penalty := s.checkAdminPassword(w, addr, req.Current)
+	if penalty < 0 {
 		return
 	}
-	if !s.auth.checkPassword(req.Current) {
-		s.lim.fail(addr, s.now())
+	if !ok {
 		writeFields(w, "wrong password", FieldError{Field: "current", Error: "wrong password"})
 		return
 	}
+	release, free := s.passwordSlot()
+	if !free {
+		busy(w)
+		return
+	}
+	defer release()
 	if err := s.auth.setPassword(req.New, false); err != nil {
 		writeFields(w, "invalid password", FieldError{Field: "new", Error: err.Error()})
 		return
@@ -173,6 +239,9 @@ func (s *Server) changePassword(w http.ResponseWriter, r *http.Request) {
 
 type tokenRequest struct {
 	Name string `json:"name"`
+	// Scope is metrics, read or admin. There is no default: whoever makes
+	// a token chooses the rights it carries.
+	Scope string `json:"scope"`
 }
 
 func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) {
@@ -186,16 +255,23 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 	if !readJSON(w, r, &req) {
 		return
 	}
+	var bad []FieldError
 	if req.Name == "" || len(req.Name) > 64 {
-		writeFields(w, "invalid token", FieldError{Field: "name", Error: "must be 1 to 64 characters"})
+		bad = append(bad, FieldError{Field: "name", Error: "must be 1 to 64 characters"})
+	}
+	if !slices.Contains(scopes, req.Scope) {
+		bad = append(bad, FieldError{Field: "scope", Error: "must be one of " + strings.Join(scopes, ", ")})
+	}
+	if len(bad) > 0 {
+		writeFields(w, "invalid token", bad...)
 		return
 	}
-	tok, info, err := s.auth.newToken(req.Name, s.now())
+	tok, info, err := s.auth.newToken(req.Name, req.Scope, s.now())
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	s.log.Info("web: bearer token created", "token_id", info.ID, "name", info.Name)
+	s.log.Info("web: bearer token created", "token_id", info.ID, "name", info.Name, "scope", info.Scope)
 	writeJSON(w, http.StatusCreated, map[string]any{"token": tok, "info": info})
 }
 

@@ -13,7 +13,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
@@ -29,6 +31,27 @@ const tokenPrefix = "fgt_"
 // minPasswordLen is the shortest admin password accepted.
 const minPasswordLen = 8
 
+// Scopes of bearer tokens, from least to most. A session (the admin's
+// browser) has every right.
+const (
+	// scopeMetrics allows GET /metrics only: for Prometheus.
+	scopeMetrics = "metrics"
+	// scopeRead allows /metrics and every GET of the API except the token
+	// list: for dashboards and monitoring scripts.
+	scopeRead = "read"
+	// scopeAdmin allows everything, as the admin login does.
+	scopeAdmin = "admin"
+)
+
+// scopes are the token scopes in rising order of rights.
+var scopes = []string{scopeMetrics, scopeRead, scopeAdmin}
+
+// scopeAllows reports whether a caller with scope have may do what needs
+// scope need.
+func scopeAllows(have, need string) bool {
+	return slices.Index(scopes, have) >= slices.Index(scopes, need) && slices.Contains(scopes, have)
+}
+
 // authState is what web-auth.json holds. Only hashes are stored: bcrypt for
 // the admin password, SHA-256 for bearer tokens (they are 256 random bits,
 // so a fast hash is enough).
@@ -41,8 +64,11 @@ type authState struct {
 // tokenInfo describes one bearer token; the token itself is shown once,
 // when created, and never stored.
 type tokenInfo struct {
-	ID       string    `json:"id"`
-	Name     string    `json:"name"`
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	// Scope is metrics, read or admin. Tokens made before scopes existed
+	// have none in the file and are admin, as they always were.
+	Scope    string    `json:"scope"`
 	Hash     string    `json:"hash,omitempty"`
 	Created  time.Time `json:"created"`
 	LastUsed time.Time `json:"last_used,omitzero"`
@@ -52,6 +78,11 @@ type tokenInfo struct {
 type authStore struct {
 	path string
 	cost int
+
+	// checks counts bcrypt comparisons of the admin password.
+	checks atomic.Int64
+	// unscoped counts the tokens loaded without a scope (made admin).
+	unscoped int
 
 	mu    sync.Mutex
 	state authState
@@ -73,6 +104,18 @@ func openAuthStore(dataDir string, cost int) (*authStore, error) {
 	}
 	if s.state.Version != 1 {
 		return nil, fmt.Errorf("web: auth state %s: unknown version %d", s.path, s.state.Version)
+	}
+	for i := range s.state.Tokens {
+		t := &s.state.Tokens[i]
+		switch {
+		case t.Scope == "":
+			// Made before scopes: they were full admin and stay so (the
+			// page shows it); the file gets the scope at its next write.
+			t.Scope = scopeAdmin
+			s.unscoped++
+		case !slices.Contains(scopes, t.Scope):
+			return nil, fmt.Errorf("web: auth state %s: token %s: unknown scope %q", s.path, t.ID, t.Scope)
+		}
 	}
 	return s, nil
 }
@@ -117,14 +160,18 @@ func (s *authStore) checkPassword(password string) bool {
 	if hash == "" {
 		return false
 	}
+	s.checks.Add(1)
 	return bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) == nil
 }
 
-// newToken creates a bearer token named name and returns it (the only time
-// it is ever seen) with its info.
-func (s *authStore) newToken(name string, now time.Time) (string, tokenInfo, error) {
+// newToken creates a bearer token named name with scope and returns it
+// (the only time it is ever seen) with its info.
+func (s *authStore) newToken(name, scope string, now time.Time) (string, tokenInfo, error) {
+	if !slices.Contains(scopes, scope) {
+		return "", tokenInfo{}, fmt.Errorf("unknown scope %q", scope)
+	}
 	secret := randomString(32)
-	info := tokenInfo{ID: randomString(6), Name: name, Hash: hashToken(tokenPrefix + secret), Created: now}
+	info := tokenInfo{ID: randomString(6), Name: name, Scope: scope, Hash: hashToken(tokenPrefix + secret), Created: now}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.state.Tokens) >= 100 {
@@ -139,18 +186,19 @@ func (s *authStore) newToken(name string, now time.Time) (string, tokenInfo, err
 	return tokenPrefix + secret, info, nil
 }
 
-// checkToken reports whether token is a known bearer token, and notes its use.
-func (s *authStore) checkToken(token string, now time.Time) bool {
+// checkToken returns the scope of token when it is a known bearer token,
+// and notes its use.
+func (s *authStore) checkToken(token string, now time.Time) (scope string, ok bool) {
 	h := hashToken(token)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i := range s.state.Tokens {
 		if subtle.ConstantTimeCompare([]byte(s.state.Tokens[i].Hash), []byte(h)) == 1 {
 			s.state.Tokens[i].LastUsed = now // in memory only: not worth a disk write per request
-			return true
+			return s.state.Tokens[i].Scope, true
 		}
 	}
-	return false
+	return "", false
 }
 
 // tokens lists the tokens without their hashes.

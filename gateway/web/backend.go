@@ -22,7 +22,9 @@ type Backend interface {
 	// ApplyConfig validates c, writes the config file atomically and applies
 	// it live. restart names what changed but only takes effect after a
 	// restart. A validation error is "path: reason" lines joined with
-	// errors.Join (as config.Config.Validate returns them).
+	// errors.Join (as config.Config.Validate returns them). Concurrent calls
+	// (and reloads) are serialised: when it returns, the config file holds
+	// the running config.
 	ApplyConfig(ctx context.Context, c config.Config) (restart []string, err error)
 	// Status is the overview.
 	Status() Status

@@ -10,30 +10,24 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/fieldgate/fieldgate/gateway/config"
+	"github.com/fieldgate/fieldgate/internal/secret"
 )
 
 // Redacted replaces every secret in a config the API returns. A config sent
 // back with Redacted in a secret field keeps the running value of that
 // field, so a downloaded config can be edited and uploaded again without
 // retyping passwords.
-const Redacted = "<redacted>"
-
-// secretKeys are the YAML keys whose values are secrets, in any section.
-var secretKeys = map[string]bool{
-	"password":      true,
-	"password_hash": true,
-	"psk":           true,
-	"secret":        true,
-	"token":         true,
-	"private_key":   true,
-	"key_pem":       true,
-}
+//
+// A field is a secret by its type, secret.String, whose marshalling gives
+// Redacted (and "" when unset): no list of secret field names to keep up to
+// date, and nothing to forget when a section gains a secret.
+const Redacted = secret.Redacted
 
 // configMap returns c as the generic tree of its YAML form (what a config
 // file holds), with secrets redacted and null fields removed. It is what
 // the API returns as JSON.
 func configMap(c config.Config) (map[string]any, error) {
-	data, err := yaml.Marshal(c)
+	data, err := yaml.Marshal(c) // secret.String marshals as Redacted
 	if err != nil {
 		return nil, fmt.Errorf("encode config: %w", err)
 	}
@@ -41,12 +35,12 @@ func configMap(c config.Config) (map[string]any, error) {
 	if err := yaml.Unmarshal(data, &m); err != nil {
 		return nil, fmt.Errorf("decode config: %w", err)
 	}
-	redactTree(m)
+	dropNulls(m)
 	return m, nil
 }
 
-// redactTree replaces secret values and drops null values, in place.
-func redactTree(v any) {
+// dropNulls removes null values from maps, in place.
+func dropNulls(v any) {
 	switch t := v.(type) {
 	case map[string]any:
 		for k, x := range t {
@@ -54,15 +48,11 @@ func redactTree(v any) {
 				delete(t, k)
 				continue
 			}
-			if s, ok := x.(string); ok && secretKeys[k] && s != "" {
-				t[k] = Redacted
-				continue
-			}
-			redactTree(x)
+			dropNulls(x)
 		}
 	case []any:
 		for _, x := range t {
-			redactTree(x)
+			dropNulls(x)
 		}
 	}
 }
@@ -129,12 +119,20 @@ func withSection(running config.Config, path string, section any) (config.Config
 	return c, nil
 }
 
-// restoreSecrets walks next and old (same type) in parallel and copies old's
-// value into every string field of next named by a secret YAML key that
-// holds Redacted. Elements of slices of structs are matched by their
-// username or name field when they have one (users may be reordered), by
-// index otherwise. A Redacted secret without a counterpart becomes empty.
+// restoreSecrets walks next and old (same type) in parallel and puts old's
+// value into every secret of next that was sent as Redacted (a Kept
+// secret.String). Elements of slices of structs are matched by their
+// username, name or identity field when they have one (users and PSKs may
+// be reordered), by index otherwise. A Kept secret without a counterpart
+// stays Kept, and validation refuses it with its path: the caller must type
+// that secret.
 func restoreSecrets(next, old reflect.Value) {
+	if next.Type() == secretType {
+		if next.Interface().(secret.String).Kept() && old.IsValid() {
+			next.Set(old)
+		}
+		return
+	}
 	switch next.Kind() {
 	case reflect.Pointer:
 		if next.IsNil() {
@@ -146,26 +144,13 @@ func restoreSecrets(next, old reflect.Value) {
 		}
 		restoreSecrets(next.Elem(), old.Elem())
 	case reflect.Struct:
-		t := next.Type()
-		for i := range t.NumField() {
-			f := t.Field(i)
-			if !f.IsExported() {
+		for i := range next.NumField() {
+			if !next.Type().Field(i).IsExported() {
 				continue
 			}
 			var of reflect.Value
 			if old.IsValid() {
 				of = old.Field(i)
-			}
-			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-			if f.Type.Kind() == reflect.String && secretKeys[name] {
-				if next.Field(i).String() == Redacted {
-					v := ""
-					if of.IsValid() {
-						v = of.String()
-					}
-					next.Field(i).SetString(v)
-				}
-				continue
 			}
 			restoreSecrets(next.Field(i), of)
 		}
@@ -174,18 +159,21 @@ func restoreSecrets(next, old reflect.Value) {
 			restoreSecrets(next.Index(i), counterpart(next.Index(i), old, i))
 		}
 	case reflect.Map:
-		// No secret lives in a map in the config schema.
+		// No secret lives in a map in the config schema (a test in
+		// gateway/config checks it).
 	}
 }
 
-// counterpart finds the element of old matching elem: same Username or
-// Name field for structs that have one, else the same index.
+var secretType = reflect.TypeFor[secret.String]()
+
+// counterpart finds the element of old matching elem: same Username, Name
+// or Identity field for structs that have one, else the same index.
 func counterpart(elem, old reflect.Value, i int) reflect.Value {
 	if !old.IsValid() {
 		return reflect.Value{}
 	}
 	if elem.Kind() == reflect.Struct {
-		for _, key := range []string{"Username", "Name"} {
+		for _, key := range []string{"Username", "Name", "Identity"} {
 			f := elem.FieldByName(key)
 			if !f.IsValid() || f.Kind() != reflect.String {
 				continue

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/fieldgate/fieldgate/gateway/config"
+	"github.com/fieldgate/fieldgate/internal/secret"
 )
 
 // FuzzParseUpload feeds arbitrary bytes to the config upload path: it must
@@ -15,7 +16,7 @@ func FuzzParseUpload(f *testing.F) {
 	f.Add([]byte(`{"version": 1, "uplink": {"password": "<redacted>"}}`))
 	f.Add([]byte("version: 1\nbroker:\n  auth:\n    users:\n      - username: a\n        password_hash: <redacted>\n"))
 	running := config.Default()
-	running.Uplink.Password = "secret"
+	running.Uplink.Password = secret.New("secret")
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := parseConfig(data, running)
 		if err != nil {
@@ -24,7 +25,7 @@ func FuzzParseUpload(f *testing.F) {
 			}
 			return
 		}
-		if c.Uplink.Password == Redacted {
+		if c.Uplink.Password.Kept() {
 			t.Fatal("redacted marker kept")
 		}
 		if _, err := configYAML(c); err != nil {

@@ -10,10 +10,20 @@
 // before anything else. Then a login gives a session cookie (HttpOnly,
 // SameSite=Strict, Secure over HTTPS) and a CSRF token that every change
 // must carry in the X-CSRF-Token header. Wrong passwords from one address
-// are slowed down by a doubling delay. Bearer tokens made on the page
-// authenticate scripts (and Prometheus) without CSRF. The admin password's
-// bcrypt hash and the tokens' SHA-256 hashes live in data_dir/web-auth.json,
-// written atomically; sessions live in memory.
+// are slowed down by a doubling delay, counted before the password is
+// checked, and at most web.login_concurrency checks run at once. Bearer
+// tokens made on the page authenticate scripts without CSRF, each with a
+// scope: metrics (GET /metrics only, for Prometheus), read (every GET but
+// the token list) or admin (everything). The admin password's bcrypt hash
+// and the tokens' SHA-256 hashes live in data_dir/web-auth.json, written
+// atomically; sessions live in memory.
+//
+// Limits: a whole request must arrive within web.read_timeout and its
+// answer be written within web.write_timeout (the live view sets a
+// deadline per write instead), idle connections close after
+// web.idle_timeout, and at most web.max_connections are open at once (and
+// never more than a quarter of the open file limit, so that the broker
+// keeps descriptors to accept with).
 //
 // No secret is ever returned: configs are redacted (see Redacted) and an
 // upload that keeps Redacted in a secret field keeps the running secret.
@@ -35,12 +45,15 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/time/rate"
+
+	"github.com/fieldgate/fieldgate/board"
 )
 
 //go:embed static
@@ -51,6 +64,17 @@ const Cookie = "fieldgate_session"
 
 // maxBody bounds a request body (configs, certificates).
 const maxBody = 1 << 20
+
+// Fixed bounds of a request: its headers must arrive within
+// headerTimeout (or read_timeout when shorter) and fit in maxHeaderBytes.
+const (
+	headerTimeout  = 10 * time.Second
+	maxHeaderBytes = 16 << 10
+)
+
+// fileShare is the share of the open file limit the page may hold in
+// connections (1/fileShare): the rest is the broker's reserve.
+const fileShare = 4
 
 // Options are the server's collaborators.
 type Options struct {
@@ -68,6 +92,9 @@ type Options struct {
 	// GatewayID returns the current gateway id, advertised over mDNS as
 	// fieldgate-<id>.local (nil: "fieldgate").
 	GatewayID func() string
+	// FileLimit is the process's open file limit, of which the page holds
+	// at most a quarter in connections (0: read it from the system).
+	FileLimit uint64
 }
 
 // Server is the web page, admin API and metrics endpoint.
@@ -83,6 +110,8 @@ type Server struct {
 	ln      net.Listener
 	srv     *http.Server
 	live    chan struct{} // semaphore of open live streams
+	logins  chan struct{} // semaphore of running password checks
+	conns   int           // connections allowed at once
 	metrics *webMetrics
 	logSome *rate.Sometimes // failed login log lines
 }
@@ -114,6 +143,7 @@ func New(cfg Config, b Backend, opts Options) (*Server, error) {
 		sess:    newSessions(cfg.SessionTTL, cfg.SessionMax),
 		lim:     newLimiter(cfg.LoginFreeAttempts, cfg.LoginDelay, cfg.LoginDelayMax),
 		live:    make(chan struct{}, cfg.LiveStreams),
+		logins:  make(chan struct{}, cfg.LoginConcurrency),
 		metrics: newWebMetrics(),
 		logSome: &rate.Sometimes{Interval: 10 * time.Second},
 	}
@@ -125,19 +155,36 @@ func New(cfg Config, b Backend, opts Options) (*Server, error) {
 		}
 		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	ln, err := net.Listen("tcp", cfg.Address)
+	s.conns = cfg.MaxConnections
+	files := opts.FileLimit
+	if files == 0 {
+		files = board.FileLimit()
+	}
+	if share := int(min(files/fileShare, 1<<20)); files > 0 && s.conns > share {
+		s.conns = max(share, 1)
+		s.log.Warn("web: max_connections lowered to a quarter of the open file limit, the broker's reserve",
+			"max_connections", cfg.MaxConnections, "files", files, "allowed", s.conns)
+	}
+	s.metrics.connLimit.Set(float64(s.conns))
+	raw, err := net.Listen("tcp", cfg.Address)
 	if err != nil {
 		return nil, fmt.Errorf("web: listen %s: %w", cfg.Address, err)
 	}
+	var ln net.Listener = newLimitListener(raw, s.conns, s.metrics.connections)
 	if tlsConf != nil {
 		ln = tls.NewListener(ln, tlsConf)
 	}
 	s.ln = ln
+	if auth.unscoped > 0 {
+		s.log.Info("web: bearer tokens made before scopes keep full rights (scope admin)", "tokens", auth.unscoped)
+	}
 	s.srv = &http.Server{
 		Handler:           s.routes(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
+		ReadHeaderTimeout: min(headerTimeout, cfg.ReadTimeout),
+		ReadTimeout:       cfg.ReadTimeout,
+		WriteTimeout:      cfg.WriteTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	if !auth.hasPassword() {
@@ -172,6 +219,9 @@ func (s *Server) Run(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	err := s.srv.Shutdown(sctx)
+	if err != nil {
+		s.srv.Close() // connections still busy after 5 s (a request body that never comes) are dropped
+	}
 	<-errc
 	if err != nil {
 		return fmt.Errorf("web: shutdown: %w", err)
@@ -189,7 +239,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /readyz", s.readyz)
 	metrics := promhttp.HandlerFor(prometheus.Gatherers{s.b.Registry(), s.metrics.reg}, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)})
 	if s.cfg.MetricsAuth {
-		mux.Handle("GET /metrics", s.authed(metrics.ServeHTTP))
+		mux.Handle("GET /metrics", s.authed(scopeMetrics, metrics.ServeHTTP))
 	} else {
 		mux.Handle("GET /metrics", metrics)
 	}
@@ -219,14 +269,121 @@ func (s *Server) routes() http.Handler {
 		"GET /api/v1/southbound/serial-ports":                           s.serialPorts,
 		"POST /api/v1/southbound/devices/{device}/read":                 s.readNow,
 		"POST /api/v1/southbound/devices/{device}/points/{point}/write": s.writePoint,
-		"GET /api/v1/live":                                              s.liveStream,
+		"GET /api/v1/live":                                              s.streaming(s.liveStream),
 		"GET /api/v1/logs":                                              s.logs,
 		"GET /api/v1/diagnostics":                                       s.diagnostics,
 	}
 	for pattern, h := range api {
-		mux.Handle(pattern, s.authed(h))
+		mux.Handle(pattern, s.authed(routeScope(pattern), h))
 	}
 	return s.common(mux)
+}
+
+// routeScope is the token scope an API route needs: read for a GET,
+// admin for every change, and admin for the token list too (managing
+// tokens is the admin's business). The diagnostics zip is a GET like the
+// others: it holds only what the read routes return (the redacted config,
+// the status, the clipped log ring, versions).
+func routeScope(pattern string) string {
+	switch {
+	case pattern == "GET /api/v1/tokens":
+		return scopeAdmin
+	case strings.HasPrefix(pattern, "GET "):
+		return scopeRead
+	default:
+		return scopeAdmin
+	}
+}
+
+// streaming adapts a handler that streams its answer for as long as the
+// client stays (the live view) to the server's timeouts: it lifts the
+// whole-request read deadline (which would end the stream's context at
+// web.read_timeout) and gives every write its own web.write_timeout
+// deadline instead of one for the whole answer. A client that stops
+// reading is still dropped: its next write times out.
+func (s *Server) streaming(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		if err := rc.SetReadDeadline(time.Time{}); err != nil {
+			writeError(w, http.StatusInternalServerError, "streaming not supported")
+			return
+		}
+		h(&deadlineWriter{ResponseWriter: w, rc: rc, d: s.cfg.WriteTimeout}, r)
+	}
+}
+
+// deadlineWriter sets a fresh write deadline before each write and flush.
+type deadlineWriter struct {
+	http.ResponseWriter
+	rc *http.ResponseController
+	d  time.Duration
+}
+
+func (w *deadlineWriter) Write(p []byte) (int, error) {
+	if err := w.rc.SetWriteDeadline(time.Now().Add(w.d)); err != nil {
+		return 0, err
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+// Flush sends what is buffered, within its own deadline.
+func (w *deadlineWriter) Flush() {
+	if w.rc.SetWriteDeadline(time.Now().Add(w.d)) == nil {
+		w.rc.Flush()
+	}
+}
+
+// Unwrap gives http.ResponseController the underlying writer.
+func (w *deadlineWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// limitListener holds at most n accepted connections open at once: Accept
+// waits for a connection to close before taking the next one, which waits
+// in the kernel's accept queue without costing the process a descriptor.
+type limitListener struct {
+	net.Listener
+	sem       chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+	open      prometheus.Gauge
+}
+
+func newLimitListener(ln net.Listener, n int, open prometheus.Gauge) *limitListener {
+	return &limitListener{Listener: ln, sem: make(chan struct{}, n), done: make(chan struct{}), open: open}
+}
+
+// Accept waits for a free slot, then for a connection.
+func (l *limitListener) Accept() (net.Conn, error) {
+	select {
+	case l.sem <- struct{}{}:
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		<-l.sem
+		return nil, err
+	}
+	l.open.Inc()
+	return &limitConn{Conn: c, release: func() { l.open.Dec(); <-l.sem }}, nil
+}
+
+// Close stops accepting; a waiting Accept returns at once.
+func (l *limitListener) Close() error {
+	l.closeOnce.Do(func() { close(l.done) })
+	return l.Listener.Close()
+}
+
+// limitConn gives its slot back when closed (once).
+type limitConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *limitConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
 }
 
 // common adds the security headers and counts requests.
@@ -252,6 +409,7 @@ func (s *Server) common(next http.Handler) http.Handler {
 type who struct {
 	session string // cookie value; "" for bearer tokens
 	csrf    string
+	scope   string // scopeAdmin for sessions
 }
 
 type ctxKey struct{}
@@ -261,10 +419,11 @@ func (s *Server) authenticate(r *http.Request) (who, bool) {
 	now := s.now()
 	if h := r.Header.Get("Authorization"); h != "" {
 		tok, ok := strings.CutPrefix(h, "Bearer ")
-		if ok && strings.HasPrefix(tok, tokenPrefix) && s.auth.checkToken(tok, now) {
-			return who{}, true
+		if !ok || !strings.HasPrefix(tok, tokenPrefix) {
+			return who{}, false
 		}
-		return who{}, false
+		scope, ok := s.auth.checkToken(tok, now)
+		return who{scope: scope}, ok
 	}
 	c, err := r.Cookie(Cookie)
 	if err != nil {
@@ -274,16 +433,22 @@ func (s *Server) authenticate(r *http.Request) (who, bool) {
 	if !ok {
 		return who{}, false
 	}
-	return who{session: c.Value, csrf: csrf}, true
+	return who{session: c.Value, csrf: csrf, scope: scopeAdmin}, true
 }
 
 // authed lets a request through with a valid session (plus the CSRF token
-// for anything but GET) or bearer token; otherwise 401 or 403.
-func (s *Server) authed(h http.HandlerFunc) http.Handler {
+// for anything but GET) or a bearer token whose scope allows need;
+// otherwise 401 or 403.
+func (s *Server) authed(need string, h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id, ok := s.authenticate(r)
 		if !ok {
 			writeError(w, http.StatusUnauthorized, "login required")
+			return
+		}
+		if !scopeAllows(id.scope, need) {
+			s.metrics.scopeDenied.Inc()
+			writeError(w, http.StatusForbidden, fmt.Sprintf("this token's scope (%s) does not allow %s %s: it needs scope %s", id.scope, r.Method, r.URL.Path, need))
 			return
 		}
 		if id.session != "" && r.Method != http.MethodGet && r.Method != http.MethodHead {

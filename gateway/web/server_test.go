@@ -23,6 +23,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/fieldgate/fieldgate/gateway/bus"
+	"github.com/fieldgate/fieldgate/internal/secret"
 	"github.com/fieldgate/fieldgate/protocols/mqtt"
 	"github.com/fieldgate/fieldgate/uplink"
 )
@@ -328,7 +329,7 @@ func TestLimiterBounded(t *testing.T) {
 	l := newLimiter(0, time.Second, time.Minute)
 	now := time.Now()
 	for i := range maxLimiterEntries * 3 {
-		l.fail(net.IPv4(10, byte(i>>16), byte(i>>8), byte(i)).String(), now)
+		l.reserve(net.IPv4(10, byte(i>>16), byte(i>>8), byte(i)).String(), now)
 	}
 	if len(l.m) > maxLimiterEntries {
 		t.Fatalf("%d addresses remembered", len(l.m))
@@ -342,7 +343,7 @@ func TestBearerTokenAndMetrics(t *testing.T) {
 	if code, _, _ := anon.do("GET", "/metrics", nil); code != 401 {
 		t.Fatalf("metrics without auth: %d", code)
 	}
-	code, body, _ := c.do("POST", "/api/v1/tokens", map[string]string{"name": "prometheus"})
+	code, body, _ := c.do("POST", "/api/v1/tokens", map[string]string{"name": "prometheus", "scope": "admin"})
 	if code != 201 {
 		t.Fatalf("create token: %d %v", code, body)
 	}
@@ -406,9 +407,9 @@ func TestHealthAndReady(t *testing.T) {
 // secretUplink is a config with every kind of secret set.
 func withSecrets(b *fakeBackend) {
 	hash, _ := bcrypt.GenerateFromPassword([]byte("alicepw"), bcrypt.MinCost)
-	b.cfg.Uplink.Password = "cloud-secret-pw"
+	b.cfg.Uplink.Password = secret.New("cloud-secret-pw")
 	b.cfg.Uplink.Username = "gw"
-	b.cfg.Broker.Auth.Users = []mqtt.User{{Username: "alice", PasswordHash: string(hash)}, {Username: "bob", PasswordHash: string(hash) + ""}}
+	b.cfg.Broker.Auth.Users = []mqtt.User{{Username: "alice", PasswordHash: secret.New(string(hash))}, {Username: "bob", PasswordHash: secret.New(string(hash) + "")}}
 }
 
 func TestSecretsNeverReturned(t *testing.T) {
@@ -416,7 +417,7 @@ func TestSecretsNeverReturned(t *testing.T) {
 	withSecrets(b)
 	h := start(t, testConfig(), b)
 	c := h.setUp()
-	secrets := []string{"cloud-secret-pw", b.cfg.Broker.Auth.Users[0].PasswordHash, testPassword}
+	secrets := []string{"cloud-secret-pw", b.cfg.Broker.Auth.Users[0].PasswordHash.Reveal(), testPassword}
 	check := func(what string, data []byte) {
 		for _, s := range secrets {
 			if bytes.Contains(data, []byte(s)) {
@@ -495,7 +496,7 @@ func TestRedactedUploadKeepsSecrets(t *testing.T) {
 	if code, body, _ := c.do("PUT", "/api/v1/config/uplink", sec); code != 200 {
 		t.Fatalf("uplink section: %d %v", code, body)
 	}
-	if b.Config().Uplink.Password != "new-cloud-pw" {
+	if b.Config().Uplink.Password.Reveal() != "new-cloud-pw" {
 		t.Fatal("new password not taken")
 	}
 }

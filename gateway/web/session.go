@@ -92,6 +92,10 @@ func (s *sessions) pruneLocked(now time.Time) {
 // limiter slows down password guessing per source address: after free
 // wrong attempts in a row, each further one must wait a delay that doubles
 // from base to max. A success clears the address.
+//
+// An attempt is counted before its password is checked (reserve), not
+// after: otherwise a burst of parallel guesses would all pass the check
+// for the delay while none had failed yet.
 type limiter struct {
 	free      int
 	base, max time.Duration
@@ -101,7 +105,7 @@ type limiter struct {
 }
 
 type attempts struct {
-	failures int
+	failures int       // attempts counted since the last success
 	until    time.Time // no attempt before this
 	last     time.Time
 }
@@ -113,19 +117,12 @@ func newLimiter(free int, base, max time.Duration) *limiter {
 	return &limiter{free: free, base: base, max: max, m: make(map[string]*attempts)}
 }
 
-// wait returns how long addr must still wait before trying (0: now).
-func (l *limiter) wait(addr string, now time.Time) time.Duration {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	a, ok := l.m[addr]
-	if !ok || !now.Before(a.until) {
-		return 0
-	}
-	return a.until.Sub(now)
-}
-
-// fail records a wrong password and returns the wait it costs.
-func (l *limiter) fail(addr string, now time.Time) time.Duration {
+// reserve counts an attempt by addr before its password is checked. When
+// addr must still wait it returns that wait and counts nothing. Otherwise
+// the attempt is counted as a failure (success clears it) and penalty is
+// the wait a failure of this attempt costs: 0 within the free attempts.
+// From the free-th attempt on, the next one must wait.
+func (l *limiter) reserve(addr string, now time.Time) (wait, penalty time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	a, ok := l.m[addr]
@@ -136,18 +133,25 @@ func (l *limiter) fail(addr string, now time.Time) time.Duration {
 		a = &attempts{}
 		l.m[addr] = a
 	}
+	if now.Before(a.until) {
+		return a.until.Sub(now), 0
+	}
 	a.failures++
 	a.last = now
-	if a.failures <= l.free {
-		return 0
+	first := max(l.free, 1) // the attempt after which waiting starts
+	if a.failures < first {
+		return 0, 0
 	}
 	d := l.base
-	for i := l.free + 1; i < a.failures && d < l.max; i++ {
+	for i := first; i < a.failures && d < l.max; i++ {
 		d *= 2
 	}
 	d = min(d, l.max)
 	a.until = now.Add(d)
-	return d
+	if a.failures <= l.free {
+		return 0, 0
+	}
+	return 0, d
 }
 
 // success clears addr.

@@ -1,6 +1,10 @@
 package coap
 
-import "time"
+import (
+	"time"
+
+	"github.com/fieldgate/fieldgate/internal/secret"
+)
 
 // Config is the CoAP gateway's section of the gateway config (`coap:` in
 // YAML). The gateway's config package embeds it; its defaults come from
@@ -25,9 +29,7 @@ type Config struct {
 	// Heartbeat is closed, and its will published.
 	Heartbeat time.Duration `yaml:"heartbeat"`
 	// SessionIdle ends the broker session of a connectionless device that
-	// sent nothing for this long and observes nothing. An observer that has
-	// been silent this long gets its next notification as CON; if it does
-	// not acknowledge it, its observations end.
+	// sent nothing for this long and observes nothing.
 	SessionIdle time.Duration `yaml:"session_idle"`
 	// MaxPayload is the largest request payload accepted, block-wise
 	// transfers included (4.13 beyond it).
@@ -37,9 +39,24 @@ type Config struct {
 	MaxSessions int `yaml:"max_sessions"`
 	// BlockTimeout is how long an unfinished block-wise transfer is kept.
 	BlockTimeout time.Duration `yaml:"block_timeout"`
-	// AckTimeout bounds how long a CON notification waits for its ACK
-	// (retransmissions included) before the observation is given up.
+	// AckTimeout bounds how long a CON notification or a liveness check
+	// waits for its ACK (retransmissions included) before the endpoint is
+	// taken for gone and all its observations end.
 	AckTimeout time.Duration `yaml:"ack_timeout"`
+	// MaxObservationsPerEndpoint bounds the observations of one client
+	// endpoint (address and port, over all its sessions); beyond it a
+	// registration gets 4.29 Too Many Requests.
+	MaxObservationsPerEndpoint int `yaml:"max_observations_per_endpoint"`
+	// MaxObservations bounds all observations together; beyond it (or
+	// beyond the memory budget) a registration gets 5.03.
+	MaxObservations int `yaml:"max_observations"`
+	// ObserveCheck is how long an observing endpoint may go without showing
+	// it is there (an ACK of a CON notification, an answer to a CoAP ping,
+	// a re-registration): then its next notification is CON, or, when none
+	// is due, it gets a CoAP ping. Without an answer within AckTimeout all
+	// its observations end. Every fifth notification in a row without such
+	// a sign is CON too.
+	ObserveCheck time.Duration `yaml:"observe_check_interval"`
 }
 
 // DTLS configures CoAP over DTLS 1.2, with pre-shared keys, certificates,
@@ -64,10 +81,10 @@ type DTLS struct {
 }
 
 // PSK is one DTLS pre-shared key. Key is the secret itself (as bytes of the
-// string); it is never logged.
+// string); it is never logged or shown (secret.String).
 type PSK struct {
-	Identity string `yaml:"identity"`
-	Key      string `yaml:"key"`
+	Identity string        `yaml:"identity"`
+	Key      secret.String `yaml:"key"`
 }
 
 // Notification types accepted in Config.NotifyType.
@@ -79,7 +96,8 @@ const (
 
 // DefaultConfig returns the CoAP defaults of DESIGN.md: plain CoAP on
 // 5683/udp, DTLS off until keys or certificates are given, connectionless
-// requests allowed.
+// requests allowed, at most 16 observations per endpoint and 10,000 in all,
+// each observer checked every minute.
 func DefaultConfig() Config {
 	return Config{
 		Enabled:      true,
@@ -92,5 +110,9 @@ func DefaultConfig() Config {
 		MaxSessions:  10000,
 		BlockTimeout: 30 * time.Second,
 		AckTimeout:   45 * time.Second,
+
+		MaxObservationsPerEndpoint: 16,
+		MaxObservations:            10000,
+		ObserveCheck:               time.Minute,
 	}
 }

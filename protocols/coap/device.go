@@ -27,6 +27,16 @@ const maxQueuedQoS0 = 256
 // brokerTimeout bounds one broker operation made for a request.
 const brokerTimeout = 30 * time.Second
 
+// deviceCost is what one device (a broker session) is reckoned to hold,
+// reserved from the memory budget (account "coap_sessions") while it
+// lasts: its state and worker here, its broker session (pipe, engine
+// client, reader and writer goroutines with their stacks). Measured by
+// TestDeviceCost.
+const deviceCost = 48 << 10
+
+// sessionsAccount is the memory budget account of the devices.
+const sessionsAccount = "coap_sessions"
+
 // device is one broker session of the gateway: a connection
 // (POST /mqtt/connection) or a connectionless device keyed by its address
 // and credentials. Its worker goroutine turns deliveries into
@@ -43,6 +53,9 @@ type device struct {
 	err   error         // set before ready is closed
 
 	lastSeen atomic.Int64 // unix nanoseconds of the last request or ACK
+
+	budgeted bool      // deviceCost is reserved for it (set before it is shared)
+	released sync.Once // gives deviceCost back
 
 	mu      sync.Mutex
 	obs     map[string]*observation // by endpoint|filter
@@ -109,14 +122,17 @@ func (d *device) connect(ctx context.Context, remote net.Addr, c credentials) {
 	ctx, cancel := context.WithTimeout(ctx, brokerTimeout)
 	defer cancel()
 	sess, err := d.g.broker.Connect(ctx, mqtt.SessionOptions{
-		Listener:   "coap",
-		Remote:     remote,
-		ClientID:   d.clientID,
-		Username:   c.username,
-		Password:   c.password,
-		Trusted:    c.trusted,
-		CleanStart: true,
-		OnMessage:  d.deliver,
+		Listener: "coap",
+		Remote:   remote,
+		ClientID: d.clientID,
+		Username: c.username,
+		Password: c.password,
+		Trusted:  c.trusted,
+		// Over DTLS the handshake proved the address; plain UDP's is
+		// forgeable, so its failed logins never block TCP clients.
+		SourceVerified: c.verified,
+		CleanStart:     true,
+		OnMessage:      d.deliver,
 	})
 	if err != nil {
 		d.err = err
@@ -157,6 +173,7 @@ func (d *device) signal() {
 // enqueueCancel asks the worker to end an observation (after an RST, or
 // when its endpoint closed).
 func (d *device) enqueueCancel(o *observation) {
+	o.cancelled.Store(true)
 	d.mu.Lock()
 	d.queue = append(d.queue, work{cancel: o})
 	d.mu.Unlock()
@@ -210,9 +227,19 @@ func (d *device) drain(ctx context.Context) {
 	}
 }
 
+// release gives the device's share of the memory budget back (once).
+func (d *device) release() {
+	d.released.Do(func() {
+		if d.budgeted {
+			d.g.sessBudget.Release(deviceCost)
+		}
+	})
+}
+
 // cleanup forgets the device once its session has ended.
 func (d *device) cleanup() {
 	g := d.g
+	defer d.release()
 	g.mu.Lock()
 	if g.devices[d.key] == d {
 		delete(g.devices, d.key)
@@ -234,7 +261,6 @@ func (d *device) cleanup() {
 	for _, o := range obs {
 		g.unindex(o)
 	}
-	g.stats.observers.Add(-int64(len(obs)))
 	for _, w := range queue {
 		if w.delivery != nil {
 			w.delivery.Ack() // the session is gone: a no-op, kept for symmetry
@@ -280,11 +306,16 @@ func (x *exchange) deviceFor() (*device, error) {
 			g.mu.Unlock()
 			return nil, &RequestError{Code: codes.ServiceUnavailable, Reason: "too many CoAP sessions"}
 		}
+		if !g.sessBudget.Reserve(deviceCost) {
+			g.mu.Unlock()
+			return nil, &RequestError{Code: codes.ServiceUnavailable, Reason: "memory budget exhausted"}
+		}
 		clientID := req.ClientID
 		if clientID == "" {
 			clientID = "coap-" + remote.String()
 		}
 		d = newDevice(g, key, clientID, false)
+		d.budgeted = true
 		g.devices[key] = d
 		g.stats.sessions.Add(1)
 		created = true
@@ -311,6 +342,7 @@ func (d *device) await() error {
 
 // forget removes a device whose session never started.
 func (g *Gateway) forget(d *device) {
+	defer d.release()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.devices[d.key] == d {
@@ -376,10 +408,15 @@ func (x *exchange) connect() error {
 		return &RequestError{Code: codes.ServiceUnavailable, Reason: "too many CoAP sessions"}
 	}
 	g.mu.Unlock()
+	if !g.sessBudget.Reserve(deviceCost) {
+		return &RequestError{Code: codes.ServiceUnavailable, Reason: "memory budget exhausted"}
+	}
 	d := newDevice(g, connKey(req.ClientID), req.ClientID, true)
+	d.budgeted = true
 	d.token = newToken()
 	d.connect(x.ctx(), x.cc.RemoteAddr(), x.credentials())
 	if d.err != nil {
+		d.release()
 		return connectError(d.err)
 	}
 	g.mu.Lock()

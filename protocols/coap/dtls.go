@@ -11,17 +11,19 @@ type credentials struct {
 	username string
 	password []byte
 	trusted  bool // DTLS has authenticated username
+	verified bool // the request came over DTLS: its source address is proved
 }
 
 // credentials returns the request's username and password, or its DTLS
 // identity when dtls.identity_as_username is on and it came over DTLS.
 func (x *exchange) credentials() credentials {
+	_, verified := x.cc.NetConn().(*piondtls.Conn)
 	if x.g.cfg.DTLS.IdentityAsUsername {
 		if id, ok := dtlsIdentity(x.cc.NetConn()); ok {
-			return credentials{username: id, trusted: true}
+			return credentials{username: id, trusted: true, verified: verified}
 		}
 	}
-	return credentials{username: x.req.Username, password: []byte(x.req.Password)}
+	return credentials{username: x.req.Username, password: []byte(x.req.Password), verified: verified}
 }
 
 // dtlsIdentity returns the authenticated identity of a DTLS connection: the

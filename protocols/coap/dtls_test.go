@@ -71,7 +71,7 @@ func pskClient(identity, key string) []piondtls.ClientOption {
 func TestDTLSPSK(t *testing.T) {
 	e := startEnv(t, nil, func(c *Config) {
 		c.DTLS.Enabled = true
-		c.DTLS.PSK = []PSK{{Identity: "dev-1", Key: "s3cr3t-key"}, {Identity: "dev-2", Key: "other-key"}}
+		c.DTLS.PSK = []PSK{psk("dev-1", "s3cr3t-key"), psk("dev-2", "other-key")}
 	})
 	addr := e.g.DTLSAddr().String()
 	msgs := e.capture("dtls/#")
@@ -260,7 +260,7 @@ func TestDTLSCertificates(t *testing.T) {
 func TestDTLSLibcoap(t *testing.T) {
 	e := startEnv(t, nil, func(c *Config) {
 		c.DTLS.Enabled = true
-		c.DTLS.PSK = []PSK{{Identity: "dev-1", Key: "s3cr3t-key"}}
+		c.DTLS.PSK = []PSK{psk("dev-1", "s3cr3t-key")}
 	})
 	base := "coaps://" + e.g.DTLSAddr().String() + "/ps/"
 	msgs := e.capture("lc/#")

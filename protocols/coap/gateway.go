@@ -35,6 +35,7 @@ import (
 	udpClient "github.com/plgd-dev/go-coap/v3/udp/client"
 	udpServer "github.com/plgd-dev/go-coap/v3/udp/server"
 
+	"github.com/fieldgate/fieldgate/internal/membudget"
 	"github.com/fieldgate/fieldgate/protocols/mqtt"
 )
 
@@ -57,19 +58,37 @@ type Gateway struct {
 	udpConn  *coapNet.UDPConn
 	dtlsConn *coapNet.DTLSListener
 
-	mu        sync.Mutex
-	running   bool // Run has started and not finished: workers may start
-	runCtx    context.Context
-	devices   map[string]*device // by deviceKey / connKey
-	endpoints map[string]map[*observation]struct{}
-	uploads   uploads        // block-wise uploads being reassembled (own lock)
-	workers   sync.WaitGroup // device workers and periodic runners, added under mu
+	obsBudget  *membudget.Account // the observations; nil: unlimited
+	sessBudget *membudget.Account // the devices' sessions; nil: unlimited
+
+	mu           sync.Mutex
+	running      bool // Run has started and not finished: workers may start
+	runCtx       context.Context
+	devices      map[string]*device   // by deviceKey / connKey
+	endpoints    map[string]*endpoint // observing endpoints by address
+	observations int                  // in all endpoints
+	uploads      uploads              // block-wise uploads being reassembled (own lock)
+	workers      sync.WaitGroup       // device workers and periodic runners, added under mu
+}
+
+// Option changes how New builds a Gateway.
+type Option func(*Gateway)
+
+// WithBudget makes every observation and every device's broker session
+// count against the memory budget b (accounts "coap_observations" and
+// "coap_sessions"): a registration or a new device that would exceed it
+// gets 5.03. A nil b is unlimited.
+func WithBudget(b *membudget.Budget) Option {
+	return func(g *Gateway) {
+		g.obsBudget = b.Account(budgetAccount)
+		g.sessBudget = b.Account(sessionsAccount)
+	}
 }
 
 // New checks cfg, binds the UDP socket (and the DTLS one when enabled) and
 // returns a gateway ready to Run. The broker must be running for requests
 // to succeed.
-func New(cfg Config, broker *mqtt.Broker, logger *slog.Logger) (*Gateway, error) {
+func New(cfg Config, broker *mqtt.Broker, logger *slog.Logger, opts ...Option) (*Gateway, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("coap: config: %w", err)
 	}
@@ -84,8 +103,11 @@ func New(cfg Config, broker *mqtt.Broker, logger *slog.Logger) (*Gateway, error)
 		broker:    broker,
 		log:       logger.With("part", "coap"),
 		devices:   make(map[string]*device),
-		endpoints: make(map[string]map[*observation]struct{}),
+		endpoints: make(map[string]*endpoint),
 		uploads:   uploads{m: make(map[string]*upload)},
+	}
+	for _, o := range opts {
+		o(g)
 	}
 	g.warn = newLogLimiter(g.log, 10*time.Second)
 	g.stats.init()
@@ -119,7 +141,7 @@ func dtlsOptions(c DTLS) ([]piondtls.ServerOption, error) {
 	if len(c.PSK) > 0 {
 		keys := make(map[string][]byte, len(c.PSK))
 		for _, p := range c.PSK {
-			keys[p.Identity] = []byte(p.Key)
+			keys[p.Identity] = []byte(p.Key.Reveal())
 		}
 		opts = append(opts, piondtls.WithPSK(func(identity []byte) ([]byte, error) {
 			k, ok := keys[string(identity)]
@@ -386,6 +408,10 @@ func codeOf(err error) (codes.Code, string) {
 // (announced by Size1 or grown block by block), and reassembles block-wise
 // uploads (upload.go).
 func (g *Gateway) monitor(cc *udpClient.Conn, m *pool.Message) (bool, error) {
+	if (m.Type() == message.Reset || m.Type() == message.Acknowledgement) && m.Code() == codes.Empty &&
+		g.pong(cc.RemoteAddr().String(), m.MessageID()) {
+		return true, nil // the answer to a ping: go-coap need not see it
+	}
 	if m.Type() == message.Reset {
 		g.onReset(cc.RemoteAddr().String())
 		return false, nil
@@ -410,10 +436,11 @@ func (g *Gateway) tooLarge(cc *udpClient.Conn, req *pool.Message) {
 	g.answer(cc, req, codes.RequestEntityTooLarge, []message.Option{size1}, fmt.Sprintf("payload larger than %d bytes", g.cfg.MaxPayload))
 }
 
-// sweep closes connections that missed their heartbeats and ends idle
-// connectionless sessions.
+// sweep closes connections that missed their heartbeats, ends idle
+// connectionless sessions and pings silent observers.
 func (g *Gateway) sweep(now time.Time) {
 	g.expireUploads(now)
+	g.probeObservers(now)
 	g.mu.Lock()
 	devs := make([]*device, 0, len(g.devices))
 	for _, d := range g.devices {

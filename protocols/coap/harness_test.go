@@ -18,6 +18,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/fieldgate/fieldgate/gateway/bus"
+	"github.com/fieldgate/fieldgate/internal/secret"
 	"github.com/fieldgate/fieldgate/protocols/mqtt"
 )
 
@@ -53,7 +54,7 @@ func brokerConfig(t testing.TB) mqtt.Config {
 	cfg.Listeners.TCP.Address = "127.0.0.1:0"
 	cfg.Listeners.TLS.Enabled = false
 	cfg.Listeners.WebSocket.Enabled = false
-	cfg.Auth.Users = []mqtt.User{{Username: "alice", PasswordHash: string(hash)}}
+	cfg.Auth.Users = []mqtt.User{{Username: "alice", PasswordHash: secret.New(string(hash))}}
 	cfg.ACL = []mqtt.ACLRule{
 		{Username: "alice", Topic: "denied/#", Action: "all", Permission: "deny"},
 		{Topic: "#", Action: "all", Permission: "allow"},
@@ -71,6 +72,12 @@ func testConfig() Config {
 
 func startEnv(t testing.TB, mutB func(*mqtt.Config), mutC func(*Config)) *env {
 	t.Helper()
+	return startEnvOpts(t, mutB, mutC)
+}
+
+// startEnvOpts is startEnv with options for New.
+func startEnvOpts(t testing.TB, mutB func(*mqtt.Config), mutC func(*Config), opts ...Option) *env {
+	t.Helper()
 	log := testLogger(t)
 	bcfg := brokerConfig(t)
 	if mutB != nil {
@@ -87,7 +94,7 @@ func startEnv(t testing.TB, mutB func(*mqtt.Config), mutC func(*Config)) *env {
 	if mutC != nil {
 		mutC(&cfg)
 	}
-	g, err := New(cfg, b, log)
+	g, err := New(cfg, b, log, opts...)
 	if err != nil {
 		bcancel()
 		<-bdone

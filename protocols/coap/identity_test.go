@@ -32,7 +32,7 @@ func TestDTLSIdentityAsUsername(t *testing.T) {
 	}, func(c *Config) {
 		c.DTLS.Enabled = true
 		c.DTLS.IdentityAsUsername = true
-		c.DTLS.PSK = []PSK{{Identity: "dev-1", Key: "s3cr3t-key"}}
+		c.DTLS.PSK = []PSK{psk("dev-1", "s3cr3t-key")}
 		c.DTLS.Cert, c.DTLS.Key = pki.certFile, pki.keyFile
 	})
 	addr := e.g.DTLSAddr().String()

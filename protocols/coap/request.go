@@ -171,9 +171,16 @@ func checkTopic(t string, filter bool) error {
 		return badRequest("invalid topic filter %q: + and # must fill a whole level, # only last", truncate(t))
 	case !filter && strings.ContainsAny(t, "+#"):
 		return badRequest("wildcards + and # are not allowed in a topic to publish to")
+	case !filter && len(t) >= len(sysPrefix) && strings.EqualFold(t[:len(sysPrefix)], sysPrefix):
+		// The broker keeps $SYS to itself (any case); refused here at once
+		// rather than left to a broker that may never acknowledge it.
+		return &RequestError{Code: codes.Forbidden, Reason: "$SYS topics are the broker's: publishing to them is not allowed"}
 	}
 	return nil
 }
+
+// sysPrefix starts the broker's own topics.
+const sysPrefix = "$SYS"
 
 // parseQuery reads the known parameters; unknown ones are ignored (newer
 // clients send more than we know). A parameter given twice is refused.

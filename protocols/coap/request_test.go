@@ -32,6 +32,12 @@ func TestParseRequest(t *testing.T) {
 		{codes.POST, "ps/a/#", "", Request{}, codes.BadRequest},
 		{codes.GET, "ps/#/a", "", Request{}, codes.BadRequest},
 		{codes.POST, "ps/a%00", "", Request{}, codes.BadRequest},
+		// $SYS is the broker's: publishing there is refused at once (issue 17).
+		{codes.POST, "ps/$SYS/x", "", Request{}, codes.Forbidden},
+		{codes.PUT, "mqtt/%24sys/broker/x", "q=1", Request{}, codes.Forbidden},
+		{codes.POST, "ps/$SYSTEM", "", Request{}, codes.Forbidden},
+		{codes.GET, "ps/$SYS/#", "", Request{Kind: KindGet, Topic: "$SYS/#", QoS: -1}, 0},
+		{codes.POST, "ps/$delayed/5/a", "", Request{Kind: KindPublish, Topic: "$delayed/5/a", QoS: -1}, 0},
 	}
 	for _, tc := range tests {
 		var path, query []string
@@ -65,6 +71,8 @@ func FuzzParseRequest(f *testing.F) {
 	f.Add(uint8(4), "mqtt/connection", "clientid=a&token=b")
 	f.Add(uint8(3), "mqtt/t%2Fx", "expiry=4294967295")
 	f.Add(uint8(2), "ps/%ff%fe", "q=%32")
+	f.Add(uint8(2), "ps/$SYS/x", "q=1")
+	f.Add(uint8(3), "mqtt/%24sYs/x", "")
 	f.Fuzz(func(t *testing.T, method uint8, path, query string) {
 		var segs, qs []string
 		if path != "" {

@@ -20,6 +20,16 @@ type Stats struct {
 	Notifications, NotifyFailed uint64
 	// Dropped counts QoS 0 messages dropped for a device that is too slow.
 	Dropped uint64
+	// Coalesced counts notifications not sent because another observation
+	// of the same endpoint and session, with a more specific filter, got
+	// the message.
+	Coalesced uint64
+	// ObservationsRefused counts registrations refused by
+	// max_observations_per_endpoint, max_observations or the memory
+	// budget; ObservationsExpired counts observations ended because their
+	// endpoint did not answer a CON notification or a ping; Pings counts
+	// the CoAP pings sent to check on silent observers.
+	ObservationsRefused, ObservationsExpired, Pings uint64
 	// Observers, Connections and Sessions are current numbers:
 	// observations, connections (POST /mqtt/connection) and broker
 	// sessions (connections and connectionless devices).
@@ -32,6 +42,8 @@ type stats struct {
 	get, post, put, del, other       atomic.Uint64
 	publishes, notifications         atomic.Uint64
 	notifyFailed, dropped            atomic.Uint64
+	coalesced, obsRefused            atomic.Uint64
+	obsExpired, pings                atomic.Uint64
 	observers, connections, sessions atomic.Int64
 
 	mu     sync.Mutex
@@ -73,10 +85,16 @@ func (g *Gateway) Stats() Stats {
 		Notifications: s.notifications.Load(),
 		NotifyFailed:  s.notifyFailed.Load(),
 		Dropped:       s.dropped.Load(),
-		Observers:     s.observers.Load(),
-		Connections:   s.connections.Load(),
-		Sessions:      s.sessions.Load(),
-		Errors:        make(map[string]uint64),
+		Coalesced:     s.coalesced.Load(),
+
+		ObservationsRefused: s.obsRefused.Load(),
+		ObservationsExpired: s.obsExpired.Load(),
+		Pings:               s.pings.Load(),
+
+		Observers:   s.observers.Load(),
+		Connections: s.connections.Load(),
+		Sessions:    s.sessions.Load(),
+		Errors:      make(map[string]uint64),
 	}
 	s.mu.Lock()
 	for c, n := range s.errors {
@@ -121,6 +139,12 @@ func (l *logLimiter) allow(key string) bool {
 func (l *logLimiter) warn(key, msg string, args ...any) {
 	if l.allow(key) {
 		l.log.Warn(msg, args...)
+	}
+}
+
+func (l *logLimiter) info(key, msg string, args ...any) {
+	if l.allow(key) {
+		l.log.Info(msg, args...)
 	}
 }
 

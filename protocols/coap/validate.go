@@ -16,6 +16,8 @@ const (
 	maxSessions     = 10_000_000
 	maxHeartbeat    = 65535 * time.Second // an MQTT keep alive is a uint16
 	maxIdle         = 7 * 24 * time.Hour
+	maxPerEndpoint  = 65535
+	maxObservations = 10_000_000
 )
 
 // Validate checks the CoAP section and returns every problem found, joined
@@ -44,6 +46,10 @@ func (c Config) Validate() error {
 	if c.MaxSessions < 1 || c.MaxSessions > maxSessions {
 		v.Addf("max_sessions", "must be between 1 and %d, got %d", maxSessions, c.MaxSessions)
 	}
+	v.IntRange("max_observations_per_endpoint", c.MaxObservationsPerEndpoint, 1, maxPerEndpoint)
+	v.IntRange("max_observations", c.MaxObservations, 1, maxObservations)
+	// RFC 7641 §4.5: a CON notification at least every 24 hours.
+	v.durationRange("observe_check_interval", c.ObserveCheck, time.Second, 24*time.Hour)
 	if c.DTLS.Enabled {
 		c.DTLS.validate(&v)
 	}
@@ -65,7 +71,7 @@ func (d DTLS) validate(v *validator) {
 		} else {
 			seen[p.Identity] = i
 		}
-		if p.Key == "" {
+		if p.Key.IsZero() {
 			v.Addf(path+".key", "must not be empty") // never echo the key
 		}
 	}

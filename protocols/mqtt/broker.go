@@ -70,6 +70,8 @@ type Broker struct {
 	inline   map[string]*mochi.Client // origin → injecting client
 
 	persist *persistHook // nil without a store
+	packets *packetPool  // packet bodies being read, in the memory budget
+	queues  *sessionQueues
 	delayed *delayedQueue
 	wills   *willScheduler
 	qos0    qos0Queue
@@ -96,6 +98,18 @@ type Stats struct {
 	DelayedInvalid      atomic.Int64
 	ExclusiveRefused    atomic.Int64
 	TopicLimitsRejected atomic.Int64
+
+	// ConnectionsOverAddressLimit counts connections closed at accept because
+	// their address held max_connections_per_address already.
+	ConnectionsOverAddressLimit atomic.Int64
+	// PacketBytesReading is the bytes of packet bodies being read now.
+	PacketBytesReading atomic.Int64
+
+	// QueueBudgetDropped counts session messages dropped because the
+	// memory budget refused them; QueuedRestoreDropped persisted ones not
+	// restored at start, over the queue limits or the budget.
+	QueueBudgetDropped   atomic.Int64
+	QueuedRestoreDropped atomic.Int64
 }
 
 // New builds the broker and binds its listeners, so a busy port is an error
@@ -116,9 +130,13 @@ func New(cfg Config, opts Options) (*Broker, error) {
 	}
 	b.rt.Store(rt)
 	b.taps.Store(&[]tapEntry{})
+	b.packets = newPacketPool(opts.Budget, cfg.Limits.MaxPacketSize, &b.stats.PacketBytesReading)
 
 	caps := mochi.NewDefaultServerCapabilities()
 	caps.MaximumClients = int64(cfg.Limits.MaxConnections)
+	// The listeners refuse an oversized packet at its fixed header; the
+	// engine checks again for every reader, in-process sessions included.
+	caps.MaximumPacketSize = uint32(cfg.Limits.MaxPacketSize)
 	caps.ReceiveMaximum = uint16(cfg.Limits.ReceiveMaximum)
 	// The engine's inflight store holds both what is in flight and what is
 	// queued for a session; our hook drops the oldest beyond MaxQueued.
@@ -142,6 +160,7 @@ func New(cfg Config, opts Options) (*Broker, error) {
 		// Only used while a burst is queued for a client: bigger means fewer
 		// write calls under load and costs nothing when idle.
 		ClientNetWriteBufferSize: 16 << 10,
+		PacketBudget:             b.packets,
 	})
 	if opts.Version != "" {
 		b.srv.Info.Version = opts.Version
@@ -161,6 +180,15 @@ func New(cfg Config, opts Options) (*Broker, error) {
 			return nil, err
 		}
 	}
+	// After the persistence hook: a message it drops is deleted from the
+	// store after it was written (queues.go).
+	b.queues = newSessionQueues(b, opts.Budget)
+	if err := b.srv.AddHook(b.queues, nil); err != nil {
+		return nil, fmt.Errorf("mqtt: add queue hook: %w", err)
+	}
+	if b.persist != nil {
+		b.persist.srv, b.persist.queues = b.srv, b.queues
+	}
 	if err := b.addListeners(cfg); err != nil {
 		b.closeListeners()
 		return nil, err
@@ -178,6 +206,7 @@ func (b *Broker) addListeners(cfg Config) error {
 		}
 		return cc
 	}
+	conns := b.newAddrConns() // max_connections_per_address, over all listeners
 	var add []*listener
 	if l.TCP.Enabled {
 		add = append(add, &listener{id: "tcp", protocol: "tcp", address: l.TCP.Address})
@@ -202,6 +231,7 @@ func (b *Broker) addListeners(cfg Config) error {
 	}
 	for _, ln := range add {
 		ln.admit = b.hook.admit
+		ln.conns = conns
 		ln.wrap = wrap
 		if err := b.srv.AddListener(ln); err != nil {
 			return fmt.Errorf("mqtt: %w", err)
@@ -213,7 +243,7 @@ func (b *Broker) addListeners(cfg Config) error {
 			return fmt.Errorf("mqtt: listeners.quic: %w", err)
 		}
 		q := newQUICListener(l.QUIC, tc)
-		q.admit, q.wrap = b.hook.admit, wrap
+		q.admit, q.conns, q.wrap = b.hook.admit, conns, wrap
 		if err := b.srv.AddListener(q); err != nil {
 			return fmt.Errorf("mqtt: %w", err)
 		}
@@ -249,6 +279,7 @@ func (b *Broker) Run(ctx context.Context) error {
 	err := b.srv.Close()
 	wg.Wait()
 	b.inprocWG.Wait()
+	b.packets.close()
 	return err
 }
 

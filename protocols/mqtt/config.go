@@ -1,6 +1,10 @@
 package mqtt
 
-import "time"
+import (
+	"time"
+
+	"github.com/fieldgate/fieldgate/internal/secret"
+)
 
 // Config is the broker's section of the gateway config (`broker:` in YAML).
 // The gateway's config package embeds it; its defaults come from
@@ -106,16 +110,30 @@ type Auth struct {
 	// (`fieldgate passwd` makes one).
 	Users []User `yaml:"users"`
 	// MaxFailures failed logins from one source address within
-	// FailureWindow block that address for BlockFor.
+	// FailureWindow block that address for BlockFor, doubling on each
+	// further block up to 16 times BlockFor. Failures over plain UDP
+	// (MQTT-SN, CoAP without DTLS), whose source anyone can forge, only
+	// block password logins over plain UDP from that address, for BlockFor
+	// and never longer; they never block a TCP, TLS, WebSocket, QUIC or
+	// DTLS client.
 	MaxFailures   int           `yaml:"max_failures"`
 	FailureWindow time.Duration `yaml:"failure_window"`
 	BlockFor      time.Duration `yaml:"block_for"`
+	// AccountMaxFailures failed logins against one username, or one client
+	// id, within FailureWindow from any addresses throttle that account:
+	// logins to it are refused for AccountBlockFor (0: never), doubling on
+	// each further block up to AccountBlockMax, except from sources that
+	// logged in to it successfully within the last 7 days.
+	AccountMaxFailures int           `yaml:"account_max_failures"`
+	AccountBlockFor    time.Duration `yaml:"account_block_for"`
+	AccountBlockMax    time.Duration `yaml:"account_block_max"`
 }
 
 // User is one broker account.
 type User struct {
-	Username     string `yaml:"username"`
-	PasswordHash string `yaml:"password_hash"`
+	Username string `yaml:"username"`
+	// PasswordHash is a bcrypt hash: offline-crackable, so a secret too.
+	PasswordHash secret.String `yaml:"password_hash"`
 }
 
 // ACLRule allows or denies an action on topics matching Topic to clients
@@ -135,6 +153,10 @@ type Limits struct {
 	MaxPacketSize int `yaml:"max_packet_size"`
 	// MaxConnections over all listeners.
 	MaxConnections int `yaml:"max_connections"`
+	// MaxConnectionsPerAddress is how many connections one source IP
+	// address may hold open over all network listeners (0 = no limit).
+	// Further ones are closed at accept, before anything is read from them.
+	MaxConnectionsPerAddress int `yaml:"max_connections_per_address"`
 	// ReceiveMaximum is how many QoS 1/2 publishes a client may have
 	// unacknowledged towards the broker (exceeding it: DISCONNECT 0x93).
 	ReceiveMaximum int `yaml:"receive_maximum"`
@@ -145,6 +167,12 @@ type Limits struct {
 	// flight (offline, or waiting for inflight room); the oldest is dropped
 	// and counted when it is full.
 	MaxQueued int `yaml:"max_queued"`
+	// MaxQueuedBytes bounds the bytes kept for one session (queued and in
+	// flight, QoS 0 queue apart; payload, topic and properties plus 1 KiB
+	// per message), with the same policy: the oldest is dropped and
+	// counted. 0: no per-session byte limit (the memory budget still
+	// applies to all sessions together).
+	MaxQueuedBytes int64 `yaml:"max_queued_bytes"`
 	// PublishRate is the per-client publish rate (messages/s, 0 = no limit)
 	// with PublishBurst; a client over it for PublishRateGrace gets v5
 	// DISCONNECT 0x96.
@@ -209,6 +237,11 @@ func DefaultConfig() Config {
 			MaxFailures:    5,
 			FailureWindow:  time.Minute,
 			BlockFor:       time.Minute,
+			// Accounts: ten failures a minute from anywhere, then 30 s
+			// doubling up to 5 min for sources the account has not seen.
+			AccountMaxFailures: 10,
+			AccountBlockFor:    30 * time.Second,
+			AccountBlockMax:    5 * time.Minute,
 		},
 		Limits: Limits{
 			MaxPacketSize:    1 << 20,
@@ -216,6 +249,7 @@ func DefaultConfig() Config {
 			ReceiveMaximum:   1024,
 			MaxInflight:      1024,
 			MaxQueued:        10000,
+			MaxQueuedBytes:   16 << 20,
 			PublishRate:      0,
 			PublishBurst:     1000,
 			PublishRateGrace: 10 * time.Second,
@@ -227,6 +261,10 @@ func DefaultConfig() Config {
 			ConnectTimeout:   10 * time.Second,
 			MaxSessionExpiry: 7 * 24 * time.Hour,
 			MaxMessageExpiry: 7 * 24 * time.Hour,
+
+			// A LAN gateway's devices each need a few connections; one
+			// address must not take every slot.
+			MaxConnectionsPerAddress: 64,
 		},
 		SysInterval: 10 * time.Second,
 	}

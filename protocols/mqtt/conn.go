@@ -1,26 +1,128 @@
 package mqtt
 
 import (
-	"github.com/fieldgate/fieldgate/internal/quicconn"
-
 	"crypto/tls"
 	"errors"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/fieldgate/fieldgate/internal/membudget"
+	"github.com/fieldgate/fieldgate/internal/quicconn"
 )
+
+// packetAccount is the memory budget account that counts packet bodies
+// while the engine reads them.
+const packetAccount = "mqtt_packets"
+
+// packetPool is the engine's PacketBudget: every packet body being read is
+// counted in the "mqtt_packets" account of the gateway's memory budget, and
+// a body the budget cannot take closes its connection (mochi.ErrPacketBudget).
+//
+// At start it reserves a headroom in that account, which only packet bodies
+// draw on (beyond it they reserve from the budget like any holder): offline
+// session queues and the protocol gateways' per-peer state can fill the
+// rest of the budget, and must drop something to take more, but can never
+// take the last bytes that live traffic needs to be read at all. Without a
+// budget it counts only.
+type packetPool struct {
+	acct    *membudget.Account // nil: unlimited
+	reading *atomic.Int64      // Stats.PacketBytesReading
+
+	mu       sync.Mutex
+	headroom int64 // reserved in acct at start, for bodies only
+	inPool   int64 // body bytes held in the headroom
+	over     int64 // body bytes reserved from the budget beyond it
+}
+
+// packetHeadroom is the headroom for a budget of limit bytes (0: none) and
+// a maximum packet size: room for a few of the largest packets, at least
+// 8 MiB, at most a quarter of the budget.
+func packetHeadroom(limit int64, maxPacket int) int64 {
+	h := max(8<<20, 4*int64(maxPacket))
+	if limit > 0 {
+		h = min(h, limit/4)
+	}
+	return h
+}
+
+// newPacketPool reserves the headroom from b's "mqtt_packets" account (as
+// much of it as the budget has free). b may be nil.
+func newPacketPool(b *membudget.Budget, maxPacket int, reading *atomic.Int64) *packetPool {
+	p := &packetPool{acct: b.Account(packetAccount), reading: reading}
+	if b != nil {
+		for h := packetHeadroom(b.Limit(), maxPacket); h > 0; h /= 2 {
+			if p.acct.Reserve(h) {
+				p.headroom = h
+				break
+			}
+		}
+	}
+	return p
+}
+
+// Reserve takes n bytes for a body being read, from the headroom while it
+// lasts, then from the budget.
+func (p *packetPool) Reserve(n int64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.acct != nil && p.inPool+n > p.headroom {
+		if !p.acct.Reserve(n) {
+			return false
+		}
+		p.over += n
+	} else {
+		p.inPool += n
+	}
+	p.reading.Add(n)
+	return true
+}
+
+// Release gives n bytes of a body back: to the budget first, then to the
+// headroom.
+func (p *packetPool) Release(n int64) {
+	p.mu.Lock()
+	k := min(n, p.over)
+	p.over -= k
+	p.inPool -= n - k
+	p.mu.Unlock()
+	p.reading.Add(-n)
+	p.acct.Release(k)
+}
+
+// close gives the headroom back to the budget, when the broker stops.
+func (p *packetPool) close() {
+	p.mu.Lock()
+	h := p.headroom
+	p.headroom = 0
+	p.mu.Unlock()
+	p.acct.Release(h)
+}
+
+var _ mochi.PacketBudget = (*packetPool)(nil)
 
 // errPacketTooLarge is returned by clientConn.Read once a client announced a
 // packet larger than the configured maximum.
 var errPacketTooLarge = errors.New("packet exceeds maximum packet size")
 
+// errMalformedLength is returned by clientConn.Read once a client sent a
+// remaining length that is not a minimal Variable Byte Integer of at most 4
+// bytes [MQTT-1.5.5-1]. It is the engine's own reason code, so the engine
+// logs it (rate-limited) as a malformed packet.
+var errMalformedLength error = packets.ErrMalformedVariableByteInteger
+
 // clientConn wraps every accepted connection before the engine sees it. It
 //
 //   - follows the MQTT framing of what the client sends, to learn the
-//     protocol version from CONNECT and to refuse an oversized packet as soon
-//     as its fixed header arrives (MQTT 5 clients get DISCONNECT 0x95 first;
-//     the engine itself would only close the socket);
+//     protocol version from CONNECT and to refuse an oversized packet or a
+//     malformed remaining length as soon as its fixed header arrives, before
+//     the engine sees it or allocates anything for it (MQTT 5 clients get
+//     DISCONNECT 0x95 or 0x81 first; the engine itself would only close the
+//     socket);
 //   - makes each Write atomic, so a packet written by the gateway (such as
 //     that DISCONNECT) never interleaves with one written by the engine;
 //   - holds per-connection state the broker hooks need (publish rate limiter).
@@ -34,12 +136,12 @@ type clientConn struct {
 
 	// Framing state, touched only by the reading goroutine.
 	state     frameState
-	lenMul    int
+	lenBytes  int // bytes of the remaining length read so far
 	remaining int
 	first     bool // the current packet is the first (CONNECT)
 	connHead  [16]byte
 	connHeadN int
-	tooLarge  bool
+	refused   error // errPacketTooLarge or errMalformedLength, once seen
 
 	version atomic.Uint32 // MQTT protocol level from CONNECT (3, 4 or 5)
 
@@ -60,50 +162,63 @@ func newClientConn(c net.Conn, maxPacket int) *clientConn {
 }
 
 // Read reads from the connection and scans what was read for packet
-// boundaries. Bytes of an oversized packet are never handed to the engine.
+// boundaries. Bytes of an oversized packet, or of one whose remaining length
+// is malformed, are never handed to the engine: Read returns the bytes
+// before its fixed header, then the error.
 func (c *clientConn) Read(p []byte) (int, error) {
-	if c.tooLarge {
-		return 0, errPacketTooLarge
+	if c.refused != nil {
+		return 0, c.refused
 	}
 	n, err := c.Conn.Read(p)
 	if n > 0 {
-		if k, oversized := c.scan(p[:n]); oversized {
-			c.tooLarge = true
-			c.refuseOversized()
+		if k, refused := c.scan(p[:n]); refused != nil {
+			c.refused = refused
+			c.refuse(refused)
 			if k > 0 {
 				return k, nil
 			}
-			return 0, errPacketTooLarge
+			return 0, refused
 		}
 	}
 	return n, err
 }
 
-// scan advances the framing state over b. It returns the offset of the fixed
-// header of an oversized packet and true when one starts in b.
-func (c *clientConn) scan(b []byte) (int, bool) {
+// maxLengthBytes is the longest Variable Byte Integer MQTT allows.
+const maxLengthBytes = 4
+
+// scan advances the framing state over b. When a packet that must be
+// refused starts in b, it returns the offset of that packet's fixed header
+// and errPacketTooLarge (remaining length over maxPacket) or
+// errMalformedLength (a remaining length longer than 4 bytes, or not
+// minimal: a last byte of 0 after a continuation, as in `80 00`). The
+// refusal happens at the last byte of the length, before any of the body.
+func (c *clientConn) scan(b []byte) (int, error) {
 	start := 0 // offset in b of the current packet's fixed header, if in b
 	for i := 0; i < len(b); {
 		switch c.state {
 		case frameHeader:
 			c.state = frameLength
-			c.lenMul = 1
+			c.lenBytes = 0
 			c.remaining = 0
 			start = i
 			i++
 		case frameLength:
 			v := b[i]
-			c.remaining += int(v&0x7f) * c.lenMul
-			c.lenMul *= 128
+			c.remaining |= int(v&0x7f) << (7 * c.lenBytes)
+			c.lenBytes++
 			i++
 			if v&0x80 != 0 {
-				if c.lenMul > 128*128*128*128 { // malformed: let the engine reject it
-					c.state = frameBody
+				if c.lenBytes == maxLengthBytes { // a 5th byte would follow
+					return start, errMalformedLength
 				}
 				continue
 			}
-			if c.maxPacket > 0 && c.remaining+1 > c.maxPacket {
-				return start, true
+			if v == 0 && c.lenBytes > 1 { // not minimal
+				return start, errMalformedLength
+			}
+			// The whole packet's size, as MQTT 5 defines Maximum Packet Size.
+			if c.maxPacket > 0 && 1+c.lenBytes+c.remaining > c.maxPacket {
+				return start, errPacketTooLarge
 			}
 			c.state = frameBody
 			if c.remaining == 0 {
@@ -121,7 +236,7 @@ func (c *clientConn) scan(b []byte) (int, bool) {
 			}
 		}
 	}
-	return 0, false
+	return 0, nil
 }
 
 func (c *clientConn) endPacket() {
@@ -145,14 +260,19 @@ func connectVersion(b []byte) byte {
 	return b[2+nameLen]
 }
 
-// refuseOversized tells an MQTT 5 client why it is being disconnected.
-func (c *clientConn) refuseOversized() {
+// refuse tells an MQTT 5 client why it is being disconnected: 0x95 packet
+// too large, or 0x81 malformed packet.
+func (c *clientConn) refuse(why error) {
 	if c.version.Load() != 5 {
 		return
 	}
-	// DISCONNECT, remaining length 2: reason 0x95, no properties.
+	code := packets.ErrPacketTooLarge.Code
+	if errors.Is(why, errMalformedLength) {
+		code = packets.ErrMalformedPacket.Code
+	}
+	// DISCONNECT, remaining length 2: the reason code, no properties.
 	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
-	_, _ = c.Write([]byte{0xE0, 0x02, 0x95, 0x00})
+	_, _ = c.Write([]byte{0xE0, 0x02, code, 0x00})
 }
 
 // lingerTimeout bounds how long a closed connection keeps draining what the
@@ -168,6 +288,12 @@ const lingerTimeout = 200 * time.Millisecond
 func (c *clientConn) Close() error {
 	c.closeOnce.Do(func() {
 		cw, ok := c.Conn.(interface{ CloseWrite() error })
+		if qc, isQUIC := c.Conn.(*quicconn.Conn); isQUIC {
+			// Closing a QUIC stream closes its send side only: the
+			// CloseWrite of a stream. Closing the connection at once
+			// would discard a DISCONNECT not yet delivered.
+			cw, ok = quicCloseWrite{qc}, true
+		}
 		if !ok {
 			c.closeErr = c.Conn.Close()
 			return
@@ -194,6 +320,12 @@ func (c *clientConn) Close() error {
 	})
 	return c.closeErr
 }
+
+// quicCloseWrite gives a QUIC stream connection the CloseWrite of a TCP
+// one: closing the stream sends its FIN, and the connection stays up.
+type quicCloseWrite struct{ c *quicconn.Conn }
+
+func (q quicCloseWrite) CloseWrite() error { return q.c.Stream.Close() }
 
 // Write writes p as one unit.
 func (c *clientConn) Write(p []byte) (int, error) {

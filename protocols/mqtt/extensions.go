@@ -337,7 +337,9 @@ func (b *Broker) autoSubscribe(cl *mochi.Client, rt *runtimeConfig, established 
 // ---- QoS 0 for offline sessions ----
 
 // qos0Queue keeps QoS 0 messages for offline persistent sessions (memory
-// only, bounded per session by max_queued; the oldest is dropped).
+// only, bounded per session by max_queued messages and max_queued_bytes,
+// and counted against the memory budget with the session's other queued
+// messages; the oldest is dropped).
 type qos0Queue struct {
 	mu sync.Mutex
 	m  map[string][]packets.Packet
@@ -348,7 +350,8 @@ func (b *Broker) queueQoS0(pk packets.Packet) {
 		return
 	}
 	subs := b.srv.Topics.Subscribers(pk.TopicName)
-	limit := b.rt.Load().limits.MaxQueued
+	l := b.rt.Load().limits
+	limit, maxBytes := l.MaxQueued, l.MaxQueuedBytes
 	for id, sub := range subs.Subscriptions {
 		if min(sub.Qos, pk.FixedHeader.Qos) != 0 {
 			continue
@@ -360,18 +363,55 @@ func (b *Broker) queueQoS0(pk packets.Packet) {
 		out := pk.Copy(false)
 		out.FixedHeader.Qos = 0
 		out.FixedHeader.Retain = false
+		size := queuedSize(&out)
+		if maxBytes > 0 && size > maxBytes {
+			b.stats.QueuedDropped.Add(1)
+			continue
+		}
+		var full, refused int
 		b.qos0.mu.Lock()
 		if b.qos0.m == nil {
 			b.qos0.m = make(map[string][]packets.Packet)
 		}
 		q := b.qos0.m[id]
-		if limit > 0 && len(q) >= limit {
-			q = q[1:]
-			b.stats.QueuedDropped.Add(1)
+		for len(q) > 0 && ((limit > 0 && len(q) >= limit) || (maxBytes > 0 && b.queues.qos0Bytes(id)+size > maxBytes)) {
+			q = b.dropQoS0(id, q)
+			full++
 		}
-		b.qos0.m[id] = append(q, out)
+		admitted := true
+		for !b.queues.reserveQoS0(id, size) {
+			if len(q) == 0 {
+				admitted = false
+				refused++
+				break
+			}
+			q = b.dropQoS0(id, q)
+			refused++
+		}
+		if admitted {
+			q = append(q, out)
+		}
+		if len(q) > 0 {
+			b.qos0.m[id] = q
+		} else {
+			delete(b.qos0.m, id)
+		}
 		b.qos0.mu.Unlock()
+		b.stats.QueuedDropped.Add(int64(full))
+		b.stats.QueueBudgetDropped.Add(int64(refused))
+		if refused > 0 {
+			b.hook.logs.warn("queue-budget:"+id, "memory budget exhausted: queued QoS 0 messages dropped", "client", logClip(id),
+				"dropped", refused)
+		}
 	}
+}
+
+// dropQoS0 drops the oldest message of a QoS 0 queue, releasing its bytes
+// and its payload. b.qos0.mu held.
+func (b *Broker) dropQoS0(id string, q []packets.Packet) []packets.Packet {
+	b.queues.releaseQoS0(id, queuedSize(&q[0]))
+	q[0] = packets.Packet{} // the backing array must not keep the payload
+	return q[1:]
 }
 
 func (b *Broker) flushQoS0(cl *mochi.Client) {
@@ -379,6 +419,11 @@ func (b *Broker) flushQoS0(cl *mochi.Client) {
 	q := b.qos0.m[cl.ID]
 	delete(b.qos0.m, cl.ID)
 	b.qos0.mu.Unlock()
+	var size int64
+	for i := range q {
+		size += queuedSize(&q[i])
+	}
+	b.queues.releaseQoS0(cl.ID, size)
 	for _, pk := range q {
 		_ = cl.WritePacket(pk)
 	}

@@ -3,12 +3,15 @@ package mqtt
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // secQuietTB lets the broker log from its goroutines while the fuzz target
@@ -27,6 +30,8 @@ func FuzzListener(f *testing.F) {
 	f.Add(secConnectPkt(5, "f", "", ""), false)
 	f.Add(secPublishPkt(4, "a/b", 1, 1, []byte("x")), true)
 	f.Add([]byte{0x10, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F}, false)
+	f.Add([]byte{0x10, 0xFF, 0xFF, 0xFF, 0xFF, 0x80, 0x00}, false) // issue 17: 268,435,455 from 5 length bytes
+	f.Add([]byte{0x30, 0x80, 0x00}, true)                          // non-minimal zero
 	tb := startBroker(secQuietTB{f}, "", func(c *Config) {
 		c.Limits.MaxPacketSize = 64 << 10
 		c.Limits.ConnectTimeout = 2 * time.Second
@@ -93,16 +98,17 @@ func FuzzClientConnScan(f *testing.F) {
 	f.Add(secConnectPkt(5, "c", "u", "p"), []byte{1, 2, 3}, uint16(128))
 	f.Add(append(secConnectPkt(4, "c", "", ""), secPublishPkt(4, "t", 1, 1, make([]byte, 200))...), []byte{7}, uint16(256))
 	f.Add([]byte{0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01}, []byte{}, uint16(16))
+	f.Add([]byte{0x10, 0xFF, 0xFF, 0xFF, 0xFF, 0x80, 0x00}, []byte{1}, uint16(1024))
 	f.Fuzz(func(t *testing.T, data, cuts []byte, maxPacket uint16) {
 		limit := int(maxPacket)
 		// Arbitrary bytes: no panic, offsets within the chunk.
 		c := newClientConn(nil, limit)
 		for _, chunk := range secCut(data, cuts) {
-			k, over := c.scan(chunk)
+			k, err := c.scan(chunk)
 			if k < 0 || k > len(chunk) {
 				t.Fatalf("scan offset %d outside a chunk of %d bytes", k, len(chunk))
 			}
-			if over {
+			if err != nil {
 				break
 			}
 		}
@@ -132,8 +138,8 @@ func FuzzClientConnScan(f *testing.F) {
 		}
 		c = newClientConn(nil, limit)
 		for _, chunk := range secCut(stream, cuts) {
-			if k, over := c.scan(chunk); over {
-				t.Fatalf("valid stream (limit %d) flagged oversized at offset %d of a chunk", limit, k)
+			if k, err := c.scan(chunk); err != nil {
+				t.Fatalf("valid stream (limit %d) refused at offset %d of a chunk: %v", limit, k, err)
 			}
 		}
 		if c.state != frameHeader {
@@ -158,4 +164,75 @@ func secCut(b, cuts []byte) [][]byte {
 		b = b[n:]
 	}
 	return out
+}
+
+// FuzzRemainingLength drives the two decoders of the remaining length, the
+// engine's packets.DecodeLength and the listener framing (clientConn.scan,
+// fed in arbitrary cuts), with the same bytes, and checks that they agree
+// with each other and with MQTT's rule: at most 4 bytes, minimal encoding
+// [MQTT-1.5.5-1], refused before any of the body when over maxPacket.
+func FuzzRemainingLength(f *testing.F) {
+	for _, seed := range [][]byte{
+		{0x00}, {0x7F}, {0x80, 0x01}, {0xFF, 0x7F}, {0x80, 0x80, 0x01},
+		{0xFF, 0xFF, 0xFF, 0x7F},                             // 268,435,455: the largest
+		{0x80, 0x00}, {0xFF, 0x00}, {0xFF, 0xFF, 0xFF, 0x00}, // not minimal
+		{0xFF, 0xFF, 0xFF, 0xFF, 0x7F}, {0xFF, 0xFF, 0xFF, 0xFF, 0x80, 0x00}, // over-long (issue 17)
+		{0xFF, 0xFF}, // truncated
+	} {
+		f.Add(seed, []byte{1}, uint32(1<<20))
+	}
+	f.Fuzz(func(t *testing.T, data, cuts []byte, maxPacket uint32) {
+		n, bu, derr := packets.DecodeLength(bytes.NewReader(data))
+		complete := !errors.Is(derr, io.EOF)
+		if derr == nil {
+			if bu > 4 || n > 268435455 {
+				t.Fatalf("DecodeLength(% x) = %d in %d bytes: out of range", data, n, bu)
+			}
+			if enc := secVarint(n); !bytes.Equal(enc, data[:bu]) {
+				t.Fatalf("DecodeLength(% x) accepted %d, whose minimal encoding is % x", data[:bu], n, enc)
+			}
+		} else if complete && !errors.Is(derr, packets.ErrMalformedVariableByteInteger) {
+			t.Fatalf("DecodeLength(% x): unexpected error %v", data, derr)
+		}
+
+		// The same length after a PUBLISH type byte, through the framing.
+		limit := int(min(maxPacket, 1<<30))
+		stream := append([]byte{0x30}, data...)
+		if derr == nil {
+			stream = stream[:1+bu] // only the header: the body is not needed
+		}
+		c := newClientConn(nil, limit)
+		var serr error
+		for _, chunk := range secCut(stream, cuts) {
+			k, err := c.scan(chunk)
+			if k < 0 || k > len(chunk) {
+				t.Fatalf("scan offset %d outside a chunk of %d bytes", k, len(chunk))
+			}
+			if err != nil {
+				serr = err
+				break
+			}
+		}
+		switch {
+		case derr == nil && limit > 0 && 1+bu+n > limit:
+			if !errors.Is(serr, errPacketTooLarge) {
+				t.Fatalf("length %d over max %d: scan %v, want errPacketTooLarge", n, limit, serr)
+			}
+		case derr == nil:
+			if serr != nil {
+				t.Fatalf("valid length % x (%d): scan refused it: %v", data[:bu], n, serr)
+			}
+			if c.remaining != n {
+				t.Fatalf("scan read length %d, DecodeLength %d", c.remaining, n)
+			}
+		case complete:
+			if !errors.Is(serr, errMalformedLength) {
+				t.Fatalf("malformed length % x: scan %v, want errMalformedLength", data, serr)
+			}
+		default: // truncated: neither may refuse yet
+			if serr != nil {
+				t.Fatalf("truncated length % x: scan refused it: %v", data, serr)
+			}
+		}
+	})
 }

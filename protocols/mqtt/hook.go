@@ -3,10 +3,11 @@ package mqtt
 import (
 	"errors"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -23,7 +24,7 @@ type gatewayHook struct {
 	mochi.HookBase
 	b *Broker
 
-	logins   *loginLimiter
+	logins   *loginGuard
 	connects *ipRateLimiter
 	logs     *logLimiter
 
@@ -35,7 +36,7 @@ type gatewayHook struct {
 func newGatewayHook(b *Broker) *gatewayHook {
 	return &gatewayHook{
 		b:          b,
-		logins:     newLoginLimiter(),
+		logins:     newLoginGuard(),
 		connects:   newIPRateLimiter(),
 		logs:       newLogLimiter(b.log, time.Minute),
 		subOverlay: make(map[*mochi.Client]map[uint16][]byte),
@@ -53,7 +54,7 @@ func (h *gatewayHook) Provides(b byte) bool {
 		mochi.OnSessionEstablish, mochi.OnSessionEstablished, mochi.OnDisconnect,
 		mochi.OnPacketRead, mochi.OnPacketEncode,
 		mochi.OnSubscribe, mochi.OnSubscribed, mochi.OnUnsubscribe, mochi.OnUnsubscribed,
-		mochi.OnPublish, mochi.OnPublished, mochi.OnQosPublish, mochi.OnWill:
+		mochi.OnPublish, mochi.OnPublished, mochi.OnWill:
 		return true
 	}
 	return false
@@ -135,47 +136,92 @@ func (h *gatewayHook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 }
 
 // OnConnectAuthenticate checks the username and password (bcrypt), or the
-// client certificate, and rate-limits failures per source address.
+// client certificate, under the failed-login limits of limits.go
+// (loginGuard): per source address, kept apart for plain UDP whose source
+// can be forged, and per username and client id.
 func (h *gatewayHook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
 	rt := h.b.rt.Load()
-	ip := remoteIP(cl.Net.Conn.RemoteAddr())
-	key := ""
-	if ip != nil {
-		key = ip.String()
-	}
-	if h.logins.blocked(key, time.Now()) {
+	now := time.Now()
+	src := loginSourceOf(cl.Net.Conn)
+	user := string(pk.Connect.Username)
+	clientID := pk.Connect.ClientIdentifier
+	cc, _ := cl.Net.Conn.(*clientConn)
+	ic, _ := cl.Net.Conn.(*inprocConn)
+	// A client certificate, or a protocol gateway that vouches for the
+	// username, leaves no password to guess.
+	password := !(cc != nil && cc.certUser) && !(ic != nil && ic.trusted)
+	switch h.logins.check(now, src, user, clientID, password) {
+	case loginAddressBlocked:
 		h.b.stats.AuthFailures.Add(1)
-		h.logs.warn("blocked:"+key, "login refused: too many failures from this address", "remote", cl.Net.Remote)
+		h.logs.warn("blocked:"+src.kind()+":"+src.ip, "login refused: too many failures from this address",
+			"remote", cl.Net.Remote, "udp", !src.verified)
+		return false
+	case loginAccountBlocked:
+		h.b.stats.AuthFailures.Add(1)
+		// Keyed by account, not address: an attack from many addresses
+		// logs one line a minute.
+		h.logs.warn("account:"+strconv.FormatUint(h.logins.accounts.key("user", user), 16),
+			"login refused: too many failures for this username or client id",
+			"username", logClip(user), "client", logClip(clientID), "remote", cl.Net.Remote)
 		return false
 	}
-	if cc, ok := cl.Net.Conn.(*clientConn); ok && cc.certUser {
+	if !password {
 		return true
 	}
-	if ic, ok := cl.Net.Conn.(*inprocConn); ok && ic.trusted {
-		return true // the protocol gateway vouches for the username
-	}
-	user := string(pk.Connect.Username)
 	if user == "" {
 		if rt.allowAnonymous {
 			return true
 		}
-		h.fail(rt, key, cl, "anonymous not allowed")
+		h.fail(rt, now, src, cl, pk, "anonymous not allowed")
 		return false
 	}
 	hash, ok := rt.users[user]
 	if !ok || bcrypt.CompareHashAndPassword(hash, pk.Connect.Password) != nil {
-		h.fail(rt, key, cl, "bad username or password")
+		h.fail(rt, now, src, cl, pk, "bad username or password")
 		return false
 	}
+	h.logins.succeeded(now, src, user)
 	return true
 }
 
-func (h *gatewayHook) fail(rt *runtimeConfig, key string, cl *mochi.Client, why string) {
+func (h *gatewayHook) fail(rt *runtimeConfig, now time.Time, src loginSource, cl *mochi.Client, pk packets.Packet, why string) {
 	h.b.stats.AuthFailures.Add(1)
-	h.logins.failed(key, time.Now(), rt.maxFailures, rt.failureWindow, rt.blockFor)
-	// Never log the password; the username is not a secret.
-	h.logs.warn("auth:"+key, "login failed", "reason", why, "client", cl.ID,
-		"username", string(cl.Properties.Username), "remote", cl.Net.Remote)
+	user := string(pk.Connect.Username)
+	h.logins.failed(now, src, user, pk.Connect.ClientIdentifier, rt.login)
+	// Never log the password; the username is not a secret, but it comes
+	// from the wire: clipped.
+	h.logs.warn("auth:"+src.kind()+":"+src.ip, "login failed", "reason", why, "client", logClip(cl.ID),
+		"username", logClip(user), "remote", cl.Net.Remote, "udp", !src.verified)
+}
+
+// loginSourceOf is where a connection's login comes from: its peer's
+// address, verified unless it is an in-process session over plain UDP
+// whose gateway did not prove the address (SessionOptions.SourceVerified).
+// TCP, TLS and WebSocket peers completed a TCP handshake, QUIC peers a
+// QUIC one.
+func loginSourceOf(conn net.Conn) loginSource {
+	src := loginSource{verified: true}
+	if ip := remoteIP(conn.RemoteAddr()); ip != nil {
+		src.ip = ip.String()
+	}
+	if ic, ok := conn.(*inprocConn); ok {
+		src.verified = ic.verified
+	}
+	return src
+}
+
+// logClip shortens a client-chosen string (username, client id) for a log
+// line: at most 64 bytes, cut at a character boundary.
+func logClip(s string) string {
+	const max = 64
+	if len(s) <= max {
+		return s
+	}
+	i := max
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + "…"
 }
 
 // OnACLCheck applies the ACL rules. The gateway's own parts (inline
@@ -211,25 +257,65 @@ func stripSharePrefix(filter string) string {
 
 // OnPacketRead enforces the per-client publish rate: a client over it is
 // slowed down (its reads wait), and one that stays over it for the grace
-// period is disconnected with 0x96.
+// period is disconnected with 0x96. It also answers publishes to $SYS
+// topics, which the engine would drop without a word.
 func (h *gatewayHook) OnPacketRead(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
 	if pk.FixedHeader.Type != packets.Publish {
 		return pk, nil
 	}
-	cc, ok := cl.Net.Conn.(*clientConn)
-	if !ok || cc.rate == nil {
-		return pk, nil
+	if cc, ok := cl.Net.Conn.(*clientConn); ok && cc.rate != nil {
+		grace := h.b.rt.Load().limits.PublishRateGrace
+		if wait, over := cc.rate.take(time.Now(), grace); over {
+			h.b.stats.RateLimited.Add(1)
+			h.logs.warn("rate:"+cl.ID, "client disconnected: publish rate too high", "client", cl.ID, "remote", cl.Net.Remote)
+			h.disconnect(cl, packets.Code{Code: 0x96, Reason: "message rate too high"})
+			return pk, errRateTooHigh
+		} else if wait > 0 {
+			time.Sleep(wait)
+		}
 	}
-	grace := h.b.rt.Load().limits.PublishRateGrace
-	if wait, over := cc.rate.take(time.Now(), grace); over {
-		h.b.stats.RateLimited.Add(1)
-		h.logs.warn("rate:"+cl.ID, "client disconnected: publish rate too high", "client", cl.ID, "remote", cl.Net.Remote)
-		h.disconnect(cl, packets.Code{Code: 0x96, Reason: "message rate too high"})
-		return pk, errRateTooHigh
-	} else if wait > 0 {
-		time.Sleep(wait)
+	if isSysTopic(pk.TopicName) {
+		return h.refuseSysPublish(cl, pk), nil
 	}
 	return pk, nil
+}
+
+// isSysTopic reports whether a topic name starts with $SYS, as the engine
+// reads it (any case, no separator needed).
+func isSysTopic(topic string) bool {
+	return len(topic) >= len(mochi.SysPrefix) && strings.EqualFold(topic[:len(mochi.SysPrefix)], mochi.SysPrefix)
+}
+
+// sysRefusal is the reason given to an MQTT 5 client that publishes to $SYS.
+var sysRefusal = packets.Code{Code: packets.ErrNotAuthorized.Code, Reason: "$SYS topics are read-only"}
+
+// refuseSysPublish answers a client's publish to a $SYS topic. The engine
+// drops such a publish without any answer, so a QoS 1 or 2 publisher would
+// wait for its acknowledgement forever. MQTT 5 gets PUBACK (QoS 1) or PUBREC
+// (QoS 2) 0x87 not authorised, which ends the flow; MQTT 3 has no negative
+// acknowledgement and gets a plain PUBACK or PUBREC (then PUBCOMP for its
+// PUBREL): the message is acknowledged and dropped, as EMQX does. The
+// packet then goes on to the engine as QoS 0 without a packet id, which it
+// drops. A QoS 1/2 publish without a packet id is left to the engine, which
+// refuses it as a protocol error.
+func (h *gatewayHook) refuseSysPublish(cl *mochi.Client, pk packets.Packet) packets.Packet {
+	h.logs.warn("sys:"+cl.Net.Remote, "publish refused: $SYS topics are read-only",
+		"client", logClip(cl.ID), "remote", cl.Net.Remote, "qos", pk.FixedHeader.Qos, "topic_len", len(pk.TopicName))
+	if pk.FixedHeader.Qos == 0 || pk.PacketID == 0 {
+		return pk
+	}
+	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID}
+	if pk.FixedHeader.Qos == 2 {
+		ack.FixedHeader.Type = packets.Pubrec
+	}
+	if cl.Properties.ProtocolVersion == 5 {
+		ack.ReasonCode = sysRefusal.Code
+		ack.Properties.ReasonString = sysRefusal.Reason
+	}
+	_ = cl.WritePacket(ack)
+	pk.FixedHeader.Qos = 0
+	pk.PacketID = 0
+	return pk
 }
 
 var errRateTooHigh = errors.New("message rate too high")
@@ -459,38 +545,6 @@ func (h *gatewayHook) disconnect(cl *mochi.Client, code packets.Code) {
 func (h *gatewayHook) OnPublished(cl *mochi.Client, pk packets.Packet) {
 	if h.b.rt.Load().queueQoS0 {
 		h.b.queueQoS0(pk)
-	}
-}
-
-// OnQosPublish bounds the messages queued for one session: when a session
-// holds more than max_inflight + max_queued, its oldest queued message is
-// dropped and counted.
-func (h *gatewayHook) OnQosPublish(cl *mochi.Client, pk packets.Packet, sent int64, resends int) {
-	if resends != 0 || pk.FixedHeader.Type != packets.Publish {
-		return
-	}
-	l := h.b.rt.Load().limits
-	limit := l.MaxInflight + l.MaxQueued
-	if cl.State.Inflight.Len() <= limit {
-		return
-	}
-	var oldest packets.Packet
-	found := false
-	for _, m := range cl.State.Inflight.GetAll(false) {
-		if m.FixedHeader.Type != packets.Publish || m.PacketID == pk.PacketID {
-			continue
-		}
-		if !found || m.Created < oldest.Created || m.Created == oldest.Created && m.PacketID < oldest.PacketID {
-			oldest, found = m, true
-		}
-	}
-	if found && cl.State.Inflight.Delete(oldest.PacketID) {
-		atomic.AddInt64(&h.b.srv.Info.Inflight, -1)
-		h.b.stats.QueuedDropped.Add(1)
-		if h.b.persist != nil {
-			h.b.persist.OnQosDropped(cl, oldest)
-		}
-		h.logs.warn("queue:"+cl.ID, "session queue full: oldest message dropped", "client", cl.ID, "limit", limit)
 	}
 }
 

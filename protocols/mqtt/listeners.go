@@ -24,8 +24,9 @@ type admitFunc func(remote net.Addr) bool
 
 // listener is one network endpoint. It implements the engine's
 // listeners.Listener, so the engine runs and closes it (and disconnects its
-// clients with 0x8B on shutdown), but every connection passes through admit
-// and is wrapped in a clientConn first.
+// clients with 0x8B on shutdown), but every connection passes the
+// per-address cap (conns) at accept and admit, and is wrapped in a
+// clientConn first.
 type listener struct {
 	id       string
 	protocol string
@@ -33,6 +34,7 @@ type listener struct {
 	tls      *tls.Config
 	wsPath   string // WebSocket only
 	admit    admitFunc
+	conns    *addrConns // nil: no per-address cap
 	wrap     func(net.Conn) net.Conn
 	log      *slog.Logger
 
@@ -65,10 +67,16 @@ func (l *listener) Init(log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listener %s: %w", l.id, err)
 	}
-	l.mu.Lock()
 	// Raw-syscall socket I/O (see internal/rawio): it halves the
 	// runtime's scheduling overhead at moderate message rates.
-	l.ln = rawio.Listener{Listener: ln}
+	ln = rawio.Listener{Listener: ln}
+	if l.conns != nil {
+		// The per-address cap applies at the TCP accept, before TLS, the
+		// WebSocket upgrade or the engine spend anything on the connection.
+		ln = capListener{Listener: ln, conns: l.conns}
+	}
+	l.mu.Lock()
+	l.ln = ln
 	l.mu.Unlock()
 	return nil
 }
@@ -181,6 +189,126 @@ func (l *listener) serveWebSocket(establish listeners.EstablishFn) {
 	if err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 		l.log.Error("websocket listener stopped", "listener", l.id, "error", err)
 	}
+}
+
+// addrConns counts the open connections of each source address over all
+// the broker's network listeners (broker.limits.max_connections_per_address),
+// so that one address cannot take every connection slot. A connection over
+// the cap is closed at accept, before anything is read from it: no CONNACK,
+// because the protocol version is not known yet (MQTT 5 clients see a
+// closed connection, as for a refused address). The gateway's own MQTT-SN
+// and CoAP sessions are in-process pipes that never pass a listener, so
+// they are not counted here (those gateways have limits of their own).
+type addrConns struct {
+	limit   func() int                       // the cap now (it may be reloaded); 0: none
+	refused func(remote net.Addr, limit int) // counts and logs one refusal
+
+	mu   sync.Mutex
+	open map[string]int // address → open connections
+}
+
+func newAddrConns(limit func() int, refused func(net.Addr, int)) *addrConns {
+	return &addrConns{limit: limit, refused: refused, open: make(map[string]int)}
+}
+
+// acquire takes a connection slot of remote's address. It returns false
+// (and reports the refusal) when the address already holds the cap;
+// otherwise release gives the slot back, at most once however often it is
+// called. Addresses that are not IP addresses are not capped.
+func (a *addrConns) acquire(remote net.Addr) (release func(), ok bool) {
+	ip := remoteIP(remote)
+	if ip == nil {
+		return func() {}, true
+	}
+	key := ip.String()
+	limit := a.limit()
+	a.mu.Lock()
+	n := a.open[key]
+	if limit > 0 && n >= limit {
+		a.mu.Unlock()
+		a.refused(remote, limit)
+		return nil, false
+	}
+	a.open[key] = n + 1
+	a.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			a.mu.Lock()
+			if a.open[key]--; a.open[key] <= 0 {
+				delete(a.open, key)
+			}
+			a.mu.Unlock()
+		})
+	}, true
+}
+
+// count returns the open connections of ip (tests).
+func (a *addrConns) count(ip string) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.open[ip]
+}
+
+// capListener applies the per-address cap at accept: a connection from an
+// address at its cap is closed at once, and the next one is accepted. What
+// it returns gives its slot back when closed.
+type capListener struct {
+	net.Listener
+	conns *addrConns
+}
+
+// Accept returns the next connection whose address is under its cap.
+func (l capListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		release, ok := l.conns.acquire(c.RemoteAddr())
+		if !ok {
+			_ = c.Close()
+			continue
+		}
+		return &countedConn{Conn: c, release: release}, nil
+	}
+}
+
+// countedConn is a connection that holds a per-address slot until closed.
+type countedConn struct {
+	net.Conn
+	release func()
+}
+
+// Close closes the connection and gives its slot back.
+func (c *countedConn) Close() error {
+	err := c.Conn.Close()
+	c.release()
+	return err
+}
+
+// CloseWrite shuts the sending side down when the connection supports it
+// (clientConn.Close relies on it to let a last DISCONNECT arrive).
+func (c *countedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
+}
+
+// newAddrConns builds the per-address connection counter shared by the
+// broker's listeners: the cap is read from the running config at each
+// accept, and each refusal is counted and logged (rate-limited per address).
+func (b *Broker) newAddrConns() *addrConns {
+	return newAddrConns(
+		func() int { return b.rt.Load().limits.MaxConnectionsPerAddress },
+		func(remote net.Addr, limit int) {
+			b.stats.ConnectionsOverAddressLimit.Add(1)
+			ip := remoteIP(remote).String()
+			b.hook.logs.warn("addrcap:"+ip, "connection refused: too many connections from this address",
+				"remote", remote.String(), "limit", limit)
+		},
+	)
 }
 
 func remoteAddrOf(r *http.Request) net.Addr {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -89,6 +90,13 @@ type persistHook struct {
 	// messages, which neither the key (packet ids wrap) nor Created (whole
 	// seconds) gives. See nextSeq.
 	seq atomic.Uint64
+
+	// srv and queues, when set (by the broker, before the engine starts),
+	// make StoredInflightMessages restore the queues itself, session by
+	// session under the queue limits and the memory budget (restoreInflight);
+	// without them it returns every record to the engine at once.
+	srv    *mochi.Server
+	queues *sessionQueues
 }
 
 // newPersistHook returns the storage hook over db. The hook does not own db:
@@ -524,8 +532,12 @@ func (h *persistHook) StoredSubscriptions() ([]storage.Subscription, error) {
 
 // StoredInflightMessages returns the inflight and queued messages of the
 // persisted sessions in the order they were queued; those of sessions that
-// no longer exist are removed.
+// no longer exist are removed. With the broker's queues it restores them
+// itself and returns none (restoreInflight).
 func (h *persistHook) StoredInflightMessages() ([]storage.Message, error) {
+	if h.srv != nil && h.queues != nil {
+		return nil, h.restoreInflight()
+	}
 	var recs []inflightRecord
 	err := h.load(inflightBucket, func(k, v []byte) error {
 		var r inflightRecord
@@ -548,6 +560,179 @@ func (h *persistHook) StoredInflightMessages() ([]storage.Message, error) {
 		}
 	}
 	return out, err
+}
+
+// restoreCandidate is one persisted inflight record, before it is decoded.
+type restoreCandidate struct {
+	key     []byte
+	seq     uint64
+	inbound bool // the PUBREC state of an inbound QoS 2 publish
+}
+
+// recordSeq reads the queue sequence number of an encoded inflightRecord
+// without decoding it: encoding/json writes the fields in order, Seq last,
+// so the value ends with "fg_seq":<digits>} (or has no Seq: 0). A record
+// that does not even end with } is undecodable. Scanning the whole JSON of
+// every queued message only to order them took most of the restore time.
+func recordSeq(v []byte) (uint64, bool) {
+	if len(v) < 2 || v[0] != '{' || v[len(v)-1] != '}' {
+		return 0, false
+	}
+	const key = `"fg_seq":`
+	end := len(v) - 1
+	start := end
+	for start > 0 && v[start-1] >= '0' && v[start-1] <= '9' {
+		start--
+	}
+	if start == end || start < len(key) || string(v[start-len(key):start]) != key {
+		return 0, true // no Seq (written before it existed)
+	}
+	seq, err := strconv.ParseUint(string(v[start:end]), 10, 64)
+	return seq, err == nil
+}
+
+// restoreInflight puts the persisted inflight and queued messages back into
+// the engine's sessions without ever holding more than the queue limits
+// and the memory budget allow (the engine's own loading decoded every
+// record at once: 200 queued 1 MB messages took over 1 GiB at start).
+//
+// A first pass over the bucket reads only keys and queue sequence numbers,
+// and removes the records of unknown sessions. Then, session by session,
+// the records are read and decoded newest first, each admitted against the
+// session's max_queued / max_queued_bytes and the budget; at the first
+// refusal the rest (older) are deleted from the store and counted
+// (Stats.QueuedRestoreDropped). The kept messages go to the engine oldest
+// first. Peak memory: what is kept, plus one record being decoded.
+func (h *persistHook) restoreInflight() error {
+	bySession := make(map[string][]restoreCandidate)
+	var remove [][]byte
+	bad := 0
+	err := h.db.ForEach(inflightBucket, func(k, v []byte) error {
+		i := bytes.IndexByte(k, 0)
+		seq, ok := recordSeq(v)
+		if i <= 0 || (len(k) != i+3 && !(len(k) == i+4 && k[i+3] == 'i')) || !ok {
+			bad++
+			remove = append(remove, bytes.Clone(k))
+			return nil
+		}
+		cid := string(k[:i])
+		if !h.isLoaded(cid) {
+			remove = append(remove, bytes.Clone(k))
+			return nil
+		}
+		bySession[cid] = append(bySession[cid], restoreCandidate{key: bytes.Clone(k), seq: seq, inbound: len(k) == i+4})
+		if seq > h.seq.Load() {
+			h.seq.Store(seq) // before any new record: the engine loads before it serves
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	ids := make([]string, 0, len(bySession))
+	for id := range bySession {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		cands := bySession[id]
+		delete(bySession, id)
+		// Inbound QoS 2 states first (always kept), then the queue newest
+		// first; records without a sequence (older versions) are the
+		// oldest, in key order.
+		slices.SortStableFunc(cands, func(a, b restoreCandidate) int {
+			if a.inbound != b.inbound {
+				if a.inbound {
+					return -1
+				}
+				return 1
+			}
+			return cmp.Compare(b.seq, a.seq)
+		})
+		cl, ok := h.srv.Clients.Get(id)
+		if !ok {
+			for _, c := range cands {
+				remove = append(remove, c.key)
+			}
+			continue
+		}
+		rs := h.queues.newRestoreSession()
+		var kept []packets.Packet
+		dropped := 0
+		for j, c := range cands {
+			var r inflightRecord
+			var decodeErr error
+			err := h.db.GetFunc(inflightBucket, c.key, func(v []byte) error {
+				decodeErr = json.Unmarshal(v, &r) // copies what it keeps: v is the mmap
+				return nil
+			})
+			if errors.Is(err, store.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if decodeErr != nil || !bytes.Equal(c.key, inflightKey(r.Client, r.PacketID, r.FixedHeader.Type == packets.Pubrec)) {
+				bad++
+				remove = append(remove, c.key)
+				continue
+			}
+			pk := restoredPacket(&r.Message)
+			if pk.FixedHeader.Type == packets.Pubrec {
+				// An inbound QoS 2 flow's state (the client's packet ids):
+				// a few bytes, always kept.
+				cl.State.InboundQos2.Set(pk)
+				continue
+			}
+			if pk.FixedHeader.Type == packets.Publish && !rs.admit(queuedSize(&pk)) {
+				// This one and every older one do not fit.
+				for _, old := range cands[j:] {
+					remove = append(remove, old.key)
+				}
+				dropped = len(cands) - j
+				break
+			}
+			kept = append(kept, pk)
+		}
+		slices.Reverse(kept)
+		h.queues.adopt(cl, kept)
+		if dropped > 0 {
+			h.queues.logRestoreDrops(id, dropped, rs.refusal)
+		}
+	}
+	if bad > 0 {
+		h.log.Warn("undecodable persisted records removed", "bucket", inflightBucket, "count", bad)
+	}
+	for _, k := range remove {
+		h.del(inflightBucket, k)
+	}
+	return nil
+}
+
+// restoredPacket is storage.Message.ToPacket without its deep copy: the
+// record was just decoded, nothing else refers to its slices, and a copy of
+// a 1 MB payload per message is what the restore must not allocate.
+func restoredPacket(m *storage.Message) packets.Packet {
+	pk := packets.Packet{
+		FixedHeader: m.FixedHeader,
+		PacketID:    m.PacketID,
+		TopicName:   m.TopicName,
+		Payload:     m.Payload,
+		Origin:      m.Origin,
+		Created:     m.Created,
+		Properties: packets.Properties{
+			PayloadFormat:          m.Properties.PayloadFormat,
+			PayloadFormatFlag:      m.Properties.PayloadFormatFlag,
+			MessageExpiryInterval:  m.Properties.MessageExpiryInterval,
+			ContentType:            m.Properties.ContentType,
+			ResponseTopic:          m.Properties.ResponseTopic,
+			CorrelationData:        m.Properties.CorrelationData,
+			SubscriptionIdentifier: m.Properties.SubscriptionIdentifier,
+			TopicAlias:             m.Properties.TopicAlias,
+			User:                   m.Properties.User,
+		},
+	}
+	return pk
 }
 
 // StoredRetainedMessages returns the retained messages.

@@ -26,6 +26,7 @@ type quicListener struct {
 	tls     *tls.Config
 	conf    *quic.Config
 	admit   admitFunc
+	conns   *addrConns // nil: no per-address cap
 	wrap    func(net.Conn) net.Conn
 	log     *slog.Logger
 
@@ -110,7 +111,18 @@ func (l *quicListener) Serve(establish listeners.EstablishFn) {
 			_ = qc.CloseWithError(0, "refused")
 			continue
 		}
-		go l.serveConn(ctx, qc, establish)
+		release := func() {}
+		if l.conns != nil {
+			var ok bool
+			if release, ok = l.conns.acquire(qc.RemoteAddr()); !ok {
+				_ = qc.CloseWithError(0, "too many connections from this address")
+				continue
+			}
+		}
+		go func() {
+			defer release()
+			l.serveConn(ctx, qc, establish)
+		}()
 	}
 }
 
@@ -133,10 +145,12 @@ func (l *quicListener) serveConn(ctx context.Context, qc *quic.Conn, establish l
 		_ = qc.CloseWithError(0, "no stream")
 		return
 	}
-	c := quicconn.New(qc, st)
-	if err := establish(l.id, l.wrap(c)); err != nil && !isQuietClose(err) {
+	c := l.wrap(quicconn.New(qc, st))
+	if err := establish(l.id, c); err != nil && !isQuietClose(err) {
 		l.log.Debug("client connection ended", "listener", l.id, "remote", qc.RemoteAddr().String(), "error", err)
 	}
+	// Through the wrapper, which lets a last DISCONNECT reach the client
+	// before the QUIC connection goes (closing it at once discards it).
 	_ = c.Close()
 }
 

@@ -21,9 +21,7 @@ type runtimeConfig struct {
 
 	allowAnonymous bool
 	users          map[string][]byte // username → bcrypt hash
-	maxFailures    int
-	failureWindow  time.Duration
-	blockFor       time.Duration
+	login          loginPolicy
 
 	acl       []aclRule
 	rewrite   []rewriteRule
@@ -57,15 +55,13 @@ func compile(cfg Config) (*runtimeConfig, error) {
 		queueQoS0:      cfg.QueueQoS0,
 		allowAnonymous: cfg.Auth.AllowAnonymous,
 		users:          make(map[string][]byte, len(cfg.Auth.Users)),
-		maxFailures:    cfg.Auth.MaxFailures,
-		failureWindow:  cfg.Auth.FailureWindow,
-		blockFor:       cfg.Auth.BlockFor,
+		login:          newLoginPolicy(cfg.Auth),
 		autoSub:        cfg.AutoSubscribe,
 		bannedIDs:      make(map[string]bool),
 		bannedUsr:      make(map[string]bool),
 	}
 	for _, u := range cfg.Auth.Users {
-		rt.users[u.Username] = []byte(u.PasswordHash)
+		rt.users[u.Username] = []byte(u.PasswordHash.Reveal())
 	}
 	for i, r := range cfg.ACL {
 		pub, sub, err := actionOf(r.Action)

@@ -31,6 +31,8 @@ import (
 	mqtt3 "github.com/eclipse/paho.mqtt.golang"
 	"github.com/gorilla/websocket"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/fieldgate/fieldgate/internal/secret"
 )
 
 // ---- helpers shared by security_test.go and extensions_test.go ----
@@ -478,13 +480,13 @@ func secConnackProp(t testing.TB, body []byte, id byte) ([]byte, bool) {
 }
 
 // secHash is a bcrypt hash of pw at the minimum cost.
-func secHash(t testing.TB, pw string) string {
+func secHash(t testing.TB, pw string) secret.String {
 	t.Helper()
 	h, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.MinCost)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(h)
+	return secret.New(string(h))
 }
 
 // secEventually polls cond until it holds or d passes.
@@ -939,7 +941,7 @@ func TestSecUsers(t *testing.T) {
 		}
 	}
 	// A hash is not a password.
-	if _, ca, err := secDialV5(t, addr, secID("hash"), "alice", tb.cfg.Auth.Users[0].PasswordHash); err == nil {
+	if _, ca, err := secDialV5(t, addr, secID("hash"), "alice", tb.cfg.Auth.Users[0].PasswordHash.Reveal()); err == nil {
 		t.Errorf("the hash itself was accepted as a password (connack %+v)", ca)
 	}
 }
@@ -980,7 +982,7 @@ func TestSecLoginRateLimit(t *testing.T) {
 
 // ---- ACL ----
 
-func secACLConfig(c *Config, hash string) {
+func secACLConfig(c *Config, hash secret.String) {
 	c.Auth.AllowAnonymous = false
 	c.Auth.MaxFailures = 100
 	c.Auth.Users = []User{{Username: "alice", PasswordHash: hash}, {Username: "bob", PasswordHash: hash}}

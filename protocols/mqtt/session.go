@@ -54,6 +54,12 @@ type SessionOptions struct {
 	ReceiveMaximum uint16
 	// Will is published when the session ends without a clean disconnect.
 	Will *Will
+	// SourceVerified says the transport proved that the device receives at
+	// Remote (a completed DTLS handshake). Without it Remote is taken as
+	// forgeable (plain UDP): its failed logins only throttle plain-UDP
+	// logins from that address and never block TCP, TLS, WebSocket, QUIC
+	// or DTLS clients.
+	SourceVerified bool
 	// OnMessage receives every delivery, in order, in the session's reader
 	// goroutine. It must not block for long and must not call the same
 	// session's Publish, Subscribe or Unsubscribe (hand off to a goroutine of
@@ -136,6 +142,7 @@ type Session struct {
 type inprocConn struct {
 	net.Conn
 	remote   net.Addr
+	verified bool // SessionOptions.SourceVerified
 	trusted  bool
 	listener string
 	will     atomic.Pointer[Will]
@@ -148,6 +155,16 @@ func (c *inprocConn) RemoteAddr() net.Addr {
 	}
 	return c.Conn.RemoteAddr()
 }
+
+// MaxWritesPending bounds the engine's outbound queue for the session
+// (MaximumClientWritesPending otherwise: 64 KB a session): the session's
+// reader takes every packet at once and hands it to the gateway, whose own
+// queue of a device is smaller still. Issue 17 (MQTT-SN flood).
+func (c *inprocConn) MaxWritesPending() int { return inprocWritesPending }
+
+// inprocWritesPending is the engine's outbound queue of an in-process
+// session, in packets.
+const inprocWritesPending = 256
 
 // inprocListener is the engine-side listener of a family of in-process
 // sessions: it accepts nothing by itself, but lets the engine disconnect
@@ -176,7 +193,7 @@ func (b *Broker) Connect(ctx context.Context, o SessionOptions) (*Session, error
 		}
 	}
 	near, far := net.Pipe()
-	ic := &inprocConn{Conn: far, remote: o.Remote, trusted: o.Trusted, listener: o.Listener}
+	ic := &inprocConn{Conn: far, remote: o.Remote, verified: o.SourceVerified, trusted: o.Trusted, listener: o.Listener}
 	ic.will.Store(o.Will)
 	s := &Session{
 		b:        b,

@@ -27,12 +27,16 @@ const (
 	maxConnections   = 10_000_000
 	maxReceive       = 65535 // MQTT 5 receive maximum is a uint16
 	maxQueued        = 10_000_000
+	maxQueuedBytes   = 1 << 30
 	maxBurst         = 10_000_000
 	maxTopicLevels   = 65535
 	maxTopicLength   = 65535 // MQTT strings are at most 65535 bytes
 	maxKeepalive     = 65535 * time.Second
 	maxExpiry        = math.MaxUint32 * time.Second // MQTT 5 expiry intervals are uint32 seconds
 	maxLoginFailures = 1_000_000
+	// maxAccountBlock bounds how long an account's throttle may last: a
+	// lockout by others must end.
+	maxAccountBlock = time.Hour
 )
 
 // Validate checks the whole broker section and returns every problem found,
@@ -197,11 +201,11 @@ func (a Auth) validate(v *validator) {
 			seen[u.Username] = i
 		}
 		switch {
-		case u.PasswordHash == "":
+		case u.PasswordHash.IsZero():
 			v.Addf(path+".password_hash", "must not be empty (make one with `fieldgate passwd`)")
 		default:
 			// The hash is a secret too: never echo it back.
-			if _, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
+			if _, err := bcrypt.Cost([]byte(u.PasswordHash.Reveal())); err != nil {
 				v.Addf(path+".password_hash", "not a bcrypt hash (make one with `fieldgate passwd`)")
 			}
 		}
@@ -209,6 +213,12 @@ func (a Auth) validate(v *validator) {
 	v.IntRange("auth.max_failures", a.MaxFailures, 1, maxLoginFailures)
 	v.positive("auth.failure_window", a.FailureWindow)
 	v.nonNegative("auth.block_for", a.BlockFor)
+	v.IntRange("auth.account_max_failures", a.AccountMaxFailures, 1, maxLoginFailures)
+	v.durationRange("auth.account_block_for", a.AccountBlockFor, maxAccountBlock)
+	v.durationRange("auth.account_block_max", a.AccountBlockMax, maxAccountBlock)
+	if a.AccountBlockMax < a.AccountBlockFor {
+		v.Addf("auth.account_block_max", "must be at least auth.account_block_for (%s), got %s", a.AccountBlockFor, a.AccountBlockMax)
+	}
 }
 
 func (r ACLRule) validate(v *validator, path string) {
@@ -225,9 +235,13 @@ func (r ACLRule) validate(v *validator, path string) {
 func (l Limits) validate(v *validator) {
 	v.IntRange("limits.max_packet_size", l.MaxPacketSize, minPacketSize, maxPacketSize)
 	v.IntRange("limits.max_connections", l.MaxConnections, 1, maxConnections)
+	v.IntRange("limits.max_connections_per_address", l.MaxConnectionsPerAddress, 0, maxConnections)
 	v.IntRange("limits.receive_maximum", l.ReceiveMaximum, 1, maxReceive)
 	v.IntRange("limits.max_inflight", l.MaxInflight, 1, maxReceive)
 	v.IntRange("limits.max_queued", l.MaxQueued, 1, maxQueued)
+	if l.MaxQueuedBytes != 0 && (l.MaxQueuedBytes < int64(l.MaxPacketSize) || l.MaxQueuedBytes > maxQueuedBytes) {
+		v.Addf("limits.max_queued_bytes", "must be 0 (no limit) or from limits.max_packet_size (%d) to %d, got %d", l.MaxPacketSize, int64(maxQueuedBytes), l.MaxQueuedBytes)
+	}
 	v.rate("limits.publish_rate", l.PublishRate)
 	v.IntRange("limits.publish_burst", l.PublishBurst, 1, maxBurst)
 	v.nonNegative("limits.publish_rate_grace", l.PublishRateGrace)

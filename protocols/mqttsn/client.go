@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -98,6 +99,12 @@ type client struct {
 	g      *Gateway
 	inbox  inbox
 	asleep atomic.Bool // read by the gateway to route a wake-up PINGREQ
+
+	// admitted and admittedIP (under the gateway's mu) say that the device
+	// counts against max_clients, the memory budget and admittedIP's share
+	// of max_clients_per_address.
+	admitted   bool
+	admittedIP netip.Addr
 
 	qmu  sync.Mutex
 	q    []queued
@@ -224,6 +231,7 @@ func (c *client) finish(how end, why string) {
 		c.g.stats.connected.Add(-1)
 	}
 	c.g.remove(c, c.addr, c.id)
+	c.g.release(c)
 }
 
 // armTimer sets the timer to the earliest deadline of the current state.
@@ -337,6 +345,10 @@ func (c *client) handle(ctx context.Context, in inbound) (end, string) {
 			return c.onWillTopic(ctx, p)
 		case TypeWillMsg:
 			return c.onWillMsg(ctx, p)
+		case TypeDisconnect:
+			// The device gives up its CONNECT.
+			c.send(Packet{Type: TypeDisconnect})
+			return cleanEnd, "DISCONNECT during CONNECT"
 		}
 		c.g.drop(DropUnexpected, c.addr, fmt.Errorf("%s during CONNECT", p.Type))
 		return keep, ""
@@ -406,7 +418,7 @@ func (c *client) onConnect(ctx context.Context, p Packet) (end, string) {
 	c.will = nil
 	if p.Flags.Will {
 		c.st = stConnecting
-		c.deadline = time.Now().Add(c.g.cfg.RetryInterval * time.Duration(c.g.cfg.RetryCount+1))
+		c.deadline = time.Now().Add(c.g.cfg.ConnectTimeout)
 		c.send(Packet{Type: TypeWillTopicReq})
 		return keep, ""
 	}
@@ -475,7 +487,7 @@ func (c *client) connectSession(ctx context.Context) (end, string) {
 	// Claimed before connecting, so that the device it takes over knows
 	// when its session ends.
 	c.g.claim(c, id)
-	cctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	cctx, cancel := context.WithTimeout(ctx, c.g.cfg.ConnectTimeout)
 	sess, err := c.g.broker.Connect(cctx, mqtt.SessionOptions{
 		Listener:       listenerName,
 		Remote:         net.UDPAddrFromAddrPort(c.addr.addr),
@@ -593,7 +605,9 @@ func (c *client) onPublish(ctx context.Context, p Packet) {
 			return
 		}
 	}
-	err := c.sess.Publish(ctx, bus.Message{Topic: topic, Payload: p.Data, QoS: byte(qos), Retain: p.Flags.Retain})
+	pctx, cancel := context.WithTimeout(ctx, brokerTimeout)
+	err := c.sess.Publish(pctx, bus.Message{Topic: topic, Payload: p.Data, QoS: byte(qos), Retain: p.Flags.Retain})
+	cancel()
 	if err != nil {
 		code := returnCodeOf(err)
 		c.g.warn("MQTT-SN publish refused", "client", c.id, "topic", topic, "error", err, "return_code", code)
@@ -648,7 +662,9 @@ func (c *client) done(id uint16, m *outMsg) {
 
 // onRegister assigns a topic id to the device's topic name.
 func (c *client) onRegister(p Packet) {
-	if topicNameProblem(p.TopicName) != "" {
+	if topicNameProblem(p.TopicName) != "" || isSysTopic(p.TopicName) {
+		// A device registers a topic name to publish to it; $SYS topics
+		// are the broker's own.
 		c.send(Packet{Type: TypeRegack, MsgID: p.MsgID, ReturnCode: RejectedNotSupported})
 		return
 	}
@@ -714,6 +730,12 @@ func (c *client) registerTopic(name string) (uint16, bool) {
 	}
 }
 
+// isSysTopic reports whether t is under $SYS (any case, as the broker
+// refuses publishes there).
+func isSysTopic(t string) bool {
+	return len(t) >= 4 && strings.EqualFold(t[:4], "$SYS")
+}
+
 func (c *client) forgetTopic(id uint16) {
 	if name, ok := c.topicByID[id]; ok {
 		delete(c.topicByID, id)
@@ -747,7 +769,9 @@ func (c *client) onSubscribe(ctx context.Context, p Packet) {
 	if p.Flags.TopicIDType == TopicNormal && !strings.ContainsAny(filter, "+#") && len(filter) != 2 {
 		id, _ = c.registerTopic(filter) // 0 when the device has max_topics: REGISTER later
 	}
-	granted, err := c.sess.Subscribe(ctx, filter, byte(max(p.Flags.QoS, 0)))
+	sctx, cancel := context.WithTimeout(ctx, brokerTimeout)
+	granted, err := c.sess.Subscribe(sctx, filter, byte(max(p.Flags.QoS, 0)))
+	cancel()
 	if err != nil {
 		code := returnCodeOf(err)
 		c.g.warn("MQTT-SN subscribe refused", "client", c.id, "filter", filter, "error", err, "return_code", code)
@@ -759,7 +783,10 @@ func (c *client) onSubscribe(ctx context.Context, p Packet) {
 
 func (c *client) onUnsubscribe(ctx context.Context, p Packet) {
 	if filter, _, ok := c.filterOf(p); ok {
-		if err := c.sess.Unsubscribe(ctx, filter); err != nil {
+		uctx, cancel := context.WithTimeout(ctx, brokerTimeout)
+		err := c.sess.Unsubscribe(uctx, filter)
+		cancel()
+		if err != nil {
 			c.logger().Debug("MQTT-SN unsubscribe failed", "filter", filter, "error", err)
 		}
 	}

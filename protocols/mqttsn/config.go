@@ -40,8 +40,21 @@ type Config struct {
 	// or waiting for room in flight); a full buffer drops its oldest QoS 0
 	// message. QoS 1/2 messages beyond it wait in the broker's session.
 	SleepBuffer int `yaml:"sleep_buffer"`
-	// MaxClients is how many devices may be connected (asleep included).
+	// MaxClients is how many devices may be connected (asleep included,
+	// and those still in their CONNECT handshake): the cap on MQTT-SN
+	// sessions. A CONNECT beyond it gets CONNACK 0x01 (rejected:
+	// congestion).
 	MaxClients int `yaml:"max_clients"`
+	// MaxClientsPerAddress is how many of those devices may speak from one
+	// IP address (any number of ports, and every node behind a forwarder at
+	// that address); a CONNECT beyond it gets CONNACK 0x01. 0 turns the
+	// per-address cap off.
+	MaxClientsPerAddress int `yaml:"max_clients_per_address"`
+	// ConnectTimeout bounds a CONNECT: a device that starts the will
+	// handshake must complete it (WILLTOPIC, WILLMSG) within it, and the
+	// broker must accept or refuse the session within it; otherwise the
+	// device is forgotten.
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
 	// MaxTopics bounds the topic ids registered per device.
 	MaxTopics int `yaml:"max_topics"`
 	// MaxKeepAlive caps the keep alive a device is held to: a device that
@@ -89,22 +102,25 @@ type QoSMinusOne struct {
 
 // DefaultConfig returns the defaults: enabled on 0.0.0.0:1884, gateway id 1,
 // no ADVERTISE, every client id allowed as an anonymous broker client, QoS -1
-// accepted, keep alive at most an hour.
+// accepted, keep alive at most an hour, at most 1,000 devices (sized for a
+// LAN) and 16 per IP address.
 func DefaultConfig() Config {
 	return Config{
-		Enabled:           true,
-		Address:           "0.0.0.0:1884",
-		GatewayID:         1,
-		AdvertiseInterval: 0,
-		AdvertiseAddress:  "255.255.255.255:1884",
-		QoSMinusOne:       QoSMinusOne{Enabled: true},
-		RetryInterval:     10 * time.Second,
-		RetryCount:        3,
-		MaxInflight:       1,
-		SleepBuffer:       100,
-		MaxClients:        10000,
-		MaxTopics:         1000,
-		MaxKeepAlive:      time.Hour,
-		SessionExpiry:     24 * time.Hour,
+		Enabled:              true,
+		Address:              "0.0.0.0:1884",
+		GatewayID:            1,
+		AdvertiseInterval:    0,
+		AdvertiseAddress:     "255.255.255.255:1884",
+		QoSMinusOne:          QoSMinusOne{Enabled: true},
+		RetryInterval:        10 * time.Second,
+		RetryCount:           3,
+		MaxInflight:          1,
+		SleepBuffer:          100,
+		MaxClients:           1000,
+		MaxClientsPerAddress: 16,
+		ConnectTimeout:       10 * time.Second,
+		MaxTopics:            1000,
+		MaxKeepAlive:         time.Hour,
+		SessionExpiry:        24 * time.Hour,
 	}
 }

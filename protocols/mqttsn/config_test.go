@@ -26,6 +26,8 @@ func TestValidateErrors(t *testing.T) {
 	c.MaxInflight = 0
 	c.SleepBuffer = 70000
 	c.MaxClients = 0
+	c.MaxClientsPerAddress = -1
+	c.ConnectTimeout = 0
 	c.MaxTopics = 0
 	c.SessionExpiry = -time.Second
 	c.MaxKeepAlive = -time.Second
@@ -49,6 +51,8 @@ func TestValidateErrors(t *testing.T) {
 		"max_inflight: must be between 1 and 65535, got 0",
 		"sleep_buffer: must be between 1 and 65535, got 70000",
 		"max_clients: must be between 1",
+		"max_clients_per_address: must be between 0 and 1000000, got -1",
+		"connect_timeout: must be between 1s and 5m0s, got 0s",
 		"max_topics: must be between 1",
 		"session_expiry: must be between 0s",
 		"max_keepalive: must be 0s (off) or more, got -1s",

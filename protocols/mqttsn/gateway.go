@@ -26,6 +26,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/fieldgate/fieldgate/gateway/bus"
+	"github.com/fieldgate/fieldgate/internal/membudget"
 	"github.com/fieldgate/fieldgate/protocols/mqtt"
 )
 
@@ -35,8 +36,20 @@ const listenerName = "mqttsn"
 // qosMinusOneClientID is the broker session QoS -1 publishes go through.
 const qosMinusOneClientID = "mqttsn-qos-1"
 
-// connectTimeout bounds how long a broker CONNECT may take.
-const connectTimeout = 10 * time.Second
+// brokerTimeout bounds a broker PUBLISH, SUBSCRIBE or UNSUBSCRIBE made
+// for a device, so that a broker that never answers cannot hold the device's
+// goroutine (and with it its keep-alive watch) forever.
+const brokerTimeout = 10 * time.Second
+
+// sessionCost is what one device is reckoned to hold, reserved from the
+// memory budget (account "mqttsn_sessions") from its CONNECT until it is
+// forgotten: the device's state and goroutine here, and its broker session
+// (pipe, engine client, reader and writer goroutines with their stacks).
+// Measured by TestConnectFlood (heap and stacks per session after GC).
+const sessionCost = 48 << 10
+
+// budgetAccount is the memory budget account of the devices' sessions.
+const budgetAccount = "mqttsn_sessions"
 
 // udpReadBuffer is the socket receive buffer asked for.
 const udpReadBuffer = 4 << 20
@@ -64,10 +77,24 @@ type Gateway struct {
 
 	minusOne chan bus.Message // QoS -1 publishes for runMinusOne
 
-	mu      sync.Mutex
-	byAddr  map[peer]*client
-	byID    map[string]*client
-	clients sync.WaitGroup
+	budget *membudget.Account // the devices' sessions; nil: unlimited
+
+	mu       sync.Mutex
+	byAddr   map[peer]*client
+	byID     map[string]*client
+	admitted int                // devices admitted and not yet forgotten
+	perIP    map[netip.Addr]int // admitted devices by IP address
+	clients  sync.WaitGroup
+}
+
+// Option changes how New builds a Gateway.
+type Option func(*Gateway)
+
+// WithBudget makes every device's session count against the memory
+// budget b (account "mqttsn_sessions"): a CONNECT that would exceed it is
+// refused with CONNACK 0x01. A nil b is unlimited.
+func WithBudget(b *membudget.Budget) Option {
+	return func(g *Gateway) { g.budget = b.Account(budgetAccount) }
 }
 
 // counters are the gateway's statistics.
@@ -109,7 +136,13 @@ type Stats struct {
 var dropCauses = []string{
 	DropShort, DropLength, DropUnknownType, DropMalformed, DropNotConnected,
 	DropUnexpected, DropOverload, DropBuffer, DropInvalidTopic, DropBanned,
+	DropSessionLimit,
 }
+
+// DropSessionLimit counts CONNECTs refused with CONNACK 0x01 (rejected:
+// congestion) because max_clients, max_clients_per_address or the memory
+// budget was reached.
+const DropSessionLimit = "session_limit"
 
 // DropInvalidTopic counts publishes to a topic id the device never
 // registered (answered with PUBACK 0x02).
@@ -121,7 +154,7 @@ const DropBanned = "banned"
 
 // New checks cfg and binds the UDP socket, so a busy port is an error here
 // and not later. Run serves it. logger may be nil.
-func New(cfg Config, broker *mqtt.Broker, logger *slog.Logger) (*Gateway, error) {
+func New(cfg Config, broker *mqtt.Broker, logger *slog.Logger, opts ...Option) (*Gateway, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("mqttsn: config: %w", err)
 	}
@@ -143,6 +176,10 @@ func New(cfg Config, broker *mqtt.Broker, logger *slog.Logger) (*Gateway, error)
 		minusOne:     make(chan bus.Message, 256),
 		byAddr:       make(map[peer]*client),
 		byID:         make(map[string]*client),
+		perIP:        make(map[netip.Addr]int),
+	}
+	for _, o := range opts {
+		o(g)
 	}
 	g.stats.drops = make(map[string]*atomic.Int64, len(dropCauses))
 	for _, c := range dropCauses {
@@ -285,13 +322,13 @@ func (g *Gateway) dispatch(ctx context.Context, from peer, p Packet) {
 		}
 	}
 	if c == nil && p.Type == TypeConnect {
-		if len(g.byAddr) >= g.cfg.MaxClients {
+		c = newClient(g, from)
+		if err := g.admitLocked(c); err != nil {
 			g.mu.Unlock()
-			g.drop(DropOverload, from, fmt.Errorf("max_clients (%d) reached", g.cfg.MaxClients))
+			g.drop(DropSessionLimit, from, err)
 			g.send(from, Packet{Type: TypeConnack, ReturnCode: RejectedCongestion})
 			return
 		}
-		c = newClient(g, from)
 		g.byAddr[from] = c
 		g.clients.Add(1)
 		go func() { defer g.clients.Done(); c.run(ctx) }()
@@ -312,6 +349,44 @@ func (g *Gateway) dispatch(ctx context.Context, from peer, p Packet) {
 		// Tell the device to connect again (never answer a DISCONNECT with
 		// one: two gateways could play ping-pong).
 		g.send(from, Packet{Type: TypeDisconnect})
+	}
+}
+
+// admitLocked counts a new device against max_clients,
+// max_clients_per_address and the memory budget, or says which one it would
+// exceed. g.mu is held; release undoes it.
+func (g *Gateway) admitLocked(c *client) error {
+	ip := c.addr.addr.Addr()
+	switch {
+	case g.admitted >= g.cfg.MaxClients:
+		return fmt.Errorf("CONNECT refused: max_clients (%d) reached", g.cfg.MaxClients)
+	case g.cfg.MaxClientsPerAddress > 0 && g.perIP[ip] >= g.cfg.MaxClientsPerAddress:
+		return fmt.Errorf("CONNECT refused: max_clients_per_address (%d) reached for %s", g.cfg.MaxClientsPerAddress, ip)
+	case !g.budget.Reserve(sessionCost):
+		return errors.New("CONNECT refused: memory budget exhausted")
+	}
+	g.admitted++
+	g.perIP[ip]++
+	c.admittedIP, c.admitted = ip, true
+	return nil
+}
+
+// release gives back what admitLocked took for c (once).
+func (g *Gateway) release(c *client) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !c.admitted {
+		return
+	}
+	c.admitted = false
+	g.admitted--
+	g.uncountIPLocked(c.admittedIP)
+	g.budget.Release(sessionCost)
+}
+
+func (g *Gateway) uncountIPLocked(ip netip.Addr) {
+	if g.perIP[ip]--; g.perIP[ip] <= 0 {
+		delete(g.perIP, ip)
 	}
 }
 
@@ -382,6 +457,13 @@ func (g *Gateway) move(c *client, from, to peer) {
 		delete(g.byAddr, to)
 	}
 	g.byAddr[to] = c
+	// The device now counts against its new address (not refused there:
+	// it is not a new session).
+	if ip := to.addr.Addr(); c.admitted && ip != c.admittedIP {
+		g.uncountIPLocked(c.admittedIP)
+		g.perIP[ip]++
+		c.admittedIP = ip
+	}
 }
 
 // remove forgets c.
@@ -479,7 +561,7 @@ func (g *Gateway) runMinusOne(ctx context.Context) {
 		}
 		if sess == nil {
 			user := g.cfg.QoSMinusOne.Username
-			cctx, cancel := context.WithTimeout(ctx, connectTimeout)
+			cctx, cancel := context.WithTimeout(ctx, g.cfg.ConnectTimeout)
 			s, err := g.broker.Connect(cctx, mqtt.SessionOptions{
 				Listener:   listenerName,
 				Remote:     g.conn.LocalAddr(),
@@ -497,7 +579,10 @@ func (g *Gateway) runMinusOne(ctx context.Context) {
 			}
 			sess = s
 		}
-		if err := sess.Publish(ctx, m); err != nil {
+		pctx, cancel := context.WithTimeout(ctx, brokerTimeout)
+		err := sess.Publish(pctx, m)
+		cancel()
+		if err != nil {
 			if g.logMisc.Allow() {
 				g.log.Warn("QoS -1 publish failed", "topic", m.Topic, "error", err)
 			}

@@ -56,6 +56,12 @@ func testConfig() Config {
 // startEnv starts a broker (changed by mb) and a gateway (changed by mg).
 func startEnv(t testing.TB, mb func(*mqtt.Config), mg func(*Config)) *env {
 	t.Helper()
+	return startEnvOpts(t, mb, mg)
+}
+
+// startEnvOpts is startEnv with options for New.
+func startEnvOpts(t testing.TB, mb func(*mqtt.Config), mg func(*Config), opts ...Option) *env {
+	t.Helper()
 	log := testLogger(t)
 	bc := mqtt.DefaultConfig()
 	bc.Listeners.TCP.Address = "127.0.0.1:0"
@@ -76,7 +82,7 @@ func startEnv(t testing.TB, mb func(*mqtt.Config), mg func(*Config)) *env {
 	if mg != nil {
 		mg(&gc)
 	}
-	g, err := New(gc, b, log)
+	g, err := New(gc, b, log, opts...)
 	if err != nil {
 		bcancel()
 		<-bdone

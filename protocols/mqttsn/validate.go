@@ -12,11 +12,12 @@ import (
 
 // Ranges accepted by Validate.
 const (
-	maxRetryCount    = 100
-	maxClientsLimit  = 1_000_000
-	maxTopicsLimit   = 65000
-	maxAdvertise     = math.MaxUint16 * time.Second // ADVERTISE's Duration is uint16 seconds
-	maxSessionExpiry = math.MaxUint32 * time.Second
+	maxRetryCount     = 100
+	maxClientsLimit   = 1_000_000
+	maxTopicsLimit    = 65000
+	maxAdvertise      = math.MaxUint16 * time.Second // ADVERTISE's Duration is uint16 seconds
+	maxSessionExpiry  = math.MaxUint32 * time.Second
+	maxConnectTimeout = 5 * time.Minute
 )
 
 // Validate checks the whole section and returns every problem found, joined
@@ -72,6 +73,10 @@ func (c Config) Validate() error {
 	v.IntRange("max_inflight", c.MaxInflight, 1, math.MaxUint16)
 	v.IntRange("sleep_buffer", c.SleepBuffer, 1, math.MaxUint16)
 	v.IntRange("max_clients", c.MaxClients, 1, maxClientsLimit)
+	v.IntRange("max_clients_per_address", c.MaxClientsPerAddress, 0, maxClientsLimit)
+	if c.ConnectTimeout < time.Second || c.ConnectTimeout > maxConnectTimeout {
+		v.Addf("connect_timeout", "must be between 1s and %s, got %s", maxConnectTimeout, c.ConnectTimeout)
+	}
 	v.IntRange("max_topics", c.MaxTopics, 1, maxTopicsLimit)
 	if c.MaxKeepAlive < 0 {
 		v.Addf("max_keepalive", "must be 0s (off) or more, got %s", c.MaxKeepAlive)

@@ -10,7 +10,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -217,7 +216,7 @@ func newClient(c net.Conn, o *ops) *Client {
 			open:          ctx,
 			cancelOpen:    cancel,
 			Keepalive:     defaultKeepalive,
-			outbound:      make(chan *packets.Packet, o.options.Capabilities.MaximumClientWritesPending),
+			outbound:      make(chan *packets.Packet, writesPending(c, o)),
 		},
 		Properties: ClientProperties{
 			ProtocolVersion: defaultClientProtocolVersion, // default protocol version
@@ -234,6 +233,21 @@ func newClient(c net.Conn, o *ops) *Client {
 	}
 
 	return cl
+}
+
+// writesPending is the capacity of a client's outbound queue: the server's
+// MaximumClientWritesPending, or less when the connection asks for less
+// with a MaxWritesPending method (in-process sessions, whose reader drains
+// the queue at once: the 64 KB of the default was most of what one held).
+// fieldgate patch (per-session memory).
+func writesPending(c net.Conn, o *ops) int32 {
+	n := o.options.Capabilities.MaximumClientWritesPending
+	if w, ok := c.(interface{ MaxWritesPending() int }); ok {
+		if m := w.MaxWritesPending(); m > 0 && int64(m) < int64(n) {
+			n = int32(m)
+		}
+	}
+	return n
 }
 
 // WriteLoop ranges over pending outbound messages and writes them to the client connection.
@@ -590,21 +604,32 @@ func (cl *Client) ReadFixedHeader(fh *packets.FixedHeader) error {
 
 	b, err := cl.Net.bconn.ReadByte()
 	if err != nil {
+		if isPacketError(err) { // fieldgate patch: a listener refused the packet (a reason code)
+			cl.logBadPacket("malformed packet", nil, err)
+		}
 		return err
 	}
 
 	err = fh.Decode(b)
 	if err != nil {
+		cl.logBadPacket("malformed packet", &packets.Packet{FixedHeader: *fh}, err) // fieldgate patch (no secrets in logs)
 		return err
 	}
 
 	var bu int
 	fh.Remaining, bu, err = packets.DecodeLength(cl.Net.bconn)
 	if err != nil {
+		if isPacketError(err) { // fieldgate patch (no secrets in logs)
+			cl.logBadPacket("malformed packet", &packets.Packet{FixedHeader: *fh}, err)
+		}
 		return err
 	}
 
-	if cl.ops.options.Capabilities.MaximumPacketSize > 0 && uint32(fh.Remaining+1) > cl.ops.options.Capabilities.MaximumPacketSize {
+	// fieldgate patch (memory bomb): the whole packet's size, with the bu
+	// bytes of its length, as MQTT 5 defines Maximum Packet Size.
+	if cl.ops.options.Capabilities.MaximumPacketSize > 0 && uint32(fh.Remaining+1+bu) > cl.ops.options.Capabilities.MaximumPacketSize {
+		// fieldgate patch (no secrets in logs): logged, rate-limited.
+		cl.logBadPacket("packet over the maximum size", &packets.Packet{FixedHeader: *fh}, packets.ErrPacketTooLarge)
 		return packets.ErrPacketTooLarge // [MQTT-3.2.2-15]
 	}
 
@@ -618,11 +643,17 @@ func (cl *Client) ReadPacket(fh *packets.FixedHeader) (pk packets.Packet, err er
 
 	pk.ProtocolVersion = cl.Properties.ProtocolVersion // inherit client protocol version for decoding
 	pk.FixedHeader = *fh
-	p := make([]byte, pk.FixedHeader.Remaining)
-	n, err := io.ReadFull(cl.Net.bconn, p)
+	// fieldgate patch (memory bomb): upstream allocated the whole announced
+	// length before reading a byte of it; readBody grows the buffer as bytes
+	// arrive and counts it against Options.PacketBudget.
+	p, err := cl.readBody(pk.FixedHeader.Remaining)
 	if err != nil {
+		if isPacketError(err) {
+			cl.logBadPacket("packet refused", &pk, err)
+		}
 		return pk, err
 	}
+	n := len(p)
 
 	atomic.AddInt64(&cl.ops.info.BytesReceived, int64(n))
 
@@ -667,6 +698,7 @@ func (cl *Client) ReadPacket(fh *packets.FixedHeader) (pk packets.Packet, err er
 	}
 
 	if err != nil {
+		cl.logBadPacket("malformed packet", &pk, err) // fieldgate patch (no secrets in logs)
 		return pk, err
 	}
 

@@ -4,8 +4,13 @@ package mqtt
 
 import (
 	"bufio"
+	"bytes"
+	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -282,4 +287,236 @@ func TestConnectEmptyPassword(t *testing.T) {
 		require.Equal(t, packets.CodeSuccess, pk.ConnectValidate())
 		require.True(t, pk.Copy(false).Connect.PasswordFlag)
 	}
+}
+
+// testBudget is a PacketBudget with a limit that records its peak.
+type testBudget struct {
+	mu            sync.Mutex
+	limit         int64
+	used, peak    int64
+	reserveCalled int
+}
+
+func (b *testBudget) Reserve(n int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.reserveCalled++
+	if b.limit > 0 && b.used+n > b.limit {
+		return false
+	}
+	b.used += n
+	b.peak = max(b.peak, b.used)
+	return true
+}
+
+func (b *testBudget) Release(n int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.used -= n
+}
+
+func (b *testBudget) state() (used, peak int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used, b.peak
+}
+
+// A body is read as it arrives (patch: memory bomb): a client announcing
+// 256 MiB and sending 100 bytes holds one 64 KiB chunk, counted by the
+// budget and released when the read ends.
+func TestReadPacketBodyFollowsBytes(t *testing.T) {
+	cl, r, _ := newTestClient()
+	defer cl.Stop(errClientStop)
+	budget := &testBudget{}
+	cl.ops.options.PacketBudget = budget
+
+	// PUBLISH, remaining length 268,435,455 (the largest), then 100 bytes.
+	go func() {
+		_, _ = r.Write([]byte{0x30, 0xFF, 0xFF, 0xFF, 0x7F})
+		_, _ = r.Write(make([]byte, 100))
+	}()
+	fh := new(packets.FixedHeader)
+	require.NoError(t, cl.ReadFixedHeader(fh))
+	require.Equal(t, 268435455, fh.Remaining)
+	done := make(chan error, 1)
+	go func() {
+		_, err := cl.ReadPacket(fh)
+		done <- err
+	}()
+	require.Eventually(t, func() bool { used, _ := budget.state(); return used == bodyChunk }, 2*time.Second, time.Millisecond)
+	_ = r.Close()
+	require.Error(t, <-done)
+	used, peak := budget.state()
+	require.Equal(t, int64(0), used)
+	require.Equal(t, int64(bodyChunk), peak)
+}
+
+// A large body that does arrive is read whole, across the growth of its
+// buffer; the budget held at most twice the body.
+func TestReadPacketLargeBody(t *testing.T) {
+	cl, r, _ := newTestClient()
+	defer cl.Stop(errClientStop)
+	budget := &testBudget{}
+	cl.ops.options.PacketBudget = budget
+	payload := make([]byte, 700_000)
+	for i := range payload {
+		payload[i] = byte(i * 7)
+	}
+	body := append([]byte{0, 3, 'a', '/', 'b'}, payload...)
+	go func() {
+		var hdr bytes.Buffer
+		hdr.WriteByte(0x30)
+		n := len(body)
+		for { // varint
+			d := byte(n % 128)
+			n /= 128
+			if n > 0 {
+				d |= 0x80
+			}
+			hdr.WriteByte(d)
+			if n == 0 {
+				break
+			}
+		}
+		_, _ = r.Write(hdr.Bytes())
+		for b := body; len(b) > 0; { // in uneven pieces
+			k := min(len(b), 30_001)
+			_, _ = r.Write(b[:k])
+			b = b[k:]
+		}
+	}()
+	fh := new(packets.FixedHeader)
+	require.NoError(t, cl.ReadFixedHeader(fh))
+	pk, err := cl.ReadPacket(fh)
+	require.NoError(t, err)
+	require.Equal(t, "a/b", pk.TopicName)
+	require.Equal(t, payload, pk.Payload)
+	used, peak := budget.state()
+	require.Equal(t, int64(0), used)
+	require.LessOrEqual(t, peak, int64(2*len(body)))
+}
+
+// A body the budget refuses ends the read with ErrPacketBudget.
+func TestReadPacketBudgetRefused(t *testing.T) {
+	cl, r, _ := newTestClient()
+	defer cl.Stop(errClientStop)
+	budget := &testBudget{limit: 100 << 10}
+	cl.ops.options.PacketBudget = budget
+	go func() {
+		_, _ = r.Write([]byte{0x30, 0x80, 0x80, 0x10}) // 256 KiB
+		_, _ = r.Write(make([]byte, 256<<10))
+	}()
+	fh := new(packets.FixedHeader)
+	require.NoError(t, cl.ReadFixedHeader(fh))
+	_, err := cl.ReadPacket(fh)
+	require.ErrorIs(t, err, ErrPacketBudget)
+	used, _ := budget.state()
+	require.Equal(t, int64(0), used)
+}
+
+// The remaining length of issue 17 (`FF FF FF FF 80 00`) and non-minimal
+// ones are refused by ReadFixedHeader.
+func TestReadFixedHeaderMalformedLength(t *testing.T) {
+	for _, raw := range [][]byte{
+		{0x10, 0xFF, 0xFF, 0xFF, 0xFF, 0x80, 0x00},
+		{0x10, 0x80, 0x00},
+		{0x30, 0xFF, 0xFF, 0x00},
+	} {
+		raw := raw
+		cl, r, _ := newTestClient()
+		go func() { _, _ = r.Write(raw) }()
+		fh := new(packets.FixedHeader)
+		require.ErrorIs(t, cl.ReadFixedHeader(fh), packets.ErrMalformedVariableByteInteger, "% x", raw)
+		cl.Stop(errClientStop)
+		_ = r.Close()
+	}
+}
+
+// The maximum packet size counts the whole packet, length bytes included
+// (MQTT 5 Maximum Packet Size).
+func TestReadFixedHeaderMaximumPacketSize(t *testing.T) {
+	for _, tc := range []struct {
+		remaining []byte
+		ok        bool
+	}{
+		{[]byte{0x7D}, true},  // 1 + 1 + 125 = 127
+		{[]byte{0x7E}, false}, // 128 > 127
+	} {
+		tc := tc
+		cl, r, _ := newTestClient()
+		cl.ops.options.Capabilities.MaximumPacketSize = 127
+		go func() { _, _ = r.Write(append([]byte{0x30}, tc.remaining...)) }()
+		err := cl.ReadFixedHeader(new(packets.FixedHeader))
+		if tc.ok {
+			require.NoError(t, err)
+		} else {
+			require.ErrorIs(t, err, packets.ErrPacketTooLarge)
+		}
+		cl.Stop(errClientStop)
+		_ = r.Close()
+	}
+}
+
+// Bad packets are logged with type and sizes only, never their contents
+// (a second CONNECT's password, a payload), and rate-limited per client.
+func TestBadPacketLogs(t *testing.T) {
+	var out bytes.Buffer
+	s := newServer()
+	s.Log = slog.New(slog.NewTextHandler(&out, nil))
+	s.hooks.Log = s.Log
+	const secret = "hunter2-secret"
+	for i := 0; i < 50; i++ {
+		cl, _, _ := newTestClient()
+		cl.ops = &ops{options: s.Options, info: s.Info, hooks: s.hooks, log: s.Log, logs: s.logs}
+		cl.ID = "mallory"
+		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect, Remaining: 40}}
+		pk.Connect = packets.ConnectParams{ClientIdentifier: "mallory", UsernameFlag: true, Username: []byte("u"),
+			PasswordFlag: true, Password: []byte(secret), WillFlag: true, WillPayload: []byte(secret)}
+		pk.Payload = []byte(secret)
+		err := s.receivePacket(cl, pk)
+		require.ErrorIs(t, err, packets.ErrProtocolViolationSecondConnect, "round %d", i)
+		cl.Stop(errClientStop)
+	}
+	got := out.String()
+	require.NotContains(t, got, secret)
+	require.NotContains(t, got, fmt.Sprint([]byte(secret))[1:20])
+	require.Equal(t, 1, strings.Count(got, "error processing packet"), got)
+	require.Contains(t, got, "packet.type=Connect")
+	require.Contains(t, got, "packet.remaining_length=40")
+
+	// slog resolves the packet and its parts through LogValue.
+	out.Reset()
+	s.Log.Info("dump", "packet", pkWithSecret(secret), "connect", pkWithSecret(secret).Connect, "will", Will{Payload: []byte(secret), TopicName: "w"})
+	require.NotContains(t, out.String(), secret)
+}
+
+func pkWithSecret(secret string) *packets.Packet {
+	return &packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish},
+		Payload:     []byte(secret),
+		Connect:     packets.ConnectParams{Password: []byte(secret), WillPayload: []byte(secret)},
+		Properties:  packets.Properties{CorrelationData: []byte(secret)},
+	}
+}
+
+func TestLogLimiter(t *testing.T) {
+	l := newLogLimiter(time.Minute, 3)
+	now := time.Unix(1000, 0)
+	ok, _ := l.allow("a", now)
+	require.True(t, ok)
+	ok, _ = l.allow("a", now.Add(time.Second))
+	require.False(t, ok) // one per key per window
+	ok, n := l.allow("b", now.Add(2*time.Second))
+	require.True(t, ok)
+	require.Equal(t, 1, n) // reports what it held back
+	ok, _ = l.allow("c", now.Add(3*time.Second))
+	require.True(t, ok)
+	ok, _ = l.allow("d", now.Add(4*time.Second))
+	require.False(t, ok) // 3 lines per window in all
+	ok, n = l.allow("a", now.Add(61*time.Second))
+	require.True(t, ok) // next window
+	require.Equal(t, 1, n)
+	var nl *logLimiter
+	ok, _ = nl.allow("x", now)
+	require.True(t, ok)
 }

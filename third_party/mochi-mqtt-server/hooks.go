@@ -522,7 +522,7 @@ func (h *Hooks) OnWill(cl *Client, will Will) Will {
 				h.Log.Error("parse will error",
 					"error", err,
 					"hook", hook.ID(),
-					"will", will)
+					"will", will) // fieldgate patch (no secrets in logs): Will.LogValue has no payload
 				continue
 			}
 			will = mlwt

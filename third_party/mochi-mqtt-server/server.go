@@ -131,6 +131,11 @@ type Options struct {
 	// Enable Inline client to allow direct subscribing and publishing from the parent codebase,
 	// with negligible performance difference (disabled by default to prevent confusion in statistics).
 	InlineClient bool `yaml:"inline_client" json:"inline_client"`
+
+	// PacketBudget, when set, counts the packet bodies being read; a body it
+	// refuses closes the connection (ErrPacketBudget). fieldgate patch
+	// (memory bomb).
+	PacketBudget PacketBudget `yaml:"-" json:"-"`
 }
 
 // Server is an MQTT broker server. It should be created with server.New()
@@ -146,6 +151,7 @@ type Server struct {
 	Log          *slog.Logger         // minimal no-alloc logger
 	hooks        *Hooks               // hooks contains hooks for extra functionality such as auth and persistent storage
 	inlineClient *Client              // inlineClient is a special client used for inline subscriptions and inline Publish
+	logs         *logLimiter          // fieldgate patch (no secrets in logs): bad packet lines, rate-limited
 }
 
 // loop contains interval tickers for the system events loop.
@@ -164,6 +170,7 @@ type ops struct {
 	info    *system.Info // pointers to server system info
 	hooks   *Hooks       // pointer to the server hooks
 	log     *slog.Logger // a structured logger for the client
+	logs    *logLimiter  // fieldgate patch (no secrets in logs): limits logBadPacket; nil: unlimited
 }
 
 // New returns a new instance of mochi mqtt broker. Optional parameters
@@ -197,6 +204,7 @@ func New(opts *Options) *Server {
 		hooks: &Hooks{
 			Log: opts.Logger,
 		},
+		logs: newLogLimiter(badPacketLogInterval, badPacketLogsPerInterval),
 	}
 
 	if s.Options.InlineClient {
@@ -247,6 +255,7 @@ func (s *Server) NewClient(c net.Conn, listener string, id string, inline bool) 
 		info:    s.Info,
 		hooks:   s.hooks,
 		log:     s.Log,
+		logs:    s.logs,
 	})
 
 	cl.ID = id
@@ -564,7 +573,10 @@ func (s *Server) receivePacket(cl *Client, pk packets.Packet) error {
 			_ = s.DisconnectClient(cl, code)
 		}
 
-		s.Log.Warn("error processing packet", "error", err, "client", cl.ID, "listener", cl.Net.Listener, "pk", pk)
+		// fieldgate patch (no secrets in logs): type and sizes only, never
+		// the packet (a second CONNECT printed its password), rate-limited
+		// per client.
+		cl.logBadPacket("error processing packet", &pk, err)
 
 		return err
 	}

@@ -511,12 +511,12 @@ $("#logs-form").addEventListener("submit", ev => { ev.preventDefault(); loadLogs
 
 async function loadTokens() {
   const r = await api("GET", "tokens");
-  $("#tokens tbody").replaceChildren(...r.tokens.map(t => el("tr", {}, el("td", {}, t.name), el("td", {}, "created " + ago(t.created) + " ago"),
+  $("#tokens tbody").replaceChildren(...r.tokens.map(t => el("tr", {}, el("td", {}, t.name), el("td", {}, "scope " + (t.scope || "admin")), el("td", {}, "created " + ago(t.created) + " ago"),
     el("td", {}, el("button", { class: "small danger", onclick: async () => { await api("DELETE", "tokens/" + t.id); loadTokens(); } }, "Delete")))));
 }
 $("#token-form").addEventListener("submit", async ev => {
   ev.preventDefault();
-  const r = await api("POST", "tokens", { name: ev.target.name.value });
+  const r = await api("POST", "tokens", { name: ev.target.name.value, scope: ev.target.scope.value });
   ev.target.reset();
   const p = $("#new-token"); p.hidden = false; p.textContent = "New token (copy it now, it is not shown again):\n" + r.token;
   loadTokens();

@@ -143,6 +143,16 @@ func encodeLength(b *bytes.Buffer, length int64) {
 	}
 }
 
+// DecodeLength decodes a Variable Byte Integer (a remaining length or a
+// properties length) from b, returning the value and the number of bytes it
+// took.
+//
+// fieldgate patch (memory bomb): an encoding longer than 4 bytes, or one that
+// is not minimal (a last byte of 0 after a continuation, such as 0x80 0x00),
+// is malformed [MQTT-1.5.5-1]. Upstream read any number of continuation
+// bytes while the value stayed in range, so `10 FF FF FF FF 80 00` decoded
+// to 268,435,455 (the 0x80 and 0x00 shifted by 28 and 35 bits add nothing)
+// and the reader allocated 256 MiB for it.
 func DecodeLength(b io.ByteReader) (n, bu int, err error) {
 	// see 1.5.5 Variable Byte Integer decode non-normative
 	// https://docs.oasis-open.org/mqtt/mqtt/v5.0/os/mqtt-v5.0-os.html#_Toc3901027
@@ -156,14 +166,16 @@ func DecodeLength(b io.ByteReader) (n, bu int, err error) {
 		}
 
 		value |= uint32(eb&127) << multiplier
-		if value > 268435455 {
-			return 0, bu, ErrMalformedVariableByteInteger
-		}
-
 		if (eb & 128) == 0 {
+			if eb == 0 && bu > 1 {
+				return 0, bu, ErrMalformedVariableByteInteger // not minimal
+			}
 			break
 		}
 
+		if bu == 4 {
+			return 0, bu, ErrMalformedVariableByteInteger // a 5th byte would follow
+		}
 		multiplier += 7
 		bu++
 	}
