@@ -43,6 +43,19 @@ var bin = sync.OnceValues(func() (string, error) {
 	if p := os.Getenv("FIELDGATE_BIN"); p != "" {
 		return filepath.Abs(p)
 	}
+	return buildBinary("fieldgate")
+})
+
+// raceBin is the binary built with the race detector, for the end-to-end
+// tests that drive the paths where the gateway's own goroutines meet (the
+// page's config changes, reloads): a data race there makes the test fail
+// (see startGatewayWith). Shipped builds are CGO_ENABLED=0 without -race.
+var raceBin = sync.OnceValues(func() (string, error) {
+	return buildBinary("fieldgate-race", "-race")
+})
+
+// buildBinary builds ./cmd/fieldgate into binDir/name with extra flags.
+func buildBinary(name string, flags ...string) (string, error) {
 	out, err := exec.Command("go", "env", "GOMOD").Output()
 	if err != nil {
 		return "", fmt.Errorf("go env GOMOD: %w", err)
@@ -51,14 +64,18 @@ var bin = sync.OnceValues(func() (string, error) {
 	if gomod == "" || gomod == os.DevNull {
 		return "", errors.New("go env GOMOD: not inside a module")
 	}
-	path := filepath.Join(binDir, "fieldgate")
-	cmd := exec.Command("go", "build", "-o", path, "./cmd/fieldgate")
+	path := filepath.Join(binDir, name)
+	args := append(append([]string{"build"}, flags...), "-o", path, "./cmd/fieldgate")
+	cmd := exec.Command("go", args...)
 	cmd.Dir = filepath.Dir(gomod)
+	if len(flags) > 0 {
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=1") // -race needs cgo
+	}
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/fieldgate: %w\n%s", err, out)
+		return "", fmt.Errorf("go build %s ./cmd/fieldgate: %w\n%s", strings.Join(flags, " "), err, out)
 	}
 	return path, nil
-})
+}
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "fieldgate-e2e-")
@@ -176,6 +193,8 @@ type gateway struct {
 	// config, when set, writes the whole config file instead of
 	// gatewayConfig (see startGatewayWith).
 	config func(g *gateway) string
+	// race: bin was built with -race; a race report fails the test.
+	race bool
 }
 
 // startGateway writes a config with brokerExtra (see gatewayConfig) and
@@ -191,9 +210,25 @@ func startGateway(t *testing.T, brokerExtra string) *gateway {
 // and TCP port.
 func startGatewayWith(t *testing.T, brokerExtra string, config func(g *gateway) string) *gateway {
 	t.Helper()
-	path := requireTools(t)
+	return startGatewayBin(t, requireTools(t), false, brokerExtra, config)
+}
+
+// startRaceGatewayWith is startGatewayWith on the binary built with -race.
+func startRaceGatewayWith(t *testing.T, brokerExtra string, config func(g *gateway) string) *gateway {
+	t.Helper()
+	requireTools(t)
+	path, err := raceBin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startGatewayBin(t, path, true, brokerExtra, config)
+}
+
+func startGatewayBin(t *testing.T, path string, race bool, brokerExtra string, config func(g *gateway) string) *gateway {
+	t.Helper()
 	dir := t.TempDir()
 	g := &gateway{
+		race:    race,
 		t:       t,
 		bin:     path,
 		dir:     dir,
@@ -212,6 +247,11 @@ func startGatewayWith(t *testing.T, brokerExtra string, config func(g *gateway) 
 		if g.running() {
 			_ = g.cmd.Process.Kill()
 			<-g.done
+		}
+		for i, l := range g.logs {
+			if g.race && strings.Contains(l.String(), "WARNING: DATA RACE") {
+				t.Errorf("the race detector found a data race in fieldgate (run %d); its output follows", i+1)
+			}
 		}
 		if t.Failed() {
 			for i, l := range g.logs {

@@ -317,7 +317,7 @@ func (g *gateway) newBridge(cfg uplink.Config) (*uplink.Bridge, error) {
 	opts := uplink.Options{Bus: g.broker, GatewayID: g.gatewayID(), Logger: g.log}
 	if cfg.Enabled {
 		if g.obox == nil {
-			q, err := openOutbox(cfg, g.cfg.Gateway.DataDir, g.board.ReserveReached, g.log.With("part", "outbox"))
+			q, err := openOutbox(cfg, g.running().Gateway.DataDir, g.board.ReserveReached, g.log.With("part", "outbox"))
 			if err != nil {
 				return nil, fmt.Errorf("gateway: %w", err)
 			}
@@ -338,8 +338,9 @@ func (g *gateway) startBridge() {
 	g.start("uplink", br.Run)
 	if g.obox != nil {
 		q := g.obox
+		every := g.running().Broker.SysInterval
 		g.start("uplink-status", func(ctx context.Context) error {
-			publishUplinkStatus(ctx, g.broker, br, q, g.cfg.Broker.SysInterval, g.log)
+			publishUplinkStatus(ctx, g.broker, br, q, every, g.log)
 			return nil
 		})
 	}
@@ -411,6 +412,15 @@ func (g *gateway) updateBoard() {
 }
 
 // gatewayID is the running gateway id.
+// running returns a copy of the running config. Goroutines that outlive
+// a config change read it through here, never g.cfg directly (apply writes
+// g.cfg under g.mu).
+func (g *gateway) running() config.Config {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.cfg
+}
+
 func (g *gateway) gatewayID() string {
 	g.mu.Lock()
 	defer g.mu.Unlock()

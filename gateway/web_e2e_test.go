@@ -153,7 +153,9 @@ broker:
 	cloudSub := cloud.sub(t, "-t", "gateways/#", "-v", "-q", "1")
 
 	webAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
-	edge := startGatewayWith(t, "", func(g *gateway) string {
+	// The edge runs the -race build: the page's first boot and config
+	// changes are where the gateway's goroutines meet.
+	edge := startRaceGatewayWith(t, "", func(g *gateway) string {
 		return fmt.Sprintf(`version: 1
 gateway: {data_dir: %q}
 web:
