@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/fieldgate/fieldgate/internal/devnode"
 	"github.com/goburrow/modbus"
 )
 
@@ -298,4 +299,4 @@ func (c *goburrowClient) reopen() error { return c.rtu.open() }
 
 // presence identifies what an RTU line's port path resolves to now ("" when
 // it is missing).
-func (c *goburrowClient) presence() string { return presence(c.rtu.path) }
+func (c *goburrowClient) presence() string { return devnode.Identity(c.rtu.path) }

@@ -4,11 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/goburrow/modbus"
@@ -150,24 +148,6 @@ func (t *rtuTransport) lost(what string, err error) error {
 func (t *rtuTransport) present() bool {
 	_, err := os.Stat(t.dev)
 	return err == nil
-}
-
-// presence identifies what the port path resolves to now: the device and
-// its node's identity (a pty number reused by another pty, or a USB adapter
-// plugged in again, has a new change time), or "" when it does not exist.
-func presence(path string) string {
-	dev, err := filepath.EvalSymlinks(path)
-	if err != nil {
-		return ""
-	}
-	fi, err := os.Stat(dev)
-	if err != nil {
-		return ""
-	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		return fmt.Sprintf("%s %d %d %d.%d", dev, st.Rdev, st.Ino, st.Ctim.Sec, st.Ctim.Nsec)
-	}
-	return dev
 }
 
 // Send implements modbus.Transporter: it writes the request and reads one
@@ -319,20 +299,4 @@ func replyLength(req, got []byte) int {
 		return 10 // unit, function, address, and mask, or mask, CRC
 	}
 	return -1
-}
-
-// backoff is the wait between attempts to reopen a port: from min,
-// doubling up to max, each wait jittered by ±20 %.
-type backoff struct {
-	min, max, next time.Duration
-}
-
-// wait returns the next jittered wait and doubles the one after.
-func (b *backoff) wait() time.Duration {
-	if b.next < b.min {
-		b.next = b.min
-	}
-	d := b.next
-	b.next = min(2*b.next, b.max)
-	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
 }

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/fieldgate/fieldgate/gateway/bus"
+	"github.com/fieldgate/fieldgate/internal/devnode"
 )
 
 // Origin is the bus Origin of everything this package publishes. Set
@@ -207,7 +208,7 @@ func New(cfg Config, b bus.Bus, opts Options) (*Service, error) {
 		l.client = c
 		if c.rtu != nil {
 			l.port = c
-			l.reopen = backoff{min: reopenMin, max: reopenMax}
+			l.reopen = devnode.Backoff{Min: reopenMin, Max: reopenMax}
 		}
 	}
 	return s, nil

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/fieldgate/fieldgate/gateway/bus"
+	"github.com/fieldgate/fieldgate/internal/devnode"
 )
 
 // line is one physical line (an RTU port or a TCP endpoint) and its worker:
@@ -34,7 +35,7 @@ type line struct {
 	// while the port is usable; reopen is the backoff between attempts to
 	// open a port that is there but fails.
 	lost   error
-	reopen backoff
+	reopen devnode.Backoff
 }
 
 // portLine is what a line whose port can vanish needs from its client.
@@ -187,7 +188,7 @@ func (l *line) recover(ctx context.Context) bool {
 		s.log.Debug("close lost line", "line", l.key, "err", err)
 	}
 	seen := l.port.presence()
-	retry := time.Now().Add(l.reopen.wait())
+	retry := time.Now().Add(l.reopen.Wait())
 	tick := time.NewTicker(presenceTick)
 	defer tick.Stop()
 	for {
@@ -207,7 +208,7 @@ func (l *line) recover(ctx context.Context) bool {
 		seen = now
 		if err := l.port.reopen(); err != nil {
 			s.log.Debug("serial port still unusable", "line", l.key, "err", err)
-			retry = time.Now().Add(l.reopen.wait())
+			retry = time.Now().Add(l.reopen.Wait())
 			continue
 		}
 		l.lost = nil
@@ -286,7 +287,7 @@ func (l *line) transact(ctx context.Context, d *device, fn func(context.Context)
 			return err
 		}
 		if err == nil {
-			l.reopen = backoff{min: reopenMin, max: reopenMax} // the port works
+			l.reopen = devnode.Backoff{Min: reopenMin, Max: reopenMax} // the port works
 		}
 		if err == nil || kind == ErrKindException || ctx.Err() != nil {
 			return err

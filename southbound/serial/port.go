@@ -4,13 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
-	"syscall"
 	"time"
 
+	"github.com/fieldgate/fieldgate/internal/devnode"
 	goserial "go.bug.st/serial"
 	"go.bug.st/serial/enumerator"
 )
@@ -71,29 +70,11 @@ var reasonPortGone = errPortGone.Error()
 // backoff.
 const presenceTick = 200 * time.Millisecond
 
-// presence identifies what path resolves to now: the device and its node's
-// identity (a pty number reused, or a USB adapter plugged in again, has a
-// new change time), or "" when it does not exist.
-func presence(path string) string {
-	dev, err := filepath.EvalSymlinks(path)
-	if err != nil {
-		return ""
-	}
-	fi, err := os.Stat(dev)
-	if err != nil {
-		return ""
-	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		return fmt.Sprintf("%s %d %d %d.%d", dev, st.Rdev, st.Ino, st.Ctim.Sec, st.Ctim.Nsec)
-	}
-	return dev
-}
-
 // waitRetry waits d before the next attempt to open path, or less when
 // path appears or starts resolving to another device node meanwhile. It
 // reports false when ctx ended first.
 func waitRetry(ctx context.Context, d time.Duration, path string) bool {
-	seen := presence(path)
+	seen := devnode.Identity(path)
 	t := time.NewTimer(d)
 	defer t.Stop()
 	tick := time.NewTicker(presenceTick)
@@ -106,32 +87,13 @@ func waitRetry(ctx context.Context, d time.Duration, path string) bool {
 			return false
 		case <-tick.C:
 		}
-		now := presence(path)
+		now := devnode.Identity(path)
 		if now != "" && now != seen {
 			return true
 		}
 		seen = now
 	}
 }
-
-// backoff is the wait between reconnect attempts: from min, doubling up to
-// max, each wait jittered by ±20%.
-type backoff struct {
-	min, max, next time.Duration
-}
-
-// wait returns the next jittered wait and doubles the one after.
-func (b *backoff) wait() time.Duration {
-	if b.next < b.min {
-		b.next = b.min
-	}
-	d := b.next
-	b.next = min(2*b.next, b.max)
-	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
-}
-
-// reset starts again from min after a connection that worked.
-func (b *backoff) reset() { b.next = b.min }
 
 // PortInfo describes a serial port present on the system, for the web page.
 type PortInfo struct {

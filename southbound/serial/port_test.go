@@ -5,7 +5,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"testing"
-	"time"
 
 	"go.bug.st/serial/enumerator"
 
@@ -73,25 +72,6 @@ func TestPortsOnThisMachine(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("the sensor's port %s is not listed", line.path)
-	}
-}
-
-func TestBackoff(t *testing.T) {
-	b := backoff{min: time.Second, max: 30 * time.Second}
-	var waits []time.Duration
-	for range 8 {
-		waits = append(waits, b.wait())
-	}
-	nominal := []time.Duration{1, 2, 4, 8, 16, 30, 30, 30}
-	for i, w := range waits {
-		n := nominal[i] * time.Second
-		if w < n*8/10 || w > n*12/10 {
-			t.Errorf("wait %d = %s, want %s ±20%%", i, w, n)
-		}
-	}
-	b.reset()
-	if w := b.wait(); w > 1200*time.Millisecond {
-		t.Errorf("after reset: %s", w)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/fieldgate/fieldgate/gateway/bus"
+	"github.com/fieldgate/fieldgate/internal/devnode"
 )
 
 // Causes of dropped lines, the keys of SensorStats.Dropped.
@@ -167,7 +168,7 @@ func newSensor(c Config, sc Sensor, b bus.Bus, log *slog.Logger, o options) (*se
 // run opens the port, reads it until it fails, and opens it again after a
 // backoff, until ctx is done.
 func (s *sensor) run(ctx context.Context) {
-	bo := backoff{min: s.reconnectMin, max: s.reconnectMax}
+	bo := devnode.Backoff{Min: s.reconnectMin, Max: s.reconnectMax}
 	for {
 		healthy, err := s.connect(ctx)
 		if ctx.Err() != nil {
@@ -175,10 +176,10 @@ func (s *sensor) run(ctx context.Context) {
 			return
 		}
 		if healthy {
-			bo.reset()
+			bo.Reset()
 		}
 		s.setOffline(ctx, err)
-		if !waitRetry(ctx, bo.wait(), s.cfg.Port) {
+		if !waitRetry(ctx, bo.Wait(), s.cfg.Port) {
 			s.stopped(ctx)
 			return
 		}
