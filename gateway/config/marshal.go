@@ -89,26 +89,37 @@ func node(v reflect.Value) (*yaml.Node, error) {
 	}
 }
 
+// yamlKey is how the YAML codec names struct field f: its key (the tag's
+// name, else the lower-cased field name), whether it is ",inline", and
+// false when the field is not in the YAML at all (unexported, or "-").
+func yamlKey(f reflect.StructField) (name string, inline, ok bool) {
+	if !f.IsExported() {
+		return "", false, false
+	}
+	name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+	if name == "-" {
+		return "", false, false
+	}
+	if name == "" {
+		name = strings.ToLower(f.Name)
+	}
+	return name, strings.Contains(opts, "inline"), true
+}
+
 // addFields adds v's fields to the mapping m, descending into ",inline".
 func addFields(m *yaml.Node, v reflect.Value) error {
 	t := v.Type()
 	for i := range t.NumField() {
 		f := t.Field(i)
-		if !f.IsExported() {
+		name, inline, ok := yamlKey(f)
+		if !ok {
 			continue
 		}
-		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-		if name == "-" {
-			continue
-		}
-		if strings.Contains(opts, "inline") {
+		if inline {
 			if err := addFields(m, v.Field(i)); err != nil {
 				return err
 			}
 			continue
-		}
-		if name == "" {
-			name = strings.ToLower(f.Name)
 		}
 		val, err := node(v.Field(i))
 		if err != nil {

@@ -3,7 +3,6 @@ package config
 import (
 	"fmt"
 	"reflect"
-	"strings"
 
 	"github.com/fieldgate/fieldgate/internal/secret"
 )
@@ -42,19 +41,13 @@ func walkSecrets(v reflect.Value, path string, fn func(path string, s *secret.St
 		t := v.Type()
 		for i := range t.NumField() {
 			f := t.Field(i)
-			if !f.IsExported() {
+			name, inline, ok := yamlKey(f)
+			if !ok {
 				continue
 			}
-			name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-			if name == "-" {
-				continue
-			}
-			if strings.Contains(opts, "inline") {
+			if inline {
 				walkSecrets(v.Field(i), path, fn)
 				continue
-			}
-			if name == "" {
-				name = strings.ToLower(f.Name)
 			}
 			walkSecrets(v.Field(i), join(path, name), fn)
 		}

@@ -62,19 +62,13 @@ func schema(t reflect.Type, path string, inMap bool) []schemaField {
 		var out []schemaField
 		for i := range t.NumField() {
 			f := t.Field(i)
-			if !f.IsExported() {
+			name, inline, ok := yamlKey(f)
+			if !ok {
 				continue
 			}
-			name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-			if name == "-" {
-				continue
-			}
-			if strings.Contains(opts, "inline") {
+			if inline {
 				out = append(out, schema(f.Type, path, inMap)...)
 				continue
-			}
-			if name == "" {
-				name = strings.ToLower(f.Name)
 			}
 			out = append(out, schema(f.Type, join(path, name), inMap)...)
 		}
