@@ -7,6 +7,7 @@ import (
 	"reflect"
 
 	"github.com/fieldgate/fieldgate/gateway/config"
+	"github.com/fieldgate/fieldgate/gateway/supervise"
 	"github.com/fieldgate/fieldgate/internal/atomicfile"
 	"github.com/fieldgate/fieldgate/southbound/modbus"
 	"github.com/fieldgate/fieldgate/southbound/serial"
@@ -76,7 +77,7 @@ func (g *gateway) apply(ctx context.Context, next config.Config) ([]string, erro
 			for _, d := range next.Southbound.Modbus.Devices {
 				keep = append(keep, d.Name)
 			}
-			swapService(g, "modbus", &g.modbus, svc, keep)
+			swapService(g, modbusPart(svc, next.Southbound.Modbus), &g.modbus, svc, keep)
 		}
 	}
 	if !reflect.DeepEqual(next.Southbound.Serial, cur.Southbound.Serial) {
@@ -89,7 +90,7 @@ func (g *gateway) apply(ctx context.Context, next config.Config) ([]string, erro
 			for _, sn := range next.Southbound.Serial.Sensors {
 				keep = append(keep, sn.Name)
 			}
-			swapService(g, "serial", &g.serial, svc, keep)
+			swapService(g, supervise.Part{Name: "serial", Run: svc.Run}, &g.serial, svc, keep)
 		}
 	}
 	g.mu.Lock()
@@ -108,19 +109,19 @@ type southboundService interface {
 	Run(ctx context.Context) error
 }
 
-// swapService replaces the running part name, held in *slot, with next. The
-// devices named in keep stay in the new config: the old service leaves
-// their retained status alone, so they do not blink offline.
-func swapService[S southboundService](g *gateway, name string, slot *S, next S, keep []string) {
+// swapService replaces the running part p.Name, held in *slot, with next
+// (run as p). The devices named in keep stay in the new config: the old
+// service leaves their retained status alone, so they do not blink offline.
+func swapService[S southboundService](g *gateway, p supervise.Part, slot *S, next S, keep []string) {
 	g.mu.Lock()
 	old := *slot
 	g.mu.Unlock()
 	old.KeepStatus(keep)
-	g.stop(name)
+	g.stop(p.Name)
 	g.mu.Lock()
 	*slot = next
 	g.mu.Unlock()
-	g.start(name, next.Run)
+	g.start(p)
 }
 
 // replaceBridge builds the uplink for next and swaps it in: the new bridge's

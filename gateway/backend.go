@@ -196,11 +196,13 @@ func (g *gateway) Logs(minLevel slog.Level, part string, max int) []web.LogEntry
 // Registry holds the metrics served on /metrics.
 func (g *gateway) Registry() *prometheus.Registry { return g.reg }
 
-// Ready reports whether the broker serves and the store is open.
+// Ready reports whether the broker serves, the store is open and the
+// gateway is healthy (the check that also gates the systemd watchdog: a
+// part that its restarts do not bring back fails it).
 func (g *gateway) Ready() bool {
 	select {
 	case <-g.ready:
-		return true
+		return g.healthy() == nil
 	default:
 		return false
 	}

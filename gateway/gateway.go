@@ -9,6 +9,11 @@
 // (whatever the broker accepted last is already in the outbox), and the
 // outbox and the store last, so that everything accepted is written before
 // the files are closed.
+//
+// Every long-lived part runs under one supervisor (gateway/supervise),
+// which restarts a part that fails, panics or stops making progress, feeds
+// the health check that gates the systemd watchdog and /readyz, and bounds
+// the stop by gateway.stop_budget (docs/reliability.md).
 package gateway
 
 import (
@@ -28,6 +33,7 @@ import (
 	"github.com/fieldgate/fieldgate/board"
 	"github.com/fieldgate/fieldgate/gateway/bus"
 	"github.com/fieldgate/fieldgate/gateway/config"
+	"github.com/fieldgate/fieldgate/gateway/supervise"
 	"github.com/fieldgate/fieldgate/gateway/web"
 	"github.com/fieldgate/fieldgate/internal/membudget"
 	"github.com/fieldgate/fieldgate/protocols/coap"
@@ -67,6 +73,11 @@ type Options struct {
 	// BoardRoot is the directory below which /sys and /proc are read (tests
 	// use a fake tree); "" means "/".
 	BoardRoot string
+
+	// extraParts are supervised beside the gateway's own (tests).
+	extraParts []supervise.Part
+	// supervise, if set, replaces the supervisor's options (tests).
+	supervise *supervise.Options
 }
 
 // gateway is one run of the gateway: the parts and what ties them together.
@@ -92,19 +103,13 @@ type gateway struct {
 	coap       *coap.Gateway
 	modbus     *modbus.Service
 	serial     *serial.Service
-	parts      map[string]*part // the running parts by name
+	sup        *supervise.Supervisor // runs every long-lived part
+	probeSeen  atomic.Int64          // Unix nanoseconds of the last probe through the bus
 
 	applyMu  sync.Mutex        // one config change at a time
 	budget   *membudget.Budget // the global memory budget, fixed at start
 	ready    chan struct{}
 	writeSeq atomic.Int64 // numbers the page's Modbus write commands
-}
-
-// part is a running goroutine of the gateway with its own lifetime, so
-// that a config change can restart it alone.
-type part struct {
-	cancel context.CancelFunc
-	done   chan struct{}
 }
 
 // Run runs the gateway until ctx is done. It returns an error when a part
@@ -124,10 +129,15 @@ func Run(ctx context.Context, opts Options) error {
 		started:    time.Now(),
 		cfg:        cfg,
 		configPath: opts.ConfigPath,
-		parts:      map[string]*part{},
 		live:       board.NewLiveness(nil),
 		ready:      make(chan struct{}),
 	}
+	supOpts := supervise.Options{}
+	if opts.supervise != nil {
+		supOpts = *opts.supervise
+	}
+	supOpts.Logger = log
+	g.sup = supervise.New(supOpts)
 	if err := os.MkdirAll(cfg.Gateway.DataDir, 0o750); err != nil {
 		return fmt.Errorf("gateway: data dir: %w", err)
 	}
@@ -198,21 +208,29 @@ func Run(ctx context.Context, opts Options) error {
 	defer stopBroker()
 	brokerDone := make(chan error, 1)
 	go func() { brokerDone <- g.broker.Run(brokerCtx) }()
-	defer g.stopAll()
+	defer func() {
+		// An early return: whatever still runs stops here.
+		if err := g.sup.StopAll(stopBudget(g.running())); err != nil {
+			log.Error("parts abandoned", "error", err)
+		}
+	}()
 	g.startBridge()
 	if g.sn != nil {
-		g.start("mqttsn", g.sn.Run)
+		g.start(supervise.Part{Name: "mqttsn", Run: g.sn.Run})
 	}
 	if g.coap != nil {
-		g.start("coap", g.coap.Run)
+		g.start(supervise.Part{Name: "coap", Run: g.coap.Run})
 	}
-	g.start("modbus", g.modbus.Run)
-	g.start("serial", g.serial.Run)
+	g.start(modbusPart(g.modbus, cfg.Southbound.Modbus))
+	g.start(supervise.Part{Name: "serial", Run: g.serial.Run})
 	if webSrv != nil {
-		g.start("web", webSrv.Run)
+		g.start(supervise.Part{Name: "web", Run: webSrv.Run})
 	}
-	g.start("board", func(ctx context.Context) error { return g.board.Run(ctx, g.healthy) })
-	g.start("probe", g.probe)
+	g.start(supervise.Part{Name: "board", Run: func(ctx context.Context) error { return g.board.Run(ctx, g.healthy) }})
+	g.start(supervise.Part{Name: "probe", Run: g.probe, Progress: g.probeProgress, Bound: probeBound})
+	for _, p := range opts.extraParts {
+		g.start(p)
+	}
 
 	attrs := []any{"version", opts.Version, "gateway_id", g.gatewayID(), "data_dir", cfg.Gateway.DataDir, "startup", time.Since(g.started).Round(time.Millisecond)}
 	for _, id := range []string{"tcp", "tls", "ws", "wss", "quic"} {
@@ -239,18 +257,17 @@ func Run(ctx context.Context, opts Options) error {
 
 	status := time.NewTicker(5 * time.Second)
 	defer status.Stop()
+	sysEvery := cfg.Broker.SysInterval
+	if sysEvery <= 0 {
+		sysEvery = 10 * time.Second
+	}
+	sys := time.NewTicker(sysEvery)
+	defer sys.Stop()
+	g.publishParts()
 	for {
 		select {
 		case <-ctx.Done():
-			log.Info("fieldgate stopping")
-			g.board.Stopping()
-			// Intake first, then the broker; the uplink and the files after.
-			g.stop("web", "mqttsn", "coap", "modbus", "serial", "probe")
-			stopBroker()
-			err := <-brokerDone
-			g.stop("uplink", "uplink-status")
-			log.Info("fieldgate stopped")
-			return err
+			return g.shutdown(stopBroker, brokerDone)
 		case err := <-brokerDone:
 			return fmt.Errorf("gateway: broker stopped: %w", err)
 		case <-opts.Reload:
@@ -262,53 +279,158 @@ func Run(ctx context.Context, opts Options) error {
 		case <-status.C:
 			g.live.Beat("gateway")
 			g.updateBoard()
+		case <-sys.C:
+			g.publishParts()
 		}
 	}
 }
 
-// start runs fn as part name until it returns or the part is stopped.
-func (g *gateway) start(name string, fn func(context.Context) error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	p := &part{cancel: cancel, done: make(chan struct{})}
-	g.mu.Lock()
-	g.parts[name] = p
-	g.mu.Unlock()
-	go func() {
-		defer close(p.done)
-		if err := fn(ctx); err != nil && ctx.Err() == nil {
-			g.log.Error("part stopped", "part", name, "error", err)
+// intakeParts are the parts stopped before the broker: the page and
+// whatever brings data in.
+var intakeParts = []string{"web", "mqttsn", "coap", "modbus", "serial", "probe"}
+
+// shutdown stops everything within the stop budget: intake first, then
+// the broker, then the uplink, then what is left (the board); the store
+// closes after Run returns. Each stage gets a share of the budget in
+// proportion to its parts (the broker counts as one); a part that does not
+// stop in time is abandoned, and the error names it.
+func (g *gateway) shutdown(stopBroker context.CancelFunc, brokerDone <-chan error) error {
+	g.log.Info("fieldgate stopping")
+	g.board.Stopping()
+	budget := stopBudget(g.running())
+	deadline := time.Now().Add(budget)
+	share := func(n, after int) time.Duration {
+		return time.Until(deadline) * time.Duration(n) / time.Duration(n+after)
+	}
+	uplinkParts := []string{"uplink", "uplink-status"}
+	rest := len(g.sup.Stats()) - len(intakeParts)
+	var errs []error
+	if err := g.sup.Stop(share(len(intakeParts), 1+max(rest, 0)), intakeParts...); err != nil {
+		errs = append(errs, err)
+	}
+	stopBroker()
+	t := time.NewTimer(max(share(1, max(len(g.sup.Stats()), 1)), 0))
+	select {
+	case err := <-brokerDone:
+		if err != nil {
+			errs = append(errs, err)
 		}
-	}()
+	case <-t.C:
+		g.log.Error("part did not stop in time; abandoned", "part", "broker")
+		errs = append(errs, errors.New("gateway: the broker did not stop in time"))
+	}
+	t.Stop()
+	if err := g.sup.Stop(share(len(uplinkParts), 1), uplinkParts...); err != nil {
+		errs = append(errs, err)
+	}
+	if err := g.sup.StopAll(max(time.Until(deadline), 0)); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		err := errors.Join(errs...)
+		g.log.Error("fieldgate stopped, abandoning parts", "budget", budget, "error", err)
+		return err
+	}
+	g.log.Info("fieldgate stopped")
+	return nil
 }
 
-// stop stops the named parts (together) and waits for them.
+// stopBudget is the config's stop budget, or its default.
+func stopBudget(c config.Config) time.Duration {
+	if c.Gateway.StopBudget > 0 {
+		return c.Gateway.StopBudget
+	}
+	return 10 * time.Second
+}
+
+// start hands p to the supervisor, which runs and restarts it.
+func (g *gateway) start(p supervise.Part) {
+	if err := g.sup.Start(p); err != nil {
+		g.log.Error("part not started", "part", p.Name, "error", err)
+	}
+}
+
+// stop stops the named parts (in reverse start order) within the stop
+// budget; a part that does not stop in time is abandoned and logged.
 func (g *gateway) stop(names ...string) {
-	var ps []*part
-	g.mu.Lock()
-	for _, n := range names {
-		if p := g.parts[n]; p != nil {
-			ps = append(ps, p)
-			delete(g.parts, n)
-		}
-	}
-	g.mu.Unlock()
-	for _, p := range ps {
-		p.cancel()
-	}
-	for _, p := range ps {
-		<-p.done
+	if err := g.sup.Stop(stopBudget(g.running()), names...); err != nil {
+		g.log.Error("parts abandoned", "error", err)
 	}
 }
 
-// stopAll stops whatever still runs (an early return).
-func (g *gateway) stopAll() {
-	g.mu.Lock()
-	var names []string
-	for n := range g.parts {
-		names = append(names, n)
+// probeBound is how long the bus may go without delivering the probe
+// (published every second) before the probe part counts as stuck.
+const probeBound = 5 * time.Second
+
+// probeProgress is when the probe last came through the bus.
+func (g *gateway) probeProgress() time.Time {
+	return time.Unix(0, g.probeSeen.Load())
+}
+
+// modbusPart is the supervised part of a Modbus service built from cfg. A
+// line that completes no poll for its bound counts as stuck (see
+// modbusBound).
+func modbusPart(svc *modbus.Service, cfg modbus.Config) supervise.Part {
+	return supervise.Part{Name: "modbus", Run: svc.Run, Progress: svc.Progress, Bound: modbusBound(cfg)}
+}
+
+// modbusBound is how long the Modbus service may go without completing a
+// poll: three times the longest poll interval plus one round in which every
+// transaction of every device times out after all its retries, and never
+// less than 10 s.
+func modbusBound(cfg modbus.Config) time.Duration {
+	longest := modbus.DefaultInterval
+	var round time.Duration
+	for _, d := range cfg.Devices {
+		timeout := d.Timeout
+		if timeout <= 0 {
+			timeout = modbus.DefaultTimeout
+		}
+		groups := max(len(d.PollGroups), 1)
+		for _, pg := range d.PollGroups {
+			longest = max(longest, pg.Interval)
+		}
+		round += (timeout + d.RequestDelay) * time.Duration(d.Retries+1) * time.Duration(groups)
 	}
-	g.mu.Unlock()
-	g.stop(names...)
+	return max(3*(longest+round), 10*time.Second)
+}
+
+// uplinkBound is how long the uplink may hold messages without its state
+// machine advancing (a state change, a retry or an acknowledgement).
+const uplinkBound = 5 * time.Minute
+
+// uplinkProgress reports the bridge's progress; a bridge with nothing to
+// send, or waiting for the wall clock, is not stuck.
+func uplinkProgress(br *uplink.Bridge, q *store.Outbox) func() time.Time {
+	return func() time.Time {
+		if q == nil || q.Stats().Depth == 0 || br.Status().State == "waiting for the clock" {
+			return time.Now()
+		}
+		return br.Progress()
+	}
+}
+
+// partsStatus is what $SYS/fieldgate/parts carries.
+type partsStatus struct {
+	Healthy bool                  `json:"healthy"`
+	Error   string                `json:"error,omitempty"`
+	Parts   []supervise.PartStats `json:"parts"`
+}
+
+// publishParts publishes every part's state, restarts and last progress
+// as JSON on $SYS/fieldgate/parts (retained).
+func (g *gateway) publishParts() {
+	st := partsStatus{Healthy: true, Parts: g.sup.Stats()}
+	if err := g.sup.Healthy(); err != nil {
+		st.Healthy, st.Error = false, err.Error()
+	}
+	payload, err := json.Marshal(st)
+	if err == nil {
+		err = g.broker.Publish(context.Background(), bus.Message{Topic: "$SYS/fieldgate/parts", Payload: payload, Retain: true, ContentType: "application/json"})
+	}
+	if err != nil {
+		g.log.Debug("parts status not published", "error", err)
+	}
 }
 
 // newBridge builds a bridge for cfg, opening the outbox when the uplink is
@@ -334,30 +456,35 @@ func (g *gateway) newBridge(cfg uplink.Config) (*uplink.Bridge, error) {
 
 // startBridge runs the current bridge and its $SYS status.
 func (g *gateway) startBridge() {
-	br := g.bridge
-	g.start("uplink", br.Run)
-	if g.obox != nil {
-		q := g.obox
+	g.mu.Lock()
+	br, q := g.bridge, g.obox
+	g.mu.Unlock()
+	g.start(supervise.Part{Name: "uplink", Run: br.Run, Progress: uplinkProgress(br, q), Bound: uplinkBound})
+	if q != nil {
 		every := g.running().Broker.SysInterval
-		g.start("uplink-status", func(ctx context.Context) error {
+		g.start(supervise.Part{Name: "uplink-status", Run: func(ctx context.Context) error {
 			publishUplinkStatus(ctx, g.broker, br, q, every, g.log)
 			return nil
-		})
+		}})
 	}
 }
 
-// healthy is the board's health check: the watchdog is fed only while it
-// passes. The bus must have dispatched the probe and the main loop must
-// have run recently.
+// healthy is the board's health check: the watchdog is fed, and /readyz
+// passes, only while it does. The bus must have dispatched the probe, the
+// main loop must have run recently, and no part may be failing past what
+// its restarts fix.
 func (g *gateway) healthy() error {
-	return g.live.Stale(30 * time.Second)
+	return errors.Join(g.live.Stale(30*time.Second), g.sup.Healthy())
 }
 
 // probe publishes a message to itself every second through the broker; its
 // arrival is the bus's heartbeat.
 func (g *gateway) probe(ctx context.Context) error {
 	const topic = "$fieldgate/probe" // clients cannot subscribe to $fieldgate/
-	unsub, err := g.broker.Subscribe(topic, func(bus.Message) { g.live.Beat("bus") })
+	unsub, err := g.broker.Subscribe(topic, func(bus.Message) {
+		g.live.Beat("bus")
+		g.probeSeen.Store(time.Now().UnixNano())
+	})
 	if err != nil {
 		return err
 	}

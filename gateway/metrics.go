@@ -8,6 +8,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/fieldgate/fieldgate/gateway/supervise"
 )
 
 // registry builds the registry served on /metrics: the Go runtime and the
@@ -60,6 +62,17 @@ func (c partsCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, s := range sr.Stats() {
 		e.walk("fieldgate_serial", []string{"sensor", s.Name}, reflect.ValueOf(s))
+	}
+	for _, p := range g.sup.Stats() {
+		labels := []string{"part", p.Name}
+		e.counter("fieldgate_part_restarts_total", labels, float64(p.Restarts))
+		e.counter("fieldgate_part_panics_total", labels, float64(p.Panics))
+		e.gauge("fieldgate_part_up", labels, bool01(p.State == supervise.StateRunning))
+		e.gauge("fieldgate_part_healthy", labels, bool01(p.Healthy))
+		e.gauge("fieldgate_part_state", []string{"part", p.Name, "state", string(p.State)}, 1)
+		if !p.LastProgress.IsZero() {
+			e.gauge("fieldgate_part_last_progress_seconds", labels, float64(p.LastProgress.UnixNano())/1e9)
+		}
 	}
 	e.gauge("fieldgate_memory_budget_limit_bytes", nil, float64(g.budget.Limit()))
 	e.gauge("fieldgate_memory_budget_used_bytes", nil, float64(g.budget.Used()))
@@ -155,12 +168,28 @@ func loader(v reflect.Value) func() float64 {
 }
 
 func (e emitter) gauge(name string, labels []string, v float64) {
+	e.metric(name, labels, prometheus.GaugeValue, v)
+}
+
+func (e emitter) counter(name string, labels []string, v float64) {
+	e.metric(name, labels, prometheus.CounterValue, v)
+}
+
+// bool01 is 1 for true, 0 for false.
+func bool01(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (e emitter) metric(name string, labels []string, kind prometheus.ValueType, v float64) {
 	var keys, vals []string
 	for i := 0; i+1 < len(labels); i += 2 {
 		keys = append(keys, labels[i])
 		vals = append(vals, labels[i+1])
 	}
-	m, err := prometheus.NewConstMetric(prometheus.NewDesc(name, "", keys, nil), prometheus.GaugeValue, v, vals...)
+	m, err := prometheus.NewConstMetric(prometheus.NewDesc(name, "", keys, nil), kind, v, vals...)
 	if err == nil {
 		e.ch <- m
 	}

@@ -83,6 +83,7 @@ type Bridge struct {
 	failures atomic.Int64 // failed connection attempts and lost connections
 	stateMu  sync.Mutex
 	state    Status
+	progress atomic.Int64 // Unix nanoseconds of the last state change or acknowledgement
 }
 
 // counters are the bridge's atomic statistics.
@@ -540,6 +541,7 @@ func (b *Bridge) acker(ctx context.Context, cancel context.CancelCauseFunc, wind
 			b.log.Error("outbox ack failed", "error", err)
 		}
 		b.stats.forwarded.Add(int64(len(batch)))
+		b.progress.Store(time.Now().UnixNano())
 		batch = batch[:0]
 	}
 	defer flush()

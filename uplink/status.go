@@ -50,6 +50,17 @@ func (b *Bridge) setState(f func(*Status)) {
 	b.stateMu.Lock()
 	f(&b.state)
 	b.stateMu.Unlock()
+	b.progress.Store(time.Now().UnixNano())
+}
+
+// Progress returns when the bridge's state last changed or the cloud last
+// acknowledged messages, or the zero time before either happened.
+func (b *Bridge) Progress() time.Time {
+	n := b.progress.Load()
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
 }
 
 // noStore is a paho message store that keeps nothing: the outbox already

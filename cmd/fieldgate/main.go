@@ -28,6 +28,7 @@ import (
 	"runtime/pprof"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -176,6 +177,12 @@ func runGateway(args []string, stderr io.Writer) int {
 		stopCPUs()
 		<-cpusDone
 	}()
+	// A shutdown that always ends: the gateway stops its parts within
+	// gateway.stop_budget and abandons the rest; should closing the files
+	// after that hang too, the process exits non-zero shortly after.
+	finished := make(chan struct{})
+	defer close(finished)
+	go exitPastBudget(ctx, finished, cfg.Gateway.StopBudget, log)
 	err := gateway.Run(ctx, gateway.Options{
 		CPUStats:        cpus.Stats,
 		ConfigPath:      path,
@@ -192,6 +199,28 @@ func runGateway(args []string, stderr io.Writer) int {
 	}
 	log.Info("stopped")
 	return 0
+}
+
+// exitPastBudget exits the process with status 1 when the gateway has not
+// finished (closed finished) within budget (0: 10 s) plus 2 s of grace
+// after ctx is done.
+func exitPastBudget(ctx context.Context, finished <-chan struct{}, budget time.Duration, log *slog.Logger) {
+	select {
+	case <-ctx.Done():
+	case <-finished:
+		return
+	}
+	if budget <= 0 {
+		budget = 10 * time.Second
+	}
+	t := time.NewTimer(budget + 2*time.Second)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		log.Error("shutdown exceeded the stop budget; exiting", "budget", budget)
+		os.Exit(1)
+	case <-finished:
+	}
 }
 
 // forwardReloads turns SIGHUPs into reload requests; requests that arrive

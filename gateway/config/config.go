@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 	"unicode"
 
 	"github.com/fieldgate/fieldgate/board"
@@ -76,6 +77,10 @@ type Gateway struct {
 	// peer gets an error or is disconnected), never the process killed.
 	// 0: unlimited.
 	MemoryBudgetMB int `yaml:"memory_budget_mb"`
+	// StopBudget bounds a shutdown: the parts share it, one that does not
+	// stop within its share is abandoned and the process exits non-zero.
+	// 0 means the default, 10 s.
+	StopBudget time.Duration `yaml:"stop_budget"`
 }
 
 // Log configures logging.
@@ -98,7 +103,7 @@ var DefaultYAML []byte
 func Default() Config {
 	return Config{
 		Version: Version,
-		Gateway: Gateway{ID: "", DataDir: "./data", MemoryBudgetMB: 256},
+		Gateway: Gateway{ID: "", DataDir: "./data", MemoryBudgetMB: 256, StopBudget: 10 * time.Second},
 		Log:     Log{Level: "info", Format: "text"},
 		Web:     DefaultWeb(),
 		Broker:  mqtt.DefaultConfig(),
@@ -168,6 +173,9 @@ func (c Config) Validate() error {
 	}
 	if c.Gateway.MemoryBudgetMB < 0 || c.Gateway.MemoryBudgetMB > 1<<20 {
 		errs = append(errs, fmt.Errorf("gateway.memory_budget_mb: %d is out of range 0..1048576", c.Gateway.MemoryBudgetMB))
+	}
+	if c.Gateway.StopBudget != 0 && (c.Gateway.StopBudget < time.Second || c.Gateway.StopBudget > 10*time.Minute) {
+		errs = append(errs, fmt.Errorf("gateway.stop_budget: %s is out of range 1s..10m (0: the default 10s)", c.Gateway.StopBudget))
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -140,6 +140,25 @@ type Service struct {
 	keep atomic.Pointer[map[string]bool]
 }
 
+// Progress returns the progress of the line that is furthest behind: when
+// its worker last finished a round of polls (whether the devices answered
+// or not) or, while its serial port is gone, last looked for it. A line
+// blocked inside a transaction stops it advancing. It is the zero time
+// while a line has not started, or when there is no line.
+func (s *Service) Progress() time.Time {
+	var oldest time.Time
+	for i, l := range s.lines {
+		n := l.progress.Load()
+		if n == 0 {
+			return time.Time{}
+		}
+		if t := time.Unix(0, n); i == 0 || t.Before(oldest) {
+			oldest = t
+		}
+	}
+	return oldest
+}
+
 // KeepStatus tells the service that the devices named go on in the service
 // that replaces it (a config change): when it stops, their retained status
 // is left as it is instead of being set to offline "stopped", so a change to

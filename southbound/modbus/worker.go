@@ -11,6 +11,7 @@ import (
 	"math"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -36,6 +37,10 @@ type line struct {
 	// open a port that is there but fails.
 	lost   error
 	reopen devnode.Backoff
+
+	// progress is when the worker last went round its loop (Unix
+	// nanoseconds): a poll round done, or a look for a lost port.
+	progress atomic.Int64
 }
 
 // portLine is what a line whose port can vanish needs from its client.
@@ -130,6 +135,7 @@ func (l *line) run(ctx context.Context) {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
+		l.progress.Store(time.Now().UnixNano())
 		if l.lost != nil {
 			if !l.recover(ctx) {
 				return
@@ -200,6 +206,7 @@ func (l *line) recover(ctx context.Context) bool {
 			continue
 		case <-tick.C:
 		}
+		l.progress.Store(time.Now().UnixNano())
 		now := l.port.presence()
 		if now == "" || (now == seen && time.Now().Before(retry)) {
 			seen = now
