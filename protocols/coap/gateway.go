@@ -356,6 +356,8 @@ func (g *Gateway) handle(w *responsewriter.ResponseWriter[*udpClient.Conn], r *p
 		err = x.publish()
 	case KindGet:
 		err = x.get()
+	case KindDiscovery:
+		err = x.discover()
 	}
 	if err != nil {
 		g.fail(w, r, err)

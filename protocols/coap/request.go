@@ -30,6 +30,9 @@ const (
 	KindHeartbeat
 	// KindDisconnect is DELETE /mqtt/connection.
 	KindDisconnect
+	// KindDiscovery is GET /.well-known/core: the gateway's resources in
+	// CoRE Link Format (RFC 6690).
+	KindDiscovery
 )
 
 // maxTopicLength is the longest MQTT topic (a UTF-8 string of at most 65535 bytes).
@@ -51,6 +54,9 @@ type Request struct {
 	// was given.
 	Expiry    time.Duration
 	HasExpiry bool
+	// Filter is the query of a discovery request (RFC 6690 §4.1, e.g.
+	// rt=core.ps or href=/mqtt*), "" for none.
+	Filter string
 }
 
 // RequestError is a request the gateway refuses, with the CoAP response
@@ -75,6 +81,16 @@ func ParseRequest(method codes.Code, path, query []string) (Request, error) {
 	r := Request{QoS: -1}
 	if len(path) == 0 {
 		return r, &RequestError{Code: codes.NotFound, Reason: "no path: use /ps/{topic} or /mqtt/connection"}
+	}
+	if len(path) == 2 && path[0] == ".well-known" && path[1] == "core" {
+		if method != codes.GET {
+			return r, &RequestError{Code: codes.MethodNotAllowed, Reason: "/.well-known/core accepts GET"}
+		}
+		r.Kind = KindDiscovery
+		if len(query) > 0 {
+			r.Filter = query[0] // one filter (RFC 6690 §4.1); others are ignored
+		}
+		return r, nil
 	}
 	switch {
 	case path[0] == "ps":

@@ -98,6 +98,9 @@ type Stats struct {
 	DelayedInvalid      atomic.Int64
 	ExclusiveRefused    atomic.Int64
 	TopicLimitsRejected atomic.Int64
+	// ACLDropped counts messages not delivered to a subscriber that may not
+	// read their topic (its subscription, granted, overlaps a deny rule).
+	ACLDropped atomic.Int64
 
 	// ConnectionsOverAddressLimit counts connections closed at accept because
 	// their address held max_connections_per_address already.

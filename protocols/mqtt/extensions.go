@@ -319,6 +319,9 @@ func (b *Broker) autoSubscribe(cl *mochi.Client, rt *runtimeConfig, established 
 			continue
 		}
 		for _, r := range b.srv.Topics.Messages(f) {
+			if !b.hook.OnDeliveryACLCheck(cl, sub, r.TopicName) {
+				continue // the client may not read this topic (counted)
+			}
 			out := r.Copy(false)
 			out.FixedHeader.Qos = 0
 			out.PacketID = 0

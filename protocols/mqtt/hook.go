@@ -50,7 +50,7 @@ func (h *gatewayHook) ID() string { return "fieldgate" }
 // Provides lists the engine events the hook handles.
 func (h *gatewayHook) Provides(b byte) bool {
 	switch b {
-	case mochi.OnConnect, mochi.OnConnectAuthenticate, mochi.OnACLCheck,
+	case mochi.OnConnect, mochi.OnConnectAuthenticate, mochi.OnACLCheck, mochi.OnDeliveryACLCheck,
 		mochi.OnSessionEstablish, mochi.OnSessionEstablished, mochi.OnDisconnect,
 		mochi.OnPacketRead, mochi.OnPacketEncode,
 		mochi.OnSubscribe, mochi.OnSubscribed, mochi.OnUnsubscribe, mochi.OnUnsubscribed,
@@ -120,10 +120,9 @@ func (h *gatewayHook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 			cl.State.ServerKeepalive = true
 		}
 	}
-	// The broker never uses topic aliases towards clients: the engine keeps
-	// an aliased message in flight without its topic, which cannot be resent
-	// after a reconnect. Aliases are optional for the server.
-	cl.Properties.Props.TopicAliasMaximum = 0
+	// Topic aliases towards the client: the engine chooses them as it writes
+	// each PUBLISH, within the client's Topic Alias Maximum (at most 64,
+	// least recently used replaced), never on a re-delivery (engine patch 19).
 	// Flow control towards every client: at most max_inflight QoS 1/2
 	// messages unacknowledged (fewer if an MQTT 5 client asks); the rest wait
 	// in the session queue instead of being dropped. MQTT 3 clients have no
@@ -241,6 +240,62 @@ func (h *gatewayHook) OnACLCheck(cl *mochi.Client, topic string, write bool) boo
 	return rt.aclAllows(string(cl.Properties.Username), cl.ID, topic, write)
 }
 
+// OnDeliveryACLCheck is the read check before a message on topic reaches a
+// client. It costs one comparison when the subscription was granted whole
+// under the current rules (its read grant, see readGrant); only a
+// subscription granted while a deny rule overlapped it (a monitoring client's
+// #, say) has each of its messages checked against the rules. A message
+// refused here never reaches the client, retained ones sent on subscribing
+// included, and is counted in ACLDropped.
+func (h *gatewayHook) OnDeliveryACLCheck(cl *mochi.Client, sub packets.Subscription, topic string) bool {
+	if cl.Net.Inline {
+		return true
+	}
+	rt := h.b.rt.Load()
+	if len(rt.acl) == 0 || sub.ReadGrant == rt.aclGrant {
+		return true
+	}
+	if rt.aclAllows(string(cl.Properties.Username), cl.ID, topic, false) {
+		return true
+	}
+	h.b.stats.ACLDropped.Add(1)
+	return false
+}
+
+// readGrant is the read grant for a client's subscription to filter: the
+// current rules' fingerprint when the client may read every topic the filter
+// matches, 0 (check each message) otherwise.
+func readGrant(rt *runtimeConfig, cl *mochi.Client, filter string) uint64 {
+	if len(rt.acl) == 0 {
+		return 0 // nothing to check: OnDeliveryACLCheck allows everything
+	}
+	allow, check := rt.aclSubscribe(string(cl.Properties.Username), cl.ID, stripSharePrefix(filter))
+	if !allow || check {
+		return 0
+	}
+	return rt.aclGrant
+}
+
+// grantSubscriptions gives read grants to the subscriptions a client got
+// without one: inherited from a previous connection (the engine clears them,
+// as they were granted to that connection's username), restored from the
+// store, or added by auto-subscribe.
+func (h *gatewayHook) grantSubscriptions(cl *mochi.Client, rt *runtimeConfig) {
+	if cl.Net.Inline || len(rt.acl) == 0 {
+		return
+	}
+	for filter, sub := range cl.State.Subscriptions.GetAll() {
+		if sub.ReadGrant == rt.aclGrant {
+			continue
+		}
+		if g := readGrant(rt, cl, filter); g != 0 {
+			sub.ReadGrant = g
+			h.b.srv.Topics.Subscribe(cl.ID, sub) // replaces the index entry
+			cl.State.Subscriptions.Add(filter, sub)
+		}
+	}
+}
+
 // stripSharePrefix returns the filter of $share/{group}/{filter} and
 // $exclusive/{filter} subscriptions, for ACL matching.
 func stripSharePrefix(filter string) string {
@@ -329,8 +384,9 @@ func (h *gatewayHook) OnPacketEncode(cl *mochi.Client, pk packets.Packet) packet
 			if mp := h.b.rt.Load().limits.MaxPacketSize; mp > 0 {
 				pk.Properties.MaximumPacketSize = uint32(mp)
 			}
-			// The engine accepts topic aliases from clients but never says
-			// so; without this value clients must assume 0.
+			// The engine accepts topic aliases from clients (per connection;
+			// an unknown one is 0x94) but never says so; without this value
+			// clients must assume 0.
 			pk.Properties.TopicAliasMaximum = h.b.srv.Options.Capabilities.TopicAliasMaximum
 		}
 	case packets.Suback:
@@ -410,6 +466,7 @@ func (h *gatewayHook) OnSubscribe(cl *mochi.Client, pk packets.Packet) packets.P
 			}
 			pk.Filters[i].Filter = inner
 		}
+		pk.Filters[i].ReadGrant = readGrant(rt, cl, pk.Filters[i].Filter)
 	}
 	if codes != nil {
 		h.mu.Lock()
@@ -597,6 +654,7 @@ func (h *gatewayHook) OnSessionEstablished(cl *mochi.Client, pk packets.Packet) 
 	if len(rt.autoSub) > 0 {
 		h.b.autoSubscribe(cl, rt, true)
 	}
+	h.grantSubscriptions(cl, rt)
 	if rt.queueQoS0 {
 		h.b.flushQoS0(cl)
 	}

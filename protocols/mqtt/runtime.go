@@ -2,6 +2,7 @@ package mqtt
 
 import (
 	"fmt"
+	"hash/fnv"
 	"net"
 	"regexp"
 	"strings"
@@ -24,6 +25,7 @@ type runtimeConfig struct {
 	login          loginPolicy
 
 	acl       []aclRule
+	aclGrant  uint64 // names the ACL rules in subscriptions' read grants (aclFingerprint)
 	rewrite   []rewriteRule
 	autoSub   []AutoSubscription
 	bannedIDs map[string]bool
@@ -73,6 +75,7 @@ func compile(cfg Config) (*runtimeConfig, error) {
 			publish: pub, subscribe: sub, allow: r.Permission == "allow",
 		})
 	}
+	rt.aclGrant = aclFingerprint(rt.acl)
 	for i, r := range cfg.Rewrite {
 		pub, sub, err := actionOf(r.Action)
 		if err != nil {
@@ -124,38 +127,99 @@ func idMatch(pattern, value string) bool {
 	return pattern == value
 }
 
-// aclAllows evaluates the ACL for a publish (topic name) or subscribe
-// (topic filter). Rules are matched in order and the first match decides;
-// with no rules everything is allowed, with rules what none allows is denied.
-// A subscription filter matches a rule when the rule's filter covers it
-// entirely (a rule on a/# allows subscribing to a/b/+, not to #).
+// aclAllows evaluates the ACL for a publish (topic name), or a subscribe
+// or read (topic filter or name, see aclSubscribe). Rules are matched in
+// order and the first match decides; with no rules everything is allowed,
+// with rules what none allows is denied.
 func (rt *runtimeConfig) aclAllows(username, clientID, topic string, publish bool) bool {
+	if !publish {
+		allow, _ := rt.aclSubscribe(username, clientID, topic)
+		return allow
+	}
+	if strings.HasPrefix(topic, reservedPrefix) || isSysTopic(topic) {
+		return false // the gateway's own topics (the bus probe, the will sink) and $SYS
+	}
 	if len(rt.acl) == 0 {
 		return true
 	}
 	for _, r := range rt.acl {
-		if publish && !r.publish || !publish && !r.subscribe {
+		if !r.publish || !idMatch(r.username, username) || !idMatch(r.clientID, clientID) {
 			continue
 		}
-		if !idMatch(r.username, username) || !idMatch(r.clientID, clientID) {
-			continue
-		}
-		filter := expandPlaceholders(r.topic, username, clientID)
-		if publish {
-			if bus.Match(filter, topic) {
-				return r.allow
-			}
-			continue
-		}
-		if filterCovers(filter, topic) {
+		// Rules match topic names level by level, as the read check does
+		// (filterCovers): `#` covers "$TopicA/B" too. MQTT's own rule that a
+		// wildcard does not match a leading "$" is for subscriptions; for
+		// permissions the same rule set must mean the same topics whether
+		// they are read or written. $SYS (refused before the ACL) and
+		// reservedPrefix are never writable by clients.
+		if filterCovers(expandPlaceholders(r.topic, username, clientID), topic) {
 			return r.allow
-		}
-		// A deny rule that overlaps part of the requested filter denies it.
-		if !r.allow && filterOverlaps(filter, topic) {
-			return false
 		}
 	}
 	return false
+}
+
+// reservedPrefix starts the topics only the gateway's own parts publish
+// ($fieldgate/probe, the will sink): no client may publish there, whatever
+// the ACL says, so the watchdog's bus probe cannot be faked.
+const reservedPrefix = "$fieldgate/"
+
+// aclSubscribe decides a subscription to filter, as mosquitto does: it is
+// refused only when no topic the filter matches may be read. Rules with the
+// subscribe action are read in order, as for one topic: a rule whose filter
+// covers the whole requested filter decides for every topic that no earlier
+// rule took; one that overlaps it only partly decides for that part, and the
+// walk goes on; the default deny (once any rule exists) takes what is left.
+// The result:
+//   - allow false: every topic is denied (SUBACK 0x87);
+//   - allow true, check false: every topic is readable, no per-message check;
+//   - allow true, check true: some topics are denied, so each message must
+//     pass the read check at delivery (OnDeliveryACLCheck).
+//
+// For a topic name (no wildcards) a rule either covers it or does not
+// overlap it, so this is also the read check of one topic.
+func (rt *runtimeConfig) aclSubscribe(username, clientID, filter string) (allow, check bool) {
+	if len(rt.acl) == 0 {
+		return true, false
+	}
+	var partAllow, partDeny bool
+	for _, r := range rt.acl {
+		if !r.subscribe || !idMatch(r.username, username) || !idMatch(r.clientID, clientID) {
+			continue
+		}
+		if username == "" && strings.Contains(r.topic, "%u") {
+			continue // matches no topic of an anonymous client (expandPlaceholders)
+		}
+		rf := expandPlaceholders(r.topic, username, clientID)
+		switch {
+		case filterCovers(rf, filter):
+			if r.allow {
+				return true, partDeny
+			}
+			return partAllow, partAllow
+		case filterOverlaps(rf, filter):
+			if r.allow {
+				partAllow = true
+			} else {
+				partDeny = true
+			}
+		}
+	}
+	return partAllow, partAllow
+}
+
+// aclFingerprint names a set of ACL rules: a subscription granted whole
+// under them carries it as its read grant, which stays valid across a
+// reload that keeps the same rules. It is never 0 (0 means no grant).
+func aclFingerprint(rules []aclRule) uint64 {
+	h := fnv.New64a()
+	for _, r := range rules {
+		fmt.Fprintf(h, "%q %q %q %t %t %t\n", r.username, r.clientID, r.topic, r.publish, r.subscribe, r.allow)
+	}
+	if sum := h.Sum64(); sum != 0 {
+		return sum
+	}
+	return 1
 }
 
 // expandPlaceholders replaces %u with the username and %c with the client id.

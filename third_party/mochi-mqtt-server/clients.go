@@ -195,6 +195,7 @@ type ClientState struct {
 	isTakenOver     atomic.Bool          // used to identify orphaned clients
 	packetID        uint32               // the current highest packetID
 	sendMu          sync.Mutex           // fieldgate patch: serialises sendWaiting, so waiting packets leave in order
+	aliasMu         sync.Mutex           // fieldgate patch (topic aliases): held from a server alias assignment until its packet is written
 	writerStarted   atomic.Bool          // fieldgate patch: the write loop is running (started on first use)
 	open            context.Context      // indicate that the client is open for packet exchange
 	cancelOpen      context.CancelFunc   // cancel function for open context
@@ -301,13 +302,14 @@ func (cl *Client) ParseConnect(lid string, pk packets.Packet) {
 
 	// fieldgate patch (keepalive 0): 0 disables keep alive, which in-process
 	// sessions and many devices use on purpose; only a small non-zero value
-	// is worth a warning.
-	if pk.Connect.Keepalive > 0 && pk.Connect.Keepalive <= minimumKeepalive {
+	// is worth a warning. fieldgate patch (keepalive minimum): the minimum
+	// itself is not below the minimum (upstream warned for 5 with minimum 5).
+	if pk.Connect.Keepalive > 0 && pk.Connect.Keepalive < minimumKeepalive {
 		cl.ops.log.Warn(
 			ErrMinimumKeepalive.Error(),
-			"client", cl.ID,
+			"client", pk.Connect.ClientIdentifier, // cl.ID is set below
 			"keepalive", pk.Connect.Keepalive,
-			"recommended", minimumKeepalive,
+			"minimum", minimumKeepalive,
 		)
 	}
 
@@ -739,6 +741,32 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 
 	pk = cl.ops.hooks.OnPacketEncode(cl, pk)
 
+	// fieldgate patch (topic aliases): a server-to-client topic alias is
+	// chosen here, as the packet is written, on this copy only: the inflight
+	// store keeps the full topic, so a message resent on a later connection
+	// (whose alias table starts empty) never depends on an alias. A re-delivery
+	// (DUP) carries its topic and no alias.
+	var alias uint16
+	if pk.FixedHeader.Type == packets.Publish {
+		pk.Properties.TopicAlias = 0
+		pk.Properties.TopicAliasFlag = false
+		if aliases := cl.State.TopicAliases.Outbound; aliases != nil && cl.Properties.ProtocolVersion == 5 &&
+			cl.Properties.Props.TopicAliasMaximum > 0 && !pk.FixedHeader.Dup && pk.TopicName != "" {
+			cl.State.aliasMu.Lock() // until the bytes are written, so the client learns aliases in order
+			defer cl.State.aliasMu.Unlock()
+			var known bool
+			alias, known = aliases.Set(pk.TopicName)
+			if alias > 0 {
+				pk.Properties.TopicAlias = alias
+				pk.Properties.TopicAliasFlag = true
+				if known {
+					pk.TopicName = ""
+					alias = 0 // nothing to forget if the write fails
+				}
+			}
+		}
+	}
+
 	var err error
 	// fieldgate patch (hot path): encode into a pooled buffer, not a new one
 	// per packet. OnPacketSent hooks must not keep the slice they are given.
@@ -779,10 +807,16 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 		err = fmt.Errorf("%w: %v", packets.ErrNoValidPacketAvailable, pk.FixedHeader.Type)
 	}
 	if err != nil {
+		if alias > 0 {
+			cl.State.TopicAliases.Outbound.Forget(alias) // the client never learned it
+		}
 		return err
 	}
 
 	if pk.Mods.MaxSize > 0 && uint32(buf.Len()) > pk.Mods.MaxSize {
+		if alias > 0 {
+			cl.State.TopicAliases.Outbound.Forget(alias)
+		}
 		return packets.ErrPacketTooLarge // [MQTT-3.1.2-24] [MQTT-3.1.2-25]
 	}
 

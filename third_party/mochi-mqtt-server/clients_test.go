@@ -719,6 +719,9 @@ func TestClientReadPacketInvalidTypeError(t *testing.T) {
 
 func TestClientWritePacket(t *testing.T) {
 	for _, tt := range pkTable {
+		if tt.Packet.FixedHeader.Type == packets.Publish && tt.Packet.Properties.TopicAliasFlag {
+			continue // fieldgate patch (topic aliases): WritePacket chooses the aliases it sends (TestWritePacketServerTopicAlias)
+		}
 		cl, r, _ := newTestClient()
 		defer cl.Stop(errClientStop)
 

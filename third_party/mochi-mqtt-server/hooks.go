@@ -55,6 +55,7 @@ const (
 	StoredInflightMessages
 	StoredRetainedMessages
 	StoredSysInfo
+	OnDeliveryACLCheck // fieldgate patch (delivery ACL)
 )
 
 var (
@@ -114,6 +115,7 @@ type Hook interface {
 	StoredInflightMessages() ([]storage.Message, error)
 	StoredRetainedMessages() ([]storage.Message, error)
 	StoredSysInfo() (storage.SystemInfo, error)
+	OnDeliveryACLCheck(cl *Client, sub packets.Subscription, topic string) bool // fieldgate patch (delivery ACL)
 }
 
 // HookOptions contains values which are inherited from the server on initialisation.
@@ -690,6 +692,29 @@ func (h *Hooks) OnACLCheck(cl *Client, topic string, write bool) bool {
 	return false
 }
 
+// OnDeliveryACLCheck is the read check before a message on topic is sent to
+// a client for its subscription sub (the merge of the client's filters that
+// match the topic; for retained messages sent on subscribing, the new
+// subscription). It allows the message when a hook providing it returns
+// true. Without such a hook it asks OnACLCheck(cl, topic, false), as upstream
+// did. A hook can answer from sub.ReadGrant, set at subscribe time, without
+// evaluating its rules for every message. fieldgate patch (delivery ACL).
+func (h *Hooks) OnDeliveryACLCheck(cl *Client, sub packets.Subscription, topic string) bool {
+	provided := false
+	for _, hook := range h.GetAll() {
+		if hook.Provides(OnDeliveryACLCheck) {
+			if hook.OnDeliveryACLCheck(cl, sub, topic) {
+				return true
+			}
+			provided = true
+		}
+	}
+	if !provided {
+		return h.OnACLCheck(cl, topic, false)
+	}
+	return false
+}
+
 // HookBase provides a set of default methods for each hook. It should be embedded in
 // all hooks.
 type HookBase struct {
@@ -743,6 +768,12 @@ func (h *HookBase) OnConnectAuthenticate(cl *Client, pk packets.Packet) bool {
 
 // OnACLCheck is called when a user attempts to subscribe or publish to a topic.
 func (h *HookBase) OnACLCheck(cl *Client, topic string, write bool) bool {
+	return false
+}
+
+// OnDeliveryACLCheck is called before a message is sent to a client for one
+// of its subscriptions. fieldgate patch (delivery ACL).
+func (h *HookBase) OnDeliveryACLCheck(cl *Client, sub packets.Subscription, topic string) bool {
 	return false
 }
 

@@ -632,6 +632,9 @@ func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 		}
 
 		for _, sub := range existing.State.Subscriptions.GetAll() {
+			// fieldgate patch (delivery ACL): a read grant was given to the
+			// previous connection's identity.
+			sub.ReadGrant = 0
 			existed := !s.Topics.Subscribe(cl.ID, sub) // [MQTT-3.8.4-3]
 			if !existed {
 				atomic.AddInt64(&s.Info.Subscriptions, 1)
@@ -914,6 +917,18 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 		return s.DisconnectClient(cl, packets.ErrReceiveMaximum) // ~[MQTT-3.3.4-7] ~[MQTT-3.3.4-8]
 	}
 
+	// fieldgate patch (topic aliases): the alias is resolved before anything
+	// looks at the topic (the ACL check saw the empty topic of an aliased
+	// publish). An alias this connection never defined is a protocol error;
+	// upstream acknowledged the publish and delivered it to nobody.
+	if pk.Properties.TopicAliasFlag && pk.Properties.TopicAlias > 0 { // [MQTT-3.3.2-11]
+		topic, ok := cl.State.TopicAliases.Inbound.Resolve(pk.Properties.TopicAlias, pk.TopicName)
+		if !ok {
+			return s.DisconnectClient(cl, packets.ErrTopicAliasInvalid) // [MQTT-3.3.2-12]
+		}
+		pk.TopicName = topic
+	}
+
 	if !cl.Net.Inline && !s.hooks.OnACLCheck(cl, pk.TopicName, true) {
 		if pk.FixedHeader.Qos == 0 {
 			return nil
@@ -935,10 +950,7 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 	pk.Origin = cl.ID
 	pk.Created = time.Now().Unix()
 
-	if expiry := minimum(s.Options.Capabilities.MaximumMessageExpiryInterval,
-		int64(pk.Properties.MessageExpiryInterval)); expiry > 0 {
-		pk.Expiry = pk.Created + expiry
-	}
+	pk.Expiry = s.messageExpiry(pk) // fieldgate patch (message expiry)
 
 	// fieldgate patch (inbound QoS 2 state): the client's packet ids are
 	// looked up only in the inbound QoS 2 state. Upstream looked them up in
@@ -953,10 +965,6 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 			}
 			return cl.WritePacket(s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, code))
 		}
-	}
-
-	if pk.Properties.TopicAliasFlag && pk.Properties.TopicAlias > 0 { // [MQTT-3.3.2-11]
-		pk.TopicName = cl.State.TopicAliases.Inbound.Set(pk.Properties.TopicAlias, pk.TopicName)
 	}
 
 	if pk.FixedHeader.Qos > s.Options.Capabilities.MaximumQos {
@@ -1029,6 +1037,23 @@ func (s *Server) retainMessage(cl *Client, pk packets.Packet) {
 	atomic.StoreInt64(&s.Info.Retained, int64(s.Topics.Retained.Len()))
 }
 
+// messageExpiry returns when a message published at pk.Created expires
+// (unix seconds), or 0 when it does not: only a message whose publisher set a
+// Message Expiry Interval expires, after that interval or the server's
+// maximum, whichever is shorter. Its deliveries carry the time left
+// [MQTT-3.3.2-6]. fieldgate patch (message expiry): upstream gave every
+// message the server's maximum as its expiry, so each MQTT 5 delivery of a
+// message published without one carried a Message Expiry Interval the
+// publisher never set. Messages without expiry are still kept no longer than
+// the maximum (clearExpiredInflights, clearExpiredRetainedMessages use
+// Created), but that bound is the broker's own and is not sent.
+func (s *Server) messageExpiry(pk packets.Packet) int64 {
+	if pk.Properties.MessageExpiryInterval == 0 {
+		return 0
+	}
+	return pk.Created + minimum(s.Options.Capabilities.MaximumMessageExpiryInterval, int64(pk.Properties.MessageExpiryInterval))
+}
+
 // publishToSubscribers publishes a publish packet to all subscribers with matching topic filters.
 func (s *Server) publishToSubscribers(pk packets.Packet) {
 	if pk.Ignore {
@@ -1040,10 +1065,7 @@ func (s *Server) publishToSubscribers(pk packets.Packet) {
 	}
 
 	if pk.Expiry == 0 {
-		if expiry := minimum(s.Options.Capabilities.MaximumMessageExpiryInterval,
-			int64(pk.Properties.MessageExpiryInterval)); expiry > 0 {
-			pk.Expiry = pk.Created + expiry
-		}
+		pk.Expiry = s.messageExpiry(pk) // fieldgate patch (message expiry)
 	}
 
 	subscribers := s.Topics.Subscribers(pk.TopicName)
@@ -1075,7 +1097,9 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 	}
 
 	out := outboundCopy(pk) // fieldgate patch (hot path): was pk.Copy(false)
-	if !s.hooks.OnACLCheck(cl, pk.TopicName, false) {
+	// fieldgate patch (delivery ACL): the read check gets the subscription,
+	// so a hook can skip its rules for filters it granted whole.
+	if !s.hooks.OnDeliveryACLCheck(cl, sub, pk.TopicName) {
 		return out, packets.ErrNotAuthorized
 	}
 	if !sub.FwdRetainedFlag && ((cl.Properties.ProtocolVersion == 5 && !sub.RetainAsPublished) || cl.Properties.ProtocolVersion < 5) { // ![MQTT-3.3.1-13] [v3 MQTT-3.3.1-9]
@@ -1098,16 +1122,8 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		out.FixedHeader.Qos = s.Options.Capabilities.MaximumQos // [MQTT-3.2.2-9]
 	}
 
-	if cl.Properties.Props.TopicAliasMaximum > 0 {
-		var aliasExists bool
-		out.Properties.TopicAlias, aliasExists = cl.State.TopicAliases.Outbound.Set(pk.TopicName)
-		if out.Properties.TopicAlias > 0 {
-			out.Properties.TopicAliasFlag = true
-			if aliasExists {
-				out.TopicName = ""
-			}
-		}
-	}
+	// fieldgate patch (topic aliases): server-to-client aliases are chosen
+	// by WritePacket; the packet kept in flight has its full topic.
 
 	if out.FixedHeader.Qos > 0 {
 		if cl.State.Inflight.Len() >= int(s.Options.Capabilities.MaximumInflight) {

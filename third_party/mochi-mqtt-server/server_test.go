@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -266,12 +267,15 @@ func TestServerAddListenersFromConfig(t *testing.T) {
 	require.NotNil(t, s)
 	s.Log = logger
 
+	// fieldgate patch: port 0 on loopback (a fixed port failed when a
+	// broker ran on the machine), the bound address read back.
+	sock := filepath.Join(t.TempDir(), "mochi.sock")
 	lc := []listeners.Config{
-		{Type: listeners.TypeTCP, ID: "tcp", Address: ":1883"},
-		{Type: listeners.TypeWS, ID: "ws", Address: ":1882"},
-		{Type: listeners.TypeHealthCheck, ID: "health", Address: ":1881"},
-		{Type: listeners.TypeSysInfo, ID: "info", Address: ":1880"},
-		{Type: listeners.TypeUnix, ID: "unix", Address: "mochi.sock"},
+		{Type: listeners.TypeTCP, ID: "tcp", Address: "127.0.0.1:0"},
+		{Type: listeners.TypeWS, ID: "ws", Address: "127.0.0.1:0"},
+		{Type: listeners.TypeHealthCheck, ID: "health", Address: "127.0.0.1:0"},
+		{Type: listeners.TypeSysInfo, ID: "info", Address: "127.0.0.1:0"},
+		{Type: listeners.TypeUnix, ID: "unix", Address: sock},
 		{Type: listeners.TypeMock, ID: "mock", Address: "0"},
 		{Type: "unknown", ID: "unknown"},
 	}
@@ -280,20 +284,19 @@ func TestServerAddListenersFromConfig(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 6, s.Listeners.Len())
 
-	tcp, _ := s.Listeners.Get("tcp")
-	require.Equal(t, "[::]:1883", tcp.Address())
+	for _, id := range []string{"tcp", "health", "info"} { // bound when added
+		l, _ := s.Listeners.Get(id)
+		host, port, err := net.SplitHostPort(l.Address())
+		require.NoError(t, err, id)
+		require.Equal(t, "127.0.0.1", host, id)
+		require.NotEqual(t, "0", port, id)
+	}
 
 	ws, _ := s.Listeners.Get("ws")
-	require.Equal(t, ":1882", ws.Address())
-
-	health, _ := s.Listeners.Get("health")
-	require.Equal(t, ":1881", health.Address())
-
-	info, _ := s.Listeners.Get("info")
-	require.Equal(t, ":1880", info.Address())
+	require.Equal(t, "127.0.0.1:0", ws.Address()) // bound by Serve
 
 	unix, _ := s.Listeners.Get("unix")
-	require.Equal(t, "mochi.sock", unix.Address())
+	require.Equal(t, sock, unix.Address())
 
 	mock, _ := s.Listeners.Get("mock")
 	require.Equal(t, "0", mock.Address())
@@ -1968,6 +1971,7 @@ func TestPublishToSubscribersMessageExpiryDelta(t *testing.T) {
 	go func() {
 		pkx := *packets.TPacketData[packets.Publish].Get(packets.TPublishBasic).Packet
 		pkx.Created = time.Now().Unix() - 30
+		pkx.Properties.MessageExpiryInterval = 3600 // fieldgate patch (message expiry): only a message with an expiry has one
 		s.publishToSubscribers(pkx)
 		time.Sleep(time.Millisecond)
 		_ = w1.Close()
@@ -1976,7 +1980,8 @@ func TestPublishToSubscribersMessageExpiryDelta(t *testing.T) {
 	b := <-cl1Recv
 	pk := new(packets.Packet)
 	pk.ProtocolVersion = 5
-	require.Equal(t, uint32(s.Options.Capabilities.MaximumMessageExpiryInterval-30), binary.BigEndian.Uint32(b[11:15]))
+	require.Equal(t, byte(packets.PropMessageExpiryInterval), b[10])
+	require.Equal(t, uint32(3600-30), binary.BigEndian.Uint32(b[11:15]))
 }
 
 func TestPublishToSubscribersIdentifiers(t *testing.T) {

@@ -7,7 +7,6 @@ package mqtt
 import (
 	"strings"
 	"sync"
-	"sync/atomic"
 
 	"github.com/mochi-mqtt/server/v2/packets"
 )
@@ -40,68 +39,139 @@ func NewInboundTopicAliases(topicAliasMaximum uint16) *InboundTopicAliases {
 }
 
 // InboundTopicAliases contains a map of topic aliases received from the client.
+// The mappings belong to one network connection [MQTT-3.3.2-10]: a new
+// connection starts with an empty table.
 type InboundTopicAliases struct {
 	internal map[uint16]string
 	sync.RWMutex
 	maximum uint16
 }
 
-// Set sets a new alias for a specific topic.
+// Set sets a new alias for a specific topic and returns the topic the
+// publish is for. An empty topic with an unknown alias gives an empty topic;
+// use Resolve to tell that case apart.
 func (a *InboundTopicAliases) Set(id uint16, topic string) string {
+	t, _ := a.Resolve(id, topic)
+	return t
+}
+
+// Resolve applies a client's topic alias: a non-empty topic (re)defines the
+// alias, an empty one is replaced by the topic the alias stands for. ok is
+// false when the topic is empty and the alias was never defined on this
+// connection, a protocol error (Topic Alias invalid, 0x94). fieldgate patch
+// (topic aliases): upstream delivered such a publish to the empty topic, that
+// is to nobody, and acknowledged it as a success.
+func (a *InboundTopicAliases) Resolve(id uint16, topic string) (string, bool) {
 	a.Lock()
 	defer a.Unlock()
 
 	if a.maximum == 0 {
-		return topic // ?
+		return topic, topic != ""
 	}
 
-	if existing, ok := a.internal[id]; ok && topic == "" {
-		return existing
+	if topic == "" {
+		existing, ok := a.internal[id]
+		return existing, ok
 	}
 
-	a.internal[id] = topic
-	return topic
+	// A decoded topic shares the memory of its whole packet (payload
+	// included): keep a copy of the topic alone.
+	a.internal[id] = strings.Clone(topic)
+	return topic, true
 }
 
-// OutboundTopicAliases contains a map of topic aliases sent from the broker to the client.
+// maxOutboundTopicAliases bounds the server-to-client alias table of one
+// connection whatever Topic Alias Maximum the client announces, so that a
+// client cannot make the broker hold thousands of topics per connection.
+// fieldgate patch (topic aliases).
+const maxOutboundTopicAliases = 64
+
+// OutboundTopicAliases contains the topic aliases sent from the broker to the
+// client on one network connection. When every alias is taken, the least
+// recently used one is given to the new topic (the PUBLISH carrying the new
+// topic redefines it for the client [MQTT-3.3.2-10]). The caller must keep the
+// assignments in the order the packets are written (Client.WritePacket holds
+// ClientState.aliasMu from Assign until the bytes are written).
+// fieldgate patch (topic aliases): upstream assigned aliases in publishToClient
+// and stored the aliased packet, without its topic, in the inflight store.
 type OutboundTopicAliases struct {
-	internal map[string]uint16
-	sync.RWMutex
-	cursor  uint32
+	internal map[string]uint16 // topic -> alias
+	slots    []aliasSlot       // index alias-1
+	sync.Mutex
+	clock   uint64 // use counter for the LRU order
 	maximum uint16
 }
 
-// NewOutboundTopicAliases returns a pointer to OutboundTopicAliases.
+// aliasSlot is one server-to-client alias: its topic and when it was last used.
+type aliasSlot struct {
+	topic string
+	used  uint64
+}
+
+// NewOutboundTopicAliases returns a pointer to OutboundTopicAliases for a
+// client that accepts topicAliasMaximum aliases (at most 64 are used).
 func NewOutboundTopicAliases(topicAliasMaximum uint16) *OutboundTopicAliases {
 	return &OutboundTopicAliases{
-		maximum:  topicAliasMaximum,
+		maximum:  min(topicAliasMaximum, maxOutboundTopicAliases),
 		internal: map[string]uint16{},
 	}
 }
 
-// Set sets a new topic alias for a topic and returns the alias value, and a boolean
-// indicating if the alias already existed.
+// Set returns the alias for a topic and whether the client already knows it
+// (then the topic may be left out of the PUBLISH). A topic without an alias
+// gets a free one or, when all are taken, the least recently used one.
+// It returns 0 when the client accepts no aliases or the topic is empty.
 func (a *OutboundTopicAliases) Set(topic string) (uint16, bool) {
 	a.Lock()
 	defer a.Unlock()
 
-	if a.maximum == 0 {
+	if a.maximum == 0 || topic == "" {
 		return 0, false
 	}
 
+	a.clock++
 	if i, ok := a.internal[topic]; ok {
+		a.slots[i-1].used = a.clock
 		return i, true
 	}
 
-	i := atomic.LoadUint32(&a.cursor)
-	if i+1 > uint32(a.maximum) {
-		// if i+1 > math.MaxUint16 {
-		return 0, false
+	topic = strings.Clone(topic) // not the memory of the packet it came in
+	if len(a.slots) < int(a.maximum) {
+		a.slots = append(a.slots, aliasSlot{topic: topic, used: a.clock})
+		i := uint16(len(a.slots))
+		a.internal[topic] = i
+		return i, false
 	}
 
-	a.internal[topic] = uint16(i) + 1
-	atomic.StoreUint32(&a.cursor, i+1)
-	return uint16(i) + 1, false
+	lru := 0
+	for j := range a.slots {
+		if a.slots[j].used < a.slots[lru].used {
+			lru = j
+		}
+	}
+	delete(a.internal, a.slots[lru].topic)
+	a.slots[lru] = aliasSlot{topic: topic, used: a.clock}
+	i := uint16(lru + 1)
+	a.internal[topic] = i
+	return i, false
+}
+
+// Forget drops what the table holds for an alias, after a PUBLISH that was
+// to define it could not be written: the next use of the alias sends its
+// topic again.
+func (a *OutboundTopicAliases) Forget(alias uint16) {
+	a.Lock()
+	defer a.Unlock()
+
+	if alias == 0 || int(alias) > len(a.slots) {
+		return
+	}
+	s := &a.slots[alias-1]
+	if s.topic != "" {
+		delete(a.internal, s.topic)
+	}
+	s.topic = ""
+	s.used = 0
 }
 
 // SharedSubscriptions contains a map of subscriptions to a shared filter,

@@ -800,6 +800,20 @@ func TestInboundAliasesSet(t *testing.T) {
 	require.Equal(t, topic, a.Set(id, ""))
 }
 
+func TestInboundAliasesResolveUnknown(t *testing.T) {
+	a := NewInboundTopicAliases(5)
+	topic, ok := a.Resolve(2, "")
+	require.False(t, ok) // fieldgate patch: Topic Alias invalid, not a publish to ""
+	require.Equal(t, "", topic)
+
+	topic, ok = a.Resolve(2, "a/b")
+	require.True(t, ok)
+	require.Equal(t, "a/b", topic)
+	topic, ok = a.Resolve(2, "")
+	require.True(t, ok)
+	require.Equal(t, "a/b", topic)
+}
+
 func TestInboundAliasesSetMaxZero(t *testing.T) {
 	topic := "test"
 	id := uint16(1)
@@ -813,7 +827,7 @@ func TestNewOutboundAliases(t *testing.T) {
 	require.NotNil(t, a)
 	require.NotNil(t, a.internal)
 	require.Equal(t, uint16(5), a.maximum)
-	require.Equal(t, uint32(0), a.cursor)
+	require.Equal(t, uint16(maxOutboundTopicAliases), NewOutboundTopicAliases(65535).maximum) // fieldgate patch: bounded
 }
 
 func TestOutboundAliasesSet(t *testing.T) {
@@ -830,13 +844,49 @@ func TestOutboundAliasesSet(t *testing.T) {
 	require.False(t, ok)
 	require.Equal(t, uint16(3), n)
 
+	// fieldgate patch (topic aliases): full, the least recently used
+	// alias (t1's) is given to the new topic.
 	n, ok = a.Set("t4")
 	require.False(t, ok)
-	require.Equal(t, uint16(0), n)
+	require.Equal(t, uint16(1), n)
 
 	n, ok = a.Set("t2")
 	require.True(t, ok)
 	require.Equal(t, uint16(2), n)
+
+	// t3 is now the least recently used.
+	n, ok = a.Set("t1")
+	require.False(t, ok)
+	require.Equal(t, uint16(3), n)
+
+	n, ok = a.Set("t4")
+	require.True(t, ok)
+	require.Equal(t, uint16(1), n)
+}
+
+func TestOutboundAliasesForget(t *testing.T) {
+	a := NewOutboundTopicAliases(2)
+	n, _ := a.Set("t1")
+	a.Set("t2")
+	a.Forget(n)
+	a.Forget(0)
+	a.Forget(9)
+
+	// t1 is no longer known: it is sent with its topic again, and the
+	// forgotten slot is the first to be reused.
+	n, ok := a.Set("t1")
+	require.False(t, ok)
+	require.Equal(t, uint16(1), n)
+	n, ok = a.Set("t2")
+	require.True(t, ok)
+	require.Equal(t, uint16(2), n)
+}
+
+func TestOutboundAliasesEmptyTopic(t *testing.T) {
+	a := NewOutboundTopicAliases(2)
+	n, ok := a.Set("")
+	require.False(t, ok)
+	require.Equal(t, uint16(0), n)
 }
 
 func TestOutboundAliasesSetMaxZero(t *testing.T) {

@@ -7,6 +7,7 @@ package listeners
 import (
 	"context"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -22,6 +23,7 @@ type HTTPHealthCheck struct {
 	address string       // the network address to bind to
 	config  Config       // configuration values for the listener
 	listen  *http.Server // the http server
+	ln      net.Listener // bound by Init; fieldgate patch (port 0 in tests)
 	end     uint32       // ensure the close methods are only called once
 }
 
@@ -41,6 +43,9 @@ func (l *HTTPHealthCheck) ID() string {
 
 // Address returns the address of the listener.
 func (l *HTTPHealthCheck) Address() string {
+	if l.ln != nil {
+		return l.ln.Addr().String() // the bound address: port 0 is resolved
+	}
 	return l.address
 }
 
@@ -72,15 +77,24 @@ func (l *HTTPHealthCheck) Init(_ *slog.Logger) error {
 		l.listen.TLSConfig = l.config.TLSConfig
 	}
 
+	// fieldgate patch (port 0 in tests): bind here, like the TCP listener,
+	// so that Address reports the bound address and Serve cannot race a
+	// client that connects right after Init.
+	ln, err := net.Listen("tcp", l.address)
+	if err != nil {
+		return err
+	}
+	l.ln = ln
+
 	return nil
 }
 
 // Serve starts listening for new connections and serving responses.
 func (l *HTTPHealthCheck) Serve(establish EstablishFn) {
 	if l.listen.TLSConfig != nil {
-		_ = l.listen.ListenAndServeTLS("", "")
+		_ = l.listen.ServeTLS(l.ln, "", "")
 	} else {
-		_ = l.listen.ListenAndServe()
+		_ = l.listen.Serve(l.ln)
 	}
 }
 
@@ -93,6 +107,9 @@ func (l *HTTPHealthCheck) Close(closeClients CloseFn) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = l.listen.Shutdown(ctx)
+		if l.ln != nil {
+			_ = l.ln.Close() // when Serve never ran
+		}
 	}
 
 	closeClients(l.id)

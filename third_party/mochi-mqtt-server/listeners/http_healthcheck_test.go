@@ -64,7 +64,7 @@ func TestHTTPHealthCheckServeAndClose(t *testing.T) {
 	time.Sleep(time.Millisecond)
 
 	// call healthcheck
-	resp, err := http.Get("http://localhost" + testAddr + "/healthcheck")
+	resp, err := http.Get("http://" + l.Address() + "/healthcheck")
 	require.NoError(t, err)
 	require.NotNil(t, resp)
 
@@ -80,7 +80,7 @@ func TestHTTPHealthCheckServeAndClose(t *testing.T) {
 
 	require.Equal(t, true, closed)
 
-	_, err = http.Get("http://localhost/healthcheck" + testAddr + "/healthcheck")
+	_, err = http.Get("http://" + l.Address() + "/healthcheck")
 	require.Error(t, err)
 	<-o
 }
@@ -100,7 +100,7 @@ func TestHTTPHealthCheckServeAndCloseMethodNotAllowed(t *testing.T) {
 	time.Sleep(time.Millisecond)
 
 	// make disallowed method type http request
-	resp, err := http.Post("http://localhost"+testAddr+"/healthcheck", "application/json", http.NoBody)
+	resp, err := http.Post("http://"+l.Address()+"/healthcheck", "application/json", http.NoBody)
 	require.NoError(t, err)
 	require.NotNil(t, resp)
 
@@ -116,7 +116,7 @@ func TestHTTPHealthCheckServeAndCloseMethodNotAllowed(t *testing.T) {
 
 	require.Equal(t, true, closed)
 
-	_, err = http.Post("http://localhost/healthcheck"+testAddr+"/healthcheck", "application/json", http.NoBody)
+	_, err = http.Post("http://"+l.Address()+"/healthcheck", "application/json", http.NoBody)
 	require.Error(t, err)
 	<-o
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -26,6 +27,7 @@ type HTTPStats struct {
 	address string       // the network address to bind to
 	config  Config       // configuration values for the listener
 	listen  *http.Server // the http server
+	ln      net.Listener // bound by Init; fieldgate patch (port 0 in tests)
 	sysInfo *system.Info // pointers to the server data
 	log     *slog.Logger // server logger
 	end     uint32       // ensure the close methods are only called once
@@ -48,6 +50,9 @@ func (l *HTTPStats) ID() string {
 
 // Address returns the address of the listener.
 func (l *HTTPStats) Address() string {
+	if l.ln != nil {
+		return l.ln.Addr().String() // the bound address: port 0 is resolved
+	}
 	return l.address
 }
 
@@ -76,6 +81,15 @@ func (l *HTTPStats) Init(log *slog.Logger) error {
 		l.listen.TLSConfig = l.config.TLSConfig
 	}
 
+	// fieldgate patch (port 0 in tests): bind here, like the TCP listener,
+	// so that Address reports the bound address and Serve cannot race a
+	// client that connects right after Init.
+	ln, err := net.Listen("tcp", l.address)
+	if err != nil {
+		return err
+	}
+	l.ln = ln
+
 	return nil
 }
 
@@ -84,9 +98,9 @@ func (l *HTTPStats) Serve(establish EstablishFn) {
 
 	var err error
 	if l.listen.TLSConfig != nil {
-		err = l.listen.ListenAndServeTLS("", "")
+		err = l.listen.ServeTLS(l.ln, "", "")
 	} else {
-		err = l.listen.ListenAndServe()
+		err = l.listen.Serve(l.ln)
 	}
 
 	// After the listener has been shutdown, no need to print the http.ErrServerClosed error.
@@ -104,6 +118,9 @@ func (l *HTTPStats) Close(closeClients CloseFn) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = l.listen.Shutdown(ctx)
+		if l.ln != nil {
+			_ = l.ln.Close() // when Serve never ran
+		}
 	}
 
 	closeClients(l.id)

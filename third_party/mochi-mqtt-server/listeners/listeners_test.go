@@ -16,7 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-const testAddr = ":22222"
+const testAddr = "127.0.0.1:0" // fieldgate patch: port 0, tests read the bound address back
 
 var (
 	basicConfig = Config{ID: "t1", Address: testAddr}

@@ -179,6 +179,13 @@ type Subscription struct {
 	RetainAsPublished bool
 	NoLocal           bool
 	FwdRetainedFlag   bool // true if the subscription forms part of a publish response to a client subscription and packet is retained.
+
+	// ReadGrant is set by a hook at subscribe time to say that the client
+	// may read every topic the filter matches under the hook's current
+	// access rules (the value names those rules); 0 says nothing. The engine
+	// only carries it to OnDeliveryACLCheck; it is never encoded or stored.
+	// fieldgate patch (delivery ACL).
+	ReadGrant uint64
 }
 
 // Copy creates a new instance of a packet, but with an empty header for inheriting new QoS flags, etc.
@@ -268,6 +275,12 @@ func (s Subscription) Merge(n Subscription) Subscription {
 
 	if n.NoLocal {
 		s.NoLocal = true // [MQTT-3.8.3-3]
+	}
+
+	// fieldgate patch (delivery ACL): one matching filter whose every topic
+	// is readable is enough to make this topic readable.
+	if s.ReadGrant == 0 {
+		s.ReadGrant = n.ReadGrant
 	}
 
 	return s
