@@ -1,7 +1,6 @@
 package coap
 
 import (
-	"context"
 	"log/slog"
 	"strings"
 	"sync"
@@ -9,8 +8,6 @@ import (
 
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
-
-	"github.com/fieldgate/fieldgate/protocols/mqtt"
 )
 
 // Issue 12, item 6: GET /.well-known/core answered 4.04 and logged a WARN.
@@ -43,31 +40,7 @@ func (l *syncLog) String() string {
 func startLoggedEnv(t *testing.T, logs *syncLog) *env {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	b, err := mqtt.New(brokerConfig(t), mqtt.Options{Logger: log})
-	if err != nil {
-		t.Fatalf("broker: %v", err)
-	}
-	bctx, bcancel := context.WithCancel(context.Background())
-	bdone := make(chan error, 1)
-	go func() { bdone <- b.Run(bctx) }()
-	g, err := New(testConfig(), b, log)
-	if err != nil {
-		bcancel()
-		<-bdone
-		t.Fatalf("gateway: %v", err)
-	}
-	gctx, gcancel := context.WithCancel(context.Background())
-	gdone := make(chan error, 1)
-	go func() { gdone <- g.Run(gctx) }()
-	t.Cleanup(func() {
-		gcancel()
-		if err := <-gdone; err != nil {
-			t.Errorf("gateway Run: %v", err)
-		}
-		bcancel()
-		<-bdone
-	})
-	return &env{t: t, b: b, g: g, addr: g.Addr().String()}
+	return startEnvLog(t, log, nil, nil)
 }
 
 func TestWellKnownCore(t *testing.T) {

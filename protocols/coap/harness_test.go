@@ -78,7 +78,12 @@ func startEnv(t testing.TB, mutB func(*mqtt.Config), mutC func(*Config)) *env {
 // startEnvOpts is startEnv with options for New.
 func startEnvOpts(t testing.TB, mutB func(*mqtt.Config), mutC func(*Config), opts ...Option) *env {
 	t.Helper()
-	log := testLogger(t)
+	return startEnvLog(t, testLogger(t), mutB, mutC, opts...)
+}
+
+// startEnvLog is startEnvOpts with the broker and gateway logging to log.
+func startEnvLog(t testing.TB, log *slog.Logger, mutB func(*mqtt.Config), mutC func(*Config), opts ...Option) *env {
+	t.Helper()
 	bcfg := brokerConfig(t)
 	if mutB != nil {
 		mutB(&bcfg)

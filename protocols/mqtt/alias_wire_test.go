@@ -84,29 +84,9 @@ func (vc *v5Conn) read() packets.Packet {
 	vc.t.Helper()
 	_ = vc.c.SetReadDeadline(time.Now().Add(wireWait))
 	defer func() { _ = vc.c.SetReadDeadline(time.Time{}) }()
-	h, body, err := secReadPkt(vc.r)
+	pk, err := readPacket(vc.r, 5) // the sessions' reader
 	if err != nil {
 		vc.t.Fatalf("read packet: %v", err)
-	}
-	pk := packets.Packet{ProtocolVersion: 5}
-	if err := pk.FixedHeader.Decode(h); err != nil {
-		vc.t.Fatalf("fixed header %#x: %v", h, err)
-	}
-	pk.FixedHeader.Remaining = len(body)
-	switch pk.FixedHeader.Type {
-	case packets.Connack:
-		err = pk.ConnackDecode(body)
-	case packets.Publish:
-		err = pk.PublishDecode(body)
-	case packets.Puback:
-		err = pk.PubackDecode(body)
-	case packets.Suback:
-		err = pk.SubackDecode(body)
-	case packets.Disconnect:
-		err = pk.DisconnectDecode(body)
-	}
-	if err != nil {
-		vc.t.Fatalf("decode packet type %d: %v", pk.FixedHeader.Type, err)
 	}
 	return pk
 }

@@ -316,9 +316,15 @@ func secPacket(first byte, body []byte) []byte {
 	return append(append([]byte{first}, secVarint(len(body))...), body...)
 }
 
-// secConnectPkt is a clean-session CONNECT for protocol level 3, 4 or 5;
-// user "" sends no username or password.
+// secConnectPkt is a clean-session CONNECT for protocol level 3, 4 or 5
+// with a keep alive of 60 s; user "" sends no username or password.
 func secConnectPkt(level byte, id, user, pass string) []byte {
+	return secConnectPktKeepalive(level, id, 60, user, pass)
+}
+
+// secConnectPktKeepalive is secConnectPkt with the given keep alive
+// (seconds; 0 disables it).
+func secConnectPktKeepalive(level byte, id string, keepalive uint16, user, pass string) []byte {
 	name := "MQTT"
 	if level == 3 {
 		name = "MQIsdp"
@@ -327,7 +333,8 @@ func secConnectPkt(level byte, id, user, pass string) []byte {
 	if user != "" {
 		flags |= 0xC0
 	}
-	body := append(secStr(name), level, flags, 0, 60)
+	body := append(secStr(name), level, flags)
+	body = binary.BigEndian.AppendUint16(body, keepalive)
 	if level == 5 {
 		body = append(body, 0) // no properties
 	}

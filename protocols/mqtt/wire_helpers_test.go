@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/binary"
 	"errors"
 	"io"
 	"log/slog"
@@ -132,21 +131,7 @@ func wireOpen(t *testing.T, c net.Conn, d time.Duration) {
 // wireConnectPkt builds a CONNECT for protocol level 4 or 5 with the given
 // keep alive (seconds; 0 disables it) and optional credentials.
 func wireConnectPkt(level byte, id string, keepalive uint16, user, pass string) []byte {
-	flags := byte(0x02) // clean session
-	if user != "" {
-		flags |= 0xC0
-	}
-	body := append(secStr("MQTT"), level, flags)
-	body = binary.BigEndian.AppendUint16(body, keepalive)
-	if level == 5 {
-		body = append(body, 0) // no properties
-	}
-	body = append(body, secStr(id)...)
-	if user != "" {
-		body = append(body, secStr(user)...)
-		body = append(body, secStr(pass)...)
-	}
-	return secPacket(0x10, body)
+	return secConnectPktKeepalive(level, id, keepalive, user, pass)
 }
 
 // wireConnect sends CONNECT on c and fails unless the CONNACK accepts it.
