@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fieldgate/fieldgate/gateway/bus"
+	"github.com/fieldgate/fieldgate/bus"
 	"github.com/fieldgate/fieldgate/store"
 	"github.com/fieldgate/fieldgate/uplink"
 )

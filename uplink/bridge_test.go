@@ -16,7 +16,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/quic-go/quic-go"
 
-	"github.com/fieldgate/fieldgate/gateway/bus"
+	"github.com/fieldgate/fieldgate/bus"
 	"github.com/fieldgate/fieldgate/internal/testpki"
 	"github.com/fieldgate/fieldgate/protocols/mqtt"
 	"github.com/fieldgate/fieldgate/store"

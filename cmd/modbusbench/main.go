@@ -32,7 +32,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	smodbus "github.com/simonvetter/modbus"
 
-	"github.com/fieldgate/fieldgate/gateway/bus"
+	"github.com/fieldgate/fieldgate/bus"
 	"github.com/fieldgate/fieldgate/protocols/mqtt"
 	"github.com/fieldgate/fieldgate/southbound/modbus"
 )

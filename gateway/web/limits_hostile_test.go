@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fieldgate/fieldgate/gateway/bus"
+	"github.com/fieldgate/fieldgate/bus"
 )
 
 // openFDs counts the process's open descriptors.

@@ -12,7 +12,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/net/responsewriter"
 	udpClient "github.com/plgd-dev/go-coap/v3/udp/client"
 
-	"github.com/fieldgate/fieldgate/gateway/bus"
+	"github.com/fieldgate/fieldgate/bus"
 )
 
 // exchange is one request being handled.

@@ -17,7 +17,7 @@ import (
 	udpClient "github.com/plgd-dev/go-coap/v3/udp/client"
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/fieldgate/fieldgate/gateway/bus"
+	"github.com/fieldgate/fieldgate/bus"
 	"github.com/fieldgate/fieldgate/internal/secret"
 	"github.com/fieldgate/fieldgate/protocols/mqtt"
 )

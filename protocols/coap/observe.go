@@ -14,7 +14,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	udpClient "github.com/plgd-dev/go-coap/v3/udp/client"
 
-	"github.com/fieldgate/fieldgate/gateway/bus"
+	"github.com/fieldgate/fieldgate/bus"
 	"github.com/fieldgate/fieldgate/protocols/mqtt"
 )
 

@@ -10,7 +10,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
-	"github.com/fieldgate/fieldgate/gateway/bus"
+	"github.com/fieldgate/fieldgate/bus"
 )
 
 // rawPeer speaks CoAP over a bare UDP socket, to send what go-coap's

@@ -7,7 +7,7 @@
 // reason code; users with bcrypt passwords and ordered ACL rules; limits;
 // the EMQX-style extensions ($delayed/, $exclusive/, auto-subscribe, topic
 // rewrite, banned lists); precise will delays; persistence in bbolt through
-// the store package; and the gateway/bus interface, including the synchronous
+// the store package; and the bus interface, including the synchronous
 // tap that lets the uplink make a message durable before its publisher is
 // acknowledged.
 //
@@ -30,7 +30,7 @@ import (
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
-	"github.com/fieldgate/fieldgate/gateway/bus"
+	"github.com/fieldgate/fieldgate/bus"
 	"github.com/fieldgate/fieldgate/internal/membudget"
 	"github.com/fieldgate/fieldgate/store"
 )

@@ -16,7 +16,7 @@ import (
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
 	"github.com/mochi-mqtt/server/v2/packets"
 
-	"github.com/fieldgate/fieldgate/gateway/bus"
+	"github.com/fieldgate/fieldgate/bus"
 )
 
 // Protocol behaviour of the broker, driven by real MQTT clients over

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fieldgate/fieldgate/gateway/bus"
+	"github.com/fieldgate/fieldgate/bus"
 )
 
 // runtimeConfig is the broker config compiled for the hot path. It is

@@ -19,7 +19,7 @@ import (
 	"github.com/creack/pty"
 	smodbus "github.com/simonvetter/modbus"
 
-	"github.com/fieldgate/fieldgate/gateway/bus"
+	"github.com/fieldgate/fieldgate/bus"
 )
 
 // bank is a slave's memory behind simonvetter's server (and the test RTU

@@ -13,7 +13,7 @@ import (
 
 	goserial "go.bug.st/serial"
 
-	"github.com/fieldgate/fieldgate/gateway/bus"
+	"github.com/fieldgate/fieldgate/bus"
 )
 
 // TestRTUOverPty polls two slaves sharing one RTU line (a pty pair; the

@@ -8,7 +8,7 @@ import (
 
 	"go.bug.st/serial/enumerator"
 
-	"github.com/fieldgate/fieldgate/gateway/bus"
+	"github.com/fieldgate/fieldgate/bus"
 )
 
 func TestDescribePorts(t *testing.T) {

@@ -15,7 +15,7 @@ import (
 	goserial "go.bug.st/serial"
 	"golang.org/x/time/rate"
 
-	"github.com/fieldgate/fieldgate/gateway/bus"
+	"github.com/fieldgate/fieldgate/bus"
 	"github.com/fieldgate/fieldgate/internal/devnode"
 )
 

@@ -12,7 +12,7 @@ import (
 
 	goserial "go.bug.st/serial"
 
-	"github.com/fieldgate/fieldgate/gateway/bus"
+	"github.com/fieldgate/fieldgate/bus"
 )
 
 // cpuShare is the share of one core the test process used during d.
