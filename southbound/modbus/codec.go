@@ -97,12 +97,21 @@ func (v Value) AppendJSON(b []byte) []byte {
 	case KindUint:
 		return strconv.AppendUint(b, v.Uint, 10)
 	case KindFloat:
-		return strconv.AppendFloat(b, v.Float, 'g', -1, 64)
+		return appendFloat(b, v.Float)
 	case KindString:
 		s, _ := json.Marshal(v.Str) // a string always marshals
 		return append(b, s...)
 	}
 	return append(b, "null"...)
+}
+
+// appendFloat appends f as encoding/json writes a float64: plain decimal
+// (123456789.1, 0.001) and an exponent only below 1e-6 or from 1e21 on.
+func appendFloat(b []byte, f float64) []byte {
+	if a := math.Abs(f); a != 0 && (a < 1e-6 || a >= 1e21) {
+		return strconv.AppendFloat(b, f, 'e', -1, 64)
+	}
+	return strconv.AppendFloat(b, f, 'f', -1, 64)
 }
 
 // MarshalJSON implements json.Marshaler.
@@ -118,6 +127,11 @@ type Codec struct {
 	scale  float64
 	offset float64
 	scaled bool // scale != 1 or offset != 0: the value is a float
+	// decimals is how many decimal places raw*scale+offset can have when
+	// raw is an integer: the most of scale's and offset's shortest
+	// decimal forms (0.1 → 1, 0.25 → 2). -1 when that is not a small
+	// number (e.g. scale 1/3), then 15 significant digits are kept.
+	decimals int
 }
 
 // newCodec builds the codec of a validated point (after withDefaults).
@@ -130,6 +144,10 @@ func newCodec(p Point) Codec {
 		c.scale = 1
 	}
 	c.scaled = c.scale != 1 || c.offset != 0
+	c.decimals = max(decimalPlaces(c.scale), decimalPlaces(c.offset))
+	if decimalPlaces(c.scale) < 0 || decimalPlaces(c.offset) < 0 {
+		c.decimals = -1
+	}
 	if p.Register == RegHolding || p.Register == RegInput {
 		c.words = typeWords(c.typ, p.Length)
 	}
@@ -221,7 +239,7 @@ func (c Codec) Decode(raw []byte) (Value, error) {
 	case TypeUint64:
 		v = Value{Kind: KindUint, Uint: binary.BigEndian.Uint64(b)}
 	case TypeFloat32:
-		v = Value{Kind: KindFloat, Float: float64(math.Float32frombits(binary.BigEndian.Uint32(b)))}
+		v = Value{Kind: KindFloat, Float: float32Decimal(math.Float32frombits(binary.BigEndian.Uint32(b)))}
 	case TypeFloat64:
 		v = Value{Kind: KindFloat, Float: math.Float64frombits(binary.BigEndian.Uint64(b))}
 	default:
@@ -235,9 +253,57 @@ func (c Codec) Decode(raw []byte) (Value, error) {
 		if math.IsNaN(f) || math.IsInf(f, 0) {
 			return Value{}, fmt.Errorf("decode %s: scaled value: %w", c.typ, ErrNotFinite)
 		}
-		v = Value{Kind: KindFloat, Float: f}
+		v = Value{Kind: KindFloat, Float: c.round(v, f)}
 	}
 	return v, nil
+}
+
+// round removes the binary noise of raw*scale+offset (217 × 0.1 is
+// 21.700000000000003 in float64): an integer raw value is rounded to the
+// decimal places its scale and offset allow, which is exact; a float raw
+// value, or a scale with no short decimal form, to 15 significant digits,
+// the most a float64 always holds exactly.
+func (c Codec) round(raw Value, f float64) float64 {
+	if raw.Kind != KindFloat && c.decimals >= 0 {
+		p := math.Pow10(c.decimals)
+		if r := math.Round(f*p) / p; !math.IsInf(r, 0) && !math.IsNaN(r) {
+			return r
+		}
+		return f
+	}
+	r, err := strconv.ParseFloat(strconv.FormatFloat(f, 'g', 15, 64), 64)
+	if err != nil {
+		return f
+	}
+	return r
+}
+
+// decimalPlaces is the number of digits after the point in x's shortest
+// decimal form, or -1 when that is more than 9 (no short decimal form).
+func decimalPlaces(x float64) int {
+	s := strconv.FormatFloat(math.Abs(x), 'f', -1, 64)
+	i := strings.IndexByte(s, '.')
+	if i < 0 {
+		return 0
+	}
+	if n := len(s) - i - 1; n <= 9 {
+		return n
+	}
+	return -1
+}
+
+// float32Decimal widens a FLOAT32 register to the float64 nearest its
+// shortest decimal form, so 21.7 sent as a float32 is published as 21.7
+// and not as 21.700000762939453, the exact value of the float32.
+func float32Decimal(f float32) float64 {
+	if math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) {
+		return float64(f)
+	}
+	r, err := strconv.ParseFloat(strconv.FormatFloat(float64(f), 'g', -1, 32), 64)
+	if err != nil {
+		return float64(f)
+	}
+	return r
 }
 
 // decodeString decodes a STRING: bytes up to the first NUL, invalid UTF-8

@@ -2,8 +2,10 @@ package modbus
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"math"
 	"strings"
 	"testing"
 )
@@ -190,4 +192,47 @@ func FuzzCodec(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestCodecNoFloatNoise: scaled values are published as a person writes
+// them (issue 14: 217 × 0.1 was published as 21.700000000000003).
+func TestCodecNoFloatNoise(t *testing.T) {
+	tests := []struct {
+		name  string
+		point Point
+		raw   []byte
+		want  string // the JSON published
+	}{
+		{"int16 × 0.1", Point{Register: RegInput, Type: TypeInt16, Scale: 0.1}, []byte{0x00, 0xd9}, "21.7"},
+		{"int16 × 0.1 + 0.05", Point{Register: RegInput, Type: TypeInt16, Scale: 0.1, Offset: 0.05}, []byte{0x00, 0xd9}, "21.75"},
+		{"uint16 × 0.01 − 40", Point{Register: RegInput, Type: TypeUint16, Scale: 0.01, Offset: -40}, []byte{0x17, 0x70}, "20"},
+		{"int32 × 0.001", Point{Register: RegHolding, Type: TypeInt32, Scale: 0.001}, []byte{0xff, 0xff, 0xfe, 0x0c}, "-0.5"},
+		{"uint16 × 1/3", Point{Register: RegInput, Type: TypeUint16, Scale: 1.0 / 3}, []byte{0x00, 0x07}, "2.33333333333333"},
+		{"float32 unscaled", Point{Register: RegHolding, Type: TypeFloat32}, f32(21.7), "21.7"},
+		{"float32 × 0.1", Point{Register: RegHolding, Type: TypeFloat32, Scale: 0.1}, f32(217), "21.7"},
+		{"float32 × 10", Point{Register: RegHolding, Type: TypeFloat32, Scale: 10}, f32(2.17), "21.7"},
+		{"large int × 0.1", Point{Register: RegHolding, Type: TypeInt64, Scale: 0.1}, []byte{0, 0, 0, 0, 0x49, 0x96, 0x02, 0xd3}, "123456789.1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := tt.point
+			p.ByteOrder = OrderABCD
+			if p.Scale == 0 {
+				p.Scale = 1
+			}
+			v, err := newCodec(p).Decode(tt.raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := string(v.AppendJSON(nil)); got != tt.want {
+				t.Fatalf("published %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func f32(f float32) []byte {
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], math.Float32bits(f))
+	return b[:]
 }

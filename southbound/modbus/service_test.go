@@ -229,7 +229,7 @@ func TestWrites(t *testing.T) {
 	expect := map[string]string{
 		"southbound/m1/relay/set/result": `"ok":true`,
 		`"a1"`:                           `"ok":true,"err":null,"v":21.5`,
-		"2":                              `"ok":true,"err":null,"v":-1.25e+10`,
+		"2":                              `"ok":true,"err":null,"v":-12500000000`,
 		"3":                              `point ro is not writable`,
 		"4":                              `point in is not writable`,
 		"5":                              `out of range`,

@@ -125,9 +125,18 @@ func (c *fieldConv) convert(text string) (any, error) {
 		if err != nil || math.IsNaN(x) || math.IsInf(x, 0) {
 			return nil, fmt.Errorf("%q is not a finite number", text)
 		}
+		if c.scale == 1 && c.offset == 0 {
+			return x, nil
+		}
 		x = x*c.scale + c.offset
 		if math.IsInf(x, 0) {
 			return nil, fmt.Errorf("%q scaled is out of range", text)
+		}
+		// 15 significant digits, the most a float64 always holds, drop
+		// the binary noise of the product ("217" × 0.1 is
+		// 21.700000000000003, published as 21.7).
+		if r, err := strconv.ParseFloat(strconv.FormatFloat(x, 'g', 15, 64), 64); err == nil {
+			x = r
 		}
 		return x, nil
 	}

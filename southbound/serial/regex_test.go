@@ -33,6 +33,11 @@ func TestRegexParse(t *testing.T) {
 			"T=-4 H=1000 P=+7 ALARM=YES ID=007",
 			map[string]any{"temp": -4.0, "hum": 100.0, "press": int64(67), "alarm": true, "id": "007"},
 		},
+		{
+			// 217 × 0.1 is 21.700000000000003 in float64: published as 21.7.
+			"T=1 H=217 P=1 ALARM=0 ID=x",
+			map[string]any{"temp": 1.0, "hum": 21.7, "press": int64(7), "alarm": false, "id": "x"},
+		},
 	}
 	for _, tt := range tests {
 		got, err := p.parse(tt.line)
