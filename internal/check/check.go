@@ -49,14 +49,42 @@ func (e *Errors) OneOf(path, got string, allowed ...string) {
 // Address checks a "host:port" with a numeric port; example is shown in
 // the error (e.g. ":1883").
 func (e *Errors) Address(path, addr, example string) {
-	_, port, err := net.SplitHostPort(addr)
+	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		e.Addf(path, "must be host:port (e.g. %q), got %q", example, addr)
+		return
+	}
+	if !e.Host(path, host) {
 		return
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
 		e.Addf(path, "port must be a number between 0 and 65535, got %q", port)
 	}
+}
+
+// Host checks the host part of an address: a host of only digits and dots
+// must be an IPv4 address. It reports whether the host is acceptable.
+func (e *Errors) Host(path, host string) bool {
+	if looksIPv4(host) && net.ParseIP(host) == nil {
+		e.Addf(path, "%q is not an IPv4 address: four numbers 0-255 separated by dots", host)
+		return false
+	}
+	return true
+}
+
+// looksIPv4 reports whether host is only digits and dots, which no host
+// name can be (a top-level domain is never all digits): it is meant as an
+// IPv4 address, so 192.168.1.300 is a typo, not a name to resolve.
+func looksIPv4(host string) bool {
+	if host == "" {
+		return false
+	}
+	for _, r := range host {
+		if (r < '0' || r > '9') && r != '.' {
+			return false
+		}
+	}
+	return true
 }
 
 // Readable checks that file is a readable regular file. It refuses devices

@@ -152,6 +152,11 @@ type Point struct {
 	Register string `yaml:"register"`
 	// Address is the zero-based protocol address (0-65535).
 	Address int `yaml:"address"`
+	// Ref, when set, is the address as device manuals print it: a
+	// Modicon reference such as 40001 (holding register, address 0) or
+	// 300010 (input register, address 9). It sets Register and Address,
+	// which must then be empty or agree with it (see ParseRef).
+	Ref string `yaml:"ref,omitempty"`
 	// Type is BOOL (or BIT), INT16, UINT16, INT32, UINT32, INT64, UINT64,
 	// FLOAT32, FLOAT64 or STRING. Coils and discrete inputs are BOOL (the
 	// default for them); BIT in a holding or input register reads bit Bit.
@@ -259,6 +264,11 @@ func (d Device) withDefaults() Device {
 	}
 	points := make([]Point, len(d.Points))
 	for i, p := range d.Points {
+		if p.Ref != "" && p.Register == "" {
+			if reg, addr, err := ParseRef(p.Ref); err == nil {
+				p.Register, p.Address = reg, addr
+			}
+		}
 		if p.Type == "" && (p.Register == RegCoil || p.Register == RegDiscrete) {
 			p.Type = TypeBool
 		}

@@ -158,6 +158,17 @@ func (c Config) validateDevice(v *validator, path string, d Device) {
 }
 
 func (c Config) validatePoint(v *validator, path string, p Point) {
+	if p.Ref != "" {
+		reg, addr, err := ParseRef(p.Ref)
+		switch {
+		case err != nil:
+			v.Add(path+".ref", err)
+			return
+		case p.Register != reg || p.Address != addr:
+			v.Addf(path+".ref", "%s is %s register %d (0-based), but the point says %s %d: give ref or register and address, not both", p.Ref, reg, addr, p.Register, p.Address)
+			return
+		}
+	}
 	v.IntRange(path+".address", p.Address, 0, math.MaxUint16)
 	bitReg := p.Register == RegCoil || p.Register == RegDiscrete
 	switch p.Register {
@@ -269,6 +280,9 @@ func (v *validator) address(path, addr string) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil || host == "" {
 		v.Addf(path, "must be host:port (e.g. \"192.168.1.20:502\"), got %q", addr)
+		return
+	}
+	if !v.Host(path, host) {
 		return
 	}
 	n, err := strconv.Atoi(port)

@@ -172,3 +172,69 @@ func FuzzValidate(f *testing.F) {
 		}
 	})
 }
+
+// TestPointRef: addresses as device manuals print them (issue 14).
+func TestPointRef(t *testing.T) {
+	for _, tt := range []struct {
+		ref      string
+		register string
+		address  int
+		err      string
+	}{
+		{"40001", RegHolding, 0, ""},
+		{"400001", RegHolding, 0, ""},
+		{"465536", RegHolding, 65535, ""},
+		{"30010", RegInput, 9, ""},
+		{"10001", RegDiscrete, 0, ""},
+		{"00001", RegCoil, 0, ""},
+		{"40000", "", 0, "register numbers start at 40001"},
+		{"20001", "", 0, "the first digit names the table"},
+		{"4001", "", 0, "want 5 digits"},
+		{"4000a", "", 0, "digits only"},
+	} {
+		reg, addr, err := ParseRef(tt.ref)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("ParseRef(%q) error %v, want %q", tt.ref, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || reg != tt.register || addr != tt.address {
+			t.Errorf("ParseRef(%q) = %s %d %v, want %s %d", tt.ref, reg, addr, err, tt.register, tt.address)
+		}
+		if back := FormatRef(reg, addr); back != tt.ref && len(tt.ref) == 5 {
+			t.Errorf("FormatRef(%s, %d) = %q, want %q", reg, addr, back, tt.ref)
+		}
+	}
+	if got := FormatRef(RegHolding, 9999); got != "410000" {
+		t.Errorf("FormatRef(holding, 9999) = %q, want 410000", got)
+	}
+
+	dev := func(p Point) Config {
+		return Config{Devices: []Device{{Name: "m", TCP: &TCP{Address: "127.0.0.1:502"}, Points: []Point{p}}}}
+	}
+	cfg := dev(Point{Name: "t", Ref: "40011", Type: TypeInt16}).withDefaults()
+	if p := cfg.Devices[0].Points[0]; p.Register != RegHolding || p.Address != 10 {
+		t.Fatalf("ref 40011 gave %s %d, want holding 10", p.Register, p.Address)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("ref 40011: %v", err)
+	}
+	err := dev(Point{Name: "t", Ref: "40011", Register: RegInput, Address: 10, Type: TypeInt16}).Validate()
+	if err == nil || !strings.Contains(err.Error(), "devices[0].points[0].ref: 40011 is holding register 10") {
+		t.Fatalf("a ref that disagrees: %v", err)
+	}
+	err = dev(Point{Name: "t", Ref: "50001", Type: TypeInt16}).Validate()
+	if err == nil || !strings.Contains(err.Error(), "devices[0].points[0].ref:") {
+		t.Fatalf("a bad ref: %v", err)
+	}
+}
+
+// TestDeviceAddressIPv4Typo: 192.168.1.300:502 was saved (issue 14).
+func TestDeviceAddressIPv4Typo(t *testing.T) {
+	c := Config{Devices: []Device{{Name: "m", TCP: &TCP{Address: "192.168.1.300:502"}, Points: []Point{{Name: "t", Register: RegHolding, Type: TypeInt16}}}}}
+	err := c.Validate()
+	if err == nil || !strings.Contains(err.Error(), `devices[0].tcp.address: "192.168.1.300" is not an IPv4 address`) {
+		t.Fatalf("got %v", err)
+	}
+}
