@@ -89,6 +89,9 @@ type Config struct {
 	MaxBits int `yaml:"max_bits"`
 	// Devices are the polled slaves.
 	Devices []Device `yaml:"devices"`
+	// Templates are point lists saved under a name to create devices
+	// from, beside the built-in ones (BuiltinTemplates).
+	Templates []Template `yaml:"templates,omitempty"`
 }
 
 // Device is one Modbus slave, reached over TCP or over an RTU line. Several
@@ -187,6 +190,8 @@ type Point struct {
 	Writable bool `yaml:"writable"`
 	// ReadBack reads the point again after a write and reports the value.
 	ReadBack bool `yaml:"read_back"`
+	// Description says what the point is, for people (at most 256 bytes).
+	Description string `yaml:"description,omitempty"`
 }
 
 // DefaultConfig returns the section's defaults: no devices.

@@ -86,6 +86,7 @@ func (c Config) Validate() error {
 			l.unit[d.UnitID] = i
 		}
 	}
+	c.validateTemplates(&v)
 	return v.Err()
 }
 
@@ -229,6 +230,9 @@ func (c Config) validatePoint(v *validator, path string, p Point) {
 	}
 	if !utf8.ValidString(p.Unit) || len(p.Unit) > 32 {
 		v.Addf(path+".unit", "must be UTF-8 text of at most 32 bytes")
+	}
+	if !utf8.ValidString(p.Description) || len(p.Description) > 256 {
+		v.Addf(path+".description", "must be UTF-8 text of at most 256 bytes")
 	}
 	if p.Writable {
 		switch {
