@@ -85,6 +85,10 @@ type DeviceStats struct {
 	PublishErrors uint64
 	LastError     string
 	LastErrorTime time.Time
+	// RoundTripP50 and RoundTripP99 are the median and 99th percentile of
+	// the time from request to answer of the device's last 256 answered
+	// transactions (timeouts are not answers); zero before the first.
+	RoundTripP50, RoundTripP99 time.Duration
 }
 
 // DeviceInfo is a device's configuration and state, for a status page.
@@ -384,6 +388,7 @@ func (s *Service) Stats() []DeviceStats {
 		d.mu.Lock()
 		out[i] = d.stats
 		out[i].Errors = maps.Clone(d.stats.Errors)
+		out[i].RoundTripP50, out[i].RoundTripP99 = d.rtt.quantiles()
 		d.mu.Unlock()
 	}
 	return out

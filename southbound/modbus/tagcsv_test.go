@@ -338,4 +338,8 @@ func TestTemplateDeviceReads(t *testing.T) {
 			t.Errorf("%s = %s, want %s", topic, m.Payload, v)
 		}
 	}
+	st := s.Stats()[0]
+	if st.RoundTripP50 <= 0 || st.RoundTripP99 < st.RoundTripP50 || st.Requests == 0 {
+		t.Errorf("stats: %d requests, round trip p50 %v p99 %v", st.Requests, st.RoundTripP50, st.RoundTripP99)
+	}
 }

@@ -72,6 +72,7 @@ type device struct {
 	logLimit *rate.Limiter
 	mu       sync.Mutex
 	stats    DeviceStats
+	rtt      roundTrips // guarded by mu
 }
 
 // group is a poll group of a device with its read plan.
@@ -275,13 +276,18 @@ func (l *line) transact(ctx context.Context, d *device, fn func(context.Context)
 			}
 		}
 		tctx, cancel := context.WithTimeout(ctx, d.cfg.Timeout)
+		sent := time.Now()
 		err = fn(tctx)
+		took := time.Since(sent)
 		cancel()
 		kind := ""
 		if err != nil {
 			kind = errorKind(err)
 		}
 		d.mu.Lock()
+		if err == nil || kind == ErrKindException {
+			d.rtt.add(took)
+		}
 		d.stats.Requests++
 		if err != nil {
 			d.stats.Errors[kind]++
