@@ -42,6 +42,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"strings"
@@ -273,6 +274,7 @@ func (s *Server) routes() http.Handler {
 		"GET /api/v1/logs":                                              s.logs,
 		"GET /api/v1/diagnostics":                                       s.diagnostics,
 	}
+	maps.Copy(api, s.tagRoutes())
 	for pattern, h := range api {
 		mux.Handle(pattern, s.authed(routeScope(pattern), h))
 	}

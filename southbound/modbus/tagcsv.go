@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -267,7 +268,7 @@ func number(s, column string, bad func(string, string, ...any)) float64 {
 // CheckTags checks imported points as the points of device d (which gives
 // the poll groups, the line and the limits of c): the problems of each
 // point are added to res.Errors by line, and the points without problems
-// are returned. Names that repeat a point of the file are reported on the
+// are returned; the errors are in line order. Names that repeat a point of the file are reported on the
 // later line.
 func CheckTags(c Config, d Device, res ImportResult) ([]Point, []RowError) {
 	errs := append([]RowError(nil), res.Errors...)
@@ -297,6 +298,7 @@ func CheckTags(c Config, d Device, res ImportResult) ([]Point, []RowError) {
 		seen[p.Name] = line
 		ok = append(ok, p)
 	}
+	slices.SortStableFunc(errs, func(a, b RowError) int { return a.Line - b.Line })
 	return ok, errs
 }
 

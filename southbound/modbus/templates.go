@@ -160,3 +160,9 @@ func (c Config) validateTemplates(v *validator) {
 		dc.validateDevice(v, path, dc.Devices[0])
 	}
 }
+
+// WithDefaults returns d with every default filled in, as the poller runs
+// it (poll group, byte order, scale, and register and address from ref).
+func WithDefaults(d Device) Device {
+	return Config{Devices: []Device{d}}.withDefaults().Devices[0]
+}
