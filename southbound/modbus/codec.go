@@ -348,13 +348,24 @@ func (c Codec) Encode(in any) (raw []byte, bit bool, err error) {
 	}
 	num, ok := in.(json.Number)
 	if !ok {
-		if b, isBool := in.(bool); isBool && !c.scaled && c.typ != TypeFloat32 && c.typ != TypeFloat64 { // true/false for 1/0
+		b, isBool := in.(bool)
+		text, isText := in.(string)
+		switch {
+		case isBool && !c.scaled && c.typ != TypeFloat32 && c.typ != TypeFloat64: // true/false for 1/0
 			num = "0"
 			if b {
 				num = "1"
 			}
-		} else {
-			return nil, false, fmt.Errorf("encode %s: want a JSON number, got %s", c.typ, jsonKind(in))
+		case isText:
+			// A number typed as text, with a decimal point or comma
+			// ("21,5"): what a person types in a form.
+			n, ok := numberText(text)
+			if !ok {
+				return nil, false, fmt.Errorf("encode %s: needs a number, got the text %q", c.typ, text)
+			}
+			num = json.Number(n)
+		default:
+			return nil, false, fmt.Errorf("encode %s: needs a number, got %s", c.typ, jsonKind(in))
 		}
 	}
 	raw = make([]byte, 2*c.words)
@@ -363,6 +374,29 @@ func (c Codec) Encode(in any) (raw []byte, bit bool, err error) {
 	}
 	reorder(raw, c.order)
 	return raw, false, nil
+}
+
+// rangeText says which published values an integer type can take: lo to
+// hi raw, through scale and offset.
+func (c Codec) rangeText(lo int64, hi uint64) string {
+	a, b := float64(lo)*c.scale+c.offset, float64(hi)*c.scale+c.offset
+	if a > b {
+		a, b = b, a
+	}
+	return fmt.Sprintf("%s to %s", appendFloat(nil, c.round(Value{Kind: KindInt}, a)), appendFloat(nil, c.round(Value{Kind: KindInt}, b)))
+}
+
+// numberText turns a number typed as text into JSON number syntax: spaces
+// trimmed, a single decimal comma read as a point ("21,5" → "21.5").
+func numberText(s string) (string, bool) {
+	s = strings.TrimSpace(s)
+	if strings.Count(s, ",") == 1 && !strings.Contains(s, ".") {
+		s = strings.Replace(s, ",", ".", 1)
+	}
+	if _, err := strconv.ParseFloat(s, 64); err != nil || s == "" || strings.ContainsAny(s, "xXpP_") || strings.EqualFold(strings.TrimLeft(s, "+-"), "inf") || strings.EqualFold(strings.TrimLeft(s, "+-"), "infinity") || strings.EqualFold(s, "nan") {
+		return "", false
+	}
+	return s, true
 }
 
 // encodeNumber writes the raw number for the published value s into b,
@@ -403,7 +437,7 @@ func (c Codec) encodeNumber(b []byte, s string) error {
 			return fmt.Errorf("encode %s: %s is not an integer in range", c.typ, s)
 		}
 		if signed && (i < lo || i > int64(hi)) || !signed && u > hi {
-			return fmt.Errorf("encode %s: %s is out of range", c.typ, s)
+			return fmt.Errorf("encode %s: %s is out of range (%s)", c.typ, s, c.rangeText(lo, hi))
 		}
 	} else {
 		f, err := strconv.ParseFloat(s, 64)
@@ -418,7 +452,7 @@ func (c Codec) encodeNumber(b []byte, s string) error {
 			limit = float64(hi)
 		}
 		if math.IsNaN(f) || f < float64(lo) || f >= limit {
-			return fmt.Errorf("encode %s: %s is out of range", c.typ, s)
+			return fmt.Errorf("encode %s: %s is out of range (%s)", c.typ, s, c.rangeText(lo, hi))
 		}
 		if signed {
 			i = int64(f)

@@ -236,3 +236,35 @@ func f32(f float32) []byte {
 	binary.BigEndian.PutUint32(b[:], math.Float32bits(f))
 	return b[:]
 }
+
+// TestEncodeTypedNumbers: a number typed as text, with a decimal comma, is
+// written; errors say what is wrong in words, with the range (issue 14).
+func TestEncodeTypedNumbers(t *testing.T) {
+	sp := newCodec(Point{Register: RegHolding, Type: TypeInt16, ByteOrder: OrderABCD, Scale: 0.1})
+	for _, in := range []any{"21,5", " 21.5 ", json.Number("21.5")} {
+		raw, _, err := sp.Encode(in)
+		if err != nil || !bytes.Equal(raw, []byte{0x00, 0xd7}) {
+			t.Errorf("Encode(%q) = %x, %v; want 00d7", in, raw, err)
+		}
+	}
+	for _, tt := range []struct {
+		in   any
+		want string
+	}{
+		{"abc", `encode INT16: needs a number, got the text "abc"`},
+		{"1,2,3", `got the text "1,2,3"`},
+		{"0x10", `got the text "0x10"`},
+		{"NaN", `got the text "NaN"`},
+		{json.Number("4000"), "encode INT16: 4000 is out of range (-3276.8 to 3276.7)"},
+		{nil, "encode INT16: needs a number, got null"},
+	} {
+		_, _, err := sp.Encode(tt.in)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("Encode(%v) = %v, want %q", tt.in, err, tt.want)
+		}
+	}
+	u := newCodec(Point{Register: RegHolding, Type: TypeUint16, ByteOrder: OrderABCD, Scale: 1})
+	if _, _, err := u.Encode(json.Number("70000")); err == nil || !strings.Contains(err.Error(), "out of range (0 to 65535)") {
+		t.Errorf("UINT16 70000: %v", err)
+	}
+}
