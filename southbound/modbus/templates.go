@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -39,9 +40,28 @@ type Template struct {
 var builtinFS embed.FS
 
 // BuiltinTemplates returns the templates shipped with the gateway, sorted
-// by name. They are parsed on every call (a few kilobytes): no package
-// state.
+// by name: a fresh copy on every call (the embedded files are parsed once).
 func BuiltinTemplates() ([]Template, error) {
+	ts, err := builtinTemplates()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Template, len(ts))
+	for i, t := range ts {
+		out[i] = t
+		out[i].Points = slices.Clone(t.Points)
+		out[i].PollGroups = slices.Clone(t.PollGroups)
+		if t.RTU != nil {
+			rtu := *t.RTU
+			out[i].RTU = &rtu
+		}
+	}
+	return out, nil
+}
+
+// builtinTemplates parses the embedded templates once; the result is never
+// modified (BuiltinTemplates hands out copies).
+var builtinTemplates = sync.OnceValues(func() ([]Template, error) {
 	files, err := builtinFS.ReadDir("templates")
 	if err != nil {
 		return nil, fmt.Errorf("modbus templates: %w", err)
@@ -62,7 +82,7 @@ func BuiltinTemplates() ([]Template, error) {
 	}
 	slices.SortFunc(out, func(a, b Template) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
-}
+})
 
 // Endpoint says where a device made from a template is: a TCP host (the
 // template's port is added when it has none) or an RTU port.
@@ -130,7 +150,10 @@ func TemplateFrom(name string, d Device) Template {
 // validateTemplates checks the user's templates: valid names, unique and
 // not a built-in's, and points that make a valid device.
 func (c Config) validateTemplates(v *validator) {
-	builtin, err := BuiltinTemplates()
+	if len(c.Templates) == 0 {
+		return
+	}
+	builtin, err := builtinTemplates()
 	if err != nil {
 		v.Add("templates", err)
 		return
