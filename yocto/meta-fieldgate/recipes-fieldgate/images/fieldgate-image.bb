@@ -1,14 +1,16 @@
-SUMMARY = "fieldgate appliance image: core-image-minimal with the gateway and a technician's tools"
+SUMMARY = "fieldgate appliance image: core-image-minimal with the gateway, RAUC A/B updates and a technician's tools"
 LICENSE = "MIT"
 
 require recipes-core/images/core-image-minimal.bb
 
-# A technician logs in over SSH (key in /home/root/.ssh or set with
-# EXTRA_USERS_PARAMS) and finds: the gateway, MQTT clients to watch the bus,
-# network and disk tools, and the journal.
+# A technician logs in as "tech" on the serial console or over SSH
+# (fieldgate-os). The root file system is read-only; /data is the data
+# partition.
 IMAGE_FEATURES += "ssh-server-openssh read-only-rootfs"
 IMAGE_INSTALL:append = " \
     fieldgate \
+    fieldgate-os \
+    rauc \
     mosquitto-clients \
     iproute2 \
     iputils-ping \
@@ -17,17 +19,37 @@ IMAGE_INSTALL:append = " \
     curl \
     less \
     nano \
+    sudo \
+    e2fsprogs-mke2fs \
     e2fsprogs-e2fsck \
     e2fsprogs-resize2fs \
+    e2fsprogs-tune2fs \
     util-linux-lsblk \
+    util-linux-blkid \
+    dosfstools \
     kernel-modules \
 "
+# Each root slot boots its own kernel (u-boot loads /boot/Image from the
+# slot it picked), so an update brings the kernel with it.
+IMAGE_INSTALL:append:rpi = " kernel-image u-boot-fw-utils u-boot-env"
 
-# Root is read-only; /var/lib/fieldgate is the data partition (ext4, label
-# "data") laid out by the kickstart file; the rest of /var/lib is volatile.
-WKS_FILE = "fieldgate-sdimage.wks"
-WKS_FILE:qemuarm64 = "fieldgate-qemu.wks"
-IMAGE_FSTYPES:append = " wic.bz2 wic.bmap"
+# The gateway marks a new slot good itself once it has run healthy for a
+# while; RAUC's unconditional mark-good at boot would defeat the rollback.
+BAD_RECOMMENDATIONS += "rauc-mark-good"
 
-# The journal lives in RAM (volatile /var/log) and is capped.
+# wic for the card (and runqemu), ext4 for the update bundle's root slot.
+IMAGE_FSTYPES = "wic wic.bz2 wic.bmap ext4"
+WKS_FILE = "fieldgate-sdimage.wks.in"
+WKS_FILE:qemuall = "fieldgate-qemu.wks.in"
+WKS_FILE_DEPENDS:append:qemuall = " virtual/kernel"
+IMAGE_BOOT_FILES:qemuall = "${KERNEL_IMAGETYPE}"
+do_image_wic[depends] += "virtual/kernel:do_deploy"
+
+# runqemu: root is slot A, the second partition of the virtio disk.
+QB_DEFAULT_FSTYPE:qemuall = "wic"
+QB_KERNEL_ROOT:qemuall = "${FIELDGATE_DISK}2 ro rootwait"
+
+# An update bundle must fit the slot: keep the root file system well under
+# FIELDGATE_ROOT_SIZE_MB (the wks fails the build otherwise).
+IMAGE_ROOTFS_MAXSIZE = "${@int(d.getVar('FIELDGATE_ROOT_SIZE_MB')) * 1024}"
 IMAGE_ROOTFS_EXTRA_SPACE = "65536"
