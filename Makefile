@@ -13,7 +13,7 @@ BUILD    := CGO_ENABLED=0 $(GO) build -trimpath
 .DEFAULT_GOAL := help
 STATICCHECK ?= $(or $(shell command -v staticcheck 2>/dev/null),$(shell $(GO) env GOPATH)/bin/staticcheck)
 
-.PHONY: help build run deps test bench cross dist lint fuzz clean check-units check-yocto
+.PHONY: help build run deps test bench bench-qemu cross dist lint fuzz clean check-units check-yocto check-yocto-bitbake engine-patches engine-patch
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -21,7 +21,7 @@ help: ## list the targets
 build: ## build bin/fieldgate for this machine, version-stamped
 	$(BUILD) -ldflags '$(LDFLAGS)' -o bin/fieldgate ./cmd/fieldgate
 
-run: build ## build, then run the gateway on its built-in defaults (data in ./data)
+run: build ## build, then run the gateway on its built-in defaults (data in ./data; prints the first-boot setup code)
 	./bin/fieldgate run
 
 deps: ## install the tests' peers (Debian packages, npm, staticcheck) as root, else print the command; SKIP_PEERS=1 goes on without them
@@ -30,19 +30,34 @@ deps: ## install the tests' peers (Debian packages, npm, staticcheck) as root, e
 # make test runs the ARM binaries of `make dist` under qemu (cmd/fieldgate/arm_test.go).
 # Its last line says how many tests ran, passed, failed and were skipped.
 test: export FIELDGATE_DIST := $(CURDIR)/dist
-test: deps dist check-units check-yocto lint ## peers (make deps), units, Yocto layer, ARM dist, lint, and every test with -race (integration tests included)
+test: deps dist check-units check-yocto lint engine-patches ## peers (make deps), units, Yocto layer, ARM dist, lint, engine patch series, and every test with -race (integration tests included)
 	$(GO) run ./cmd/testsummary -race -count=1 ./...
 	@# the patched MQTT engine is a module of its own (third_party/); its
 	@# upstream tests have data races of their own, so they run without -race
 	cd third_party/mochi-mqtt-server && $(GO) vet ./... && $(GO) test -count=1 ./...
 
-bench: build ## run every benchmark and print their tables (broker vs mosquitto, uplink, Modbus, MQTT-SN, CoAP, setup page)
+bench: build ## run every benchmark and print their tables (broker vs mosquitto, uplink, Modbus, MQTT-SN, CoAP, rules, setup page)
 	$(GO) run ./cmd/mqttbench -fieldgate $(CURDIR)/bin/fieldgate -json bin/bench.json
 	$(GO) run ./cmd/uplinkbench
 	$(GO) run ./cmd/modbusbench
 	$(GO) run ./cmd/snbench
 	$(GO) run ./cmd/coapbench
+	$(GO) run ./cmd/rulesbench
 	$(GO) run ./cmd/webbench -fieldgate $(CURDIR)/bin/fieldgate
+
+# ADRs 0002 and 0003: cost and benefit of raw socket I/O and adaptive cores on
+# arm64, emulated by qemu-user (relative numbers only).
+ROUNDS ?= 5
+bench-qemu: ## broker benchmark of the arm64 build under qemu-aarch64-static, broker.listeners.raw_io and board.cpus each on and off (ROUNDS=5)
+	internal/rawio/armbench.sh $(ROUNDS) 5s latency-qos0,latency-qos1,fanin-qos0
+
+# ADR 0001: third_party/mochi-mqtt-server is pristine upstream + patches/.
+engine-patches: ## check that pristine mochi-mqtt (module proxy) + third_party/mochi-mqtt-server/patches reproduces the tree exactly
+	third_party/mochi-mqtt-server/patches/apply.sh check
+
+engine-patch: ## record the engine tree's changes beyond the series as the next patch: make engine-patch NAME=short-name
+	@test -n "$(NAME)" || { echo "usage: make engine-patch NAME=short-name"; exit 1; }
+	third_party/mochi-mqtt-server/patches/apply.sh new $(NAME)
 
 cross: ## build static, stripped linux/armv7 (GOARM=7) and linux/arm64 binaries into dist/, version-stamped
 	@mkdir -p dist
@@ -64,8 +79,19 @@ dist: cross ## cross, then pack each binary with the unit files and the factory 
 	done
 	cd dist && sha256sum fieldgate-linux-armv7 fieldgate-linux-arm64 fieldgate-$(VERSION)-linux-*.tar.gz > SHA256SUMS && sha256sum -c --quiet SHA256SUMS
 
-check-yocto: ## parse the Yocto layer offline (variables, paths, LAYERSERIES_COMPAT vs go.mod)
+check-yocto: ## check the Yocto layer offline (variables, paths, release pin, licences, wks, kas) and build+verify a RAUC bundle
 	$(GO) test -count=1 ./yocto/
+
+# The real BitBake 2.18 + oe-core wrynose parse of the layer (../shared/yocto-check,
+# whose README says how to restore the layer sources it needs; YOCTO_CHECK_SRC
+# says where they are). Not part of `make test`: CI has no sources.
+YOCTO_CHECK ?= $(CURDIR)/../shared/yocto-check
+YOCTO_CHECK_MACHINES ?= qemuarm64 raspberrypi4-64
+check-yocto-bitbake: ## parse the layer and resolve fieldgate-image/-bundle with real BitBake (yocto-check; needs its sources), per machine
+	@test -x "$(YOCTO_CHECK)/check.sh" || { echo "check-yocto-bitbake: no $(YOCTO_CHECK)/check.sh: set YOCTO_CHECK=<yocto-check dir>"; exit 1; }
+	@set -e; for m in $(YOCTO_CHECK_MACHINES); do echo "== check-yocto-bitbake: $$m"; \
+		"$(YOCTO_CHECK)/check.sh" "$(CURDIR)/yocto/meta-fieldgate" --machine $$m \
+			fieldgate fieldgate-os fieldgate-image fieldgate-bundle; done
 
 lint: ## go vet, gofmt check, staticcheck (installed by make deps)
 	$(GO) vet ./...

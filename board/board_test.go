@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -13,7 +14,10 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
+
+	"github.com/fieldgate/fieldgate/internal/testwait"
 )
 
 // fakeRoot lays out files below a temporary directory the way sysfs and
@@ -180,13 +184,7 @@ func (h *health) check() error {
 func (h *health) waitCalls(t *testing.T, n int64) {
 	t.Helper()
 	target := h.calls.Load() + n
-	deadline := time.Now().Add(10 * time.Second)
-	for h.calls.Load() < target {
-		if time.Now().After(deadline) {
-			t.Fatalf("health check not called %d more times", n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.For(t, 10*time.Second, fmt.Sprintf("the health check to run %d more times", n), func() bool { return h.calls.Load() >= target })
 }
 
 // runBoard starts Run and returns a stop function that waits for it.
@@ -268,58 +266,60 @@ func TestRunIgnoresWatchdogOfAnotherPID(t *testing.T) {
 func TestRunFeedsHardwareWatchdog(t *testing.T) {
 	t.Setenv("NOTIFY_SOCKET", "")
 	t.Setenv("WATCHDOG_USEC", "")
-	root := fakeRoot(t, map[string]string{"dev/watchdog": ""})
-	dev := filepath.Join(root, "dev/watchdog")
-	cfg := DefaultConfig()
-	cfg.CheckInterval = time.Hour
-	cfg.Watchdog.Device = dev
-	cfg.Watchdog.Timeout = 60 * time.Millisecond // a plain file answers no ioctl: pings every 30 ms
-	b, err := New(Options{Config: cfg, Root: root, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var h health
-	stop := runBoard(t, b, &h)
-
-	size := func() int64 {
-		st, err := os.Stat(dev)
+	// The watchdog ticker and the file pings run on the bubble's fake clock.
+	synctest.Test(t, func(t *testing.T) {
+		root := fakeRoot(t, map[string]string{"dev/watchdog": ""})
+		dev := filepath.Join(root, "dev/watchdog")
+		cfg := DefaultConfig()
+		cfg.CheckInterval = time.Hour
+		cfg.Watchdog.Device = dev
+		cfg.Watchdog.Timeout = 60 * time.Millisecond // a plain file answers no ioctl: pings every 30 ms
+		b, err := New(Options{Config: cfg, Root: root, Logger: testLogger(t)})
 		if err != nil {
 			t.Fatal(err)
 		}
-		return st.Size()
-	}
-	waitSize := func(n int64) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for size() < n {
-			if time.Now().After(deadline) {
-				t.Fatalf("watchdog written %d bytes, want at least %d", size(), n)
+		var h health
+		stop := runBoard(t, b, &h)
+
+		size := func() int64 {
+			st, err := os.Stat(dev)
+			if err != nil {
+				t.Fatal(err)
 			}
-			time.Sleep(5 * time.Millisecond)
+			return st.Size()
 		}
-	}
-	waitSize(4) // the ping at open, then three more
+		waitSize := func(n int64) {
+			t.Helper()
+			testwait.NoError(t, 10*time.Second, func() error {
+				if got := size(); got < n {
+					return fmt.Errorf("watchdog written %d bytes, want at least %d", got, n)
+				}
+				return nil
+			})
+		}
+		waitSize(4) // the ping at open, then three more
 
-	h.fail.Store(true)
-	h.waitCalls(t, 2)
-	frozen := size()
-	h.waitCalls(t, 5) // five more ticks, all unhealthy
-	if got := size(); got != frozen {
-		t.Fatalf("watchdog fed while unhealthy: %d -> %d bytes", frozen, got)
-	}
-	h.fail.Store(false)
-	waitSize(frozen + 1)
+		h.fail.Store(true)
+		h.waitCalls(t, 2)
+		frozen := size()
+		h.waitCalls(t, 5) // five more ticks, all unhealthy
+		if got := size(); got != frozen {
+			t.Fatalf("watchdog fed while unhealthy: %d -> %d bytes", frozen, got)
+		}
+		h.fail.Store(false)
+		waitSize(frozen + 1)
 
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(dev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := strings.Repeat("1", len(data)-1) + "V"; string(data) != want {
-		t.Errorf("watchdog got %q, want pings then the magic close %q", data, want)
-	}
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		data, err := os.ReadFile(dev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := strings.Repeat("1", len(data)-1) + "V"; string(data) != want {
+			t.Errorf("watchdog got %q, want pings then the magic close %q", data, want)
+		}
+	})
 }
 
 func TestRunWatchdogMissing(t *testing.T) {
@@ -338,60 +338,62 @@ func TestRunWatchdogMissing(t *testing.T) {
 func TestLEDs(t *testing.T) {
 	t.Setenv("NOTIFY_SOCKET", "")
 	t.Setenv("WATCHDOG_USEC", "")
-	root := fakeRoot(t, merge(ledFiles("ACT"), ledFiles("green:uplink"), ledFiles("red:fault")))
-	cfg := DefaultConfig()
-	cfg.CheckInterval = 100 * time.Millisecond
-	cfg.LEDs = LEDs{Heartbeat: "ACT", Uplink: "green:uplink", Fault: "red:fault"}
-	b, err := New(Options{Config: cfg, Root: root, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	read := func(name, attr string) string {
-		data, err := os.ReadFile(filepath.Join(root, "sys/class/leds", name, attr))
+	// The check ticker and the heartbeat run on the bubble's fake clock.
+	synctest.Test(t, func(t *testing.T) {
+		root := fakeRoot(t, merge(ledFiles("ACT"), ledFiles("green:uplink"), ledFiles("red:fault")))
+		cfg := DefaultConfig()
+		cfg.CheckInterval = 100 * time.Millisecond
+		cfg.LEDs = LEDs{Heartbeat: "ACT", Uplink: "green:uplink", Fault: "red:fault"}
+		b, err := New(Options{Config: cfg, Root: root, Logger: testLogger(t)})
 		if err != nil {
 			t.Fatal(err)
 		}
-		return strings.TrimSpace(string(data))
-	}
-	waitFor := func(name, want string) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for read(name, "brightness") != want {
-			if time.Now().After(deadline) {
-				t.Fatalf("LED %s brightness %q, want %q", name, read(name, "brightness"), want)
+		read := func(name, attr string) string {
+			data, err := os.ReadFile(filepath.Join(root, "sys/class/leds", name, attr))
+			if err != nil {
+				t.Fatal(err)
 			}
-			time.Sleep(5 * time.Millisecond)
+			return strings.TrimSpace(string(data))
 		}
-	}
-	for _, name := range []string{"ACT", "green:uplink", "red:fault"} {
-		if got := read(name, "trigger"); got != "none" {
-			t.Errorf("LED %s trigger %q, want none", name, got)
+		waitFor := func(name, want string) {
+			t.Helper()
+			testwait.NoError(t, 10*time.Second, func() error {
+				if got := read(name, "brightness"); got != want {
+					return fmt.Errorf("LED %s brightness %q, want %q", name, got, want)
+				}
+				return nil
+			})
 		}
-	}
-	b.SetUplink(true)
-	waitFor("green:uplink", "255")
-	b.SetUplink(false)
-	waitFor("green:uplink", "0")
+		for _, name := range []string{"ACT", "green:uplink", "red:fault"} {
+			if got := read(name, "trigger"); got != "none" {
+				t.Errorf("LED %s trigger %q, want none", name, got)
+			}
+		}
+		b.SetUplink(true)
+		waitFor("green:uplink", "255")
+		b.SetUplink(false)
+		waitFor("green:uplink", "0")
 
-	var h health
-	stop := runBoard(t, b, &h)
-	waitFor("ACT", "255") // the heartbeat blinks
-	waitFor("ACT", "0")
-	waitFor("ACT", "255")
-	h.fail.Store(true)
-	waitFor("red:fault", "255")
-	waitFor("ACT", "0")
-	h.fail.Store(false)
-	waitFor("red:fault", "0")
-	b.SetUplink(true)
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range []string{"ACT", "green:uplink", "red:fault"} {
-		if got := read(name, "brightness"); got != "0" {
-			t.Errorf("after Run LED %s brightness %q, want 0", name, got)
+		var h health
+		stop := runBoard(t, b, &h)
+		waitFor("ACT", "255") // the heartbeat blinks
+		waitFor("ACT", "0")
+		waitFor("ACT", "255")
+		h.fail.Store(true)
+		waitFor("red:fault", "255")
+		waitFor("ACT", "0")
+		h.fail.Store(false)
+		waitFor("red:fault", "0")
+		b.SetUplink(true)
+		if err := stop(); err != nil {
+			t.Fatal(err)
 		}
-	}
+		for _, name := range []string{"ACT", "green:uplink", "red:fault"} {
+			if got := read(name, "brightness"); got != "0" {
+				t.Errorf("after Run LED %s brightness %q, want 0", name, got)
+			}
+		}
+	})
 }
 
 func TestMissingLEDIsLoggedAndIgnored(t *testing.T) {

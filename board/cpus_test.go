@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/fieldgate/fieldgate/internal/testwait"
 )
 
 // fakeScaler records what the scaler asks of the runtime instead of
@@ -136,11 +138,11 @@ func TestCPUScalerRuns(t *testing.T) {
 		}
 	})
 
-	waitFor(t, 5*time.Second, func() bool { return current() == 1 && s.Stats().Procs == 1 }, "one core at start")
+	testwait.For(t, 5*time.Second, "one core at start", func() bool { return current() == 1 && s.Stats().Procs == 1 })
 	setBusy(true)
-	waitFor(t, 5*time.Second, func() bool { return current() == 4 && s.Stats().Procs == 4 }, "all cores when busy")
+	testwait.For(t, 5*time.Second, "all cores when busy", func() bool { return current() == 4 && s.Stats().Procs == 4 })
 	setBusy(false)
-	waitFor(t, 5*time.Second, func() bool { return current() == 1 }, "one core again when idle")
+	testwait.For(t, 5*time.Second, "one core again when idle", func() bool { return current() == 1 })
 	if got := s.Stats().Changes; got < 2 {
 		t.Fatalf("Changes = %d, want at least 2 (up, then down)", got)
 	}
@@ -175,16 +177,5 @@ func TestCPUScalerSettersChangeTheRuntime(t *testing.T) {
 	s.setAll()
 	if got := runtime.GOMAXPROCS(0); got != before {
 		t.Fatalf("setAll: GOMAXPROCS = %d, want %d", got, before)
-	}
-}
-
-func waitFor(t *testing.T, d time.Duration, ok func() bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

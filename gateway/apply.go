@@ -9,97 +9,64 @@ import (
 	"github.com/fieldgate/fieldgate/gateway/config"
 	"github.com/fieldgate/fieldgate/gateway/supervise"
 	"github.com/fieldgate/fieldgate/internal/atomicfile"
-	"github.com/fieldgate/fieldgate/southbound/modbus"
-	"github.com/fieldgate/fieldgate/southbound/serial"
 )
 
-// apply makes next the running config: what can change live changes (the
-// broker's users, ACL, limits and rules; the uplink, Modbus devices and
-// serial sensors, whose parts are restarted with the new settings), and the
-// names of what needs a restart are returned and logged. An invalid config
-// changes nothing.
+// apply makes next the saved (desired) config and applies what it can
+// live, each key as its entry in reloaders says: the broker changes in
+// place, the uplink, Modbus devices and serial sensors are rebuilt and
+// swapped under the supervisor, and the rest keeps its running value until
+// the gateway restarts (see pending). A part that cannot be built with its
+// new settings keeps running with the old ones, and its section goes back
+// to them in the saved config too; the error says why. An invalid config
+// changes nothing. It returns the saved config.
 //
 // The caller holds applyMu, across reading or writing the config file too
-// (ApplyConfig, reload), so that the file and the running config change
-// together: one config change at a time, whoever asks.
-func (g *gateway) apply(ctx context.Context, next config.Config) ([]string, error) {
+// (ApplyConfig, reload), so that the file and the configs change together:
+// one config change at a time, whoever asks.
+func (g *gateway) apply(ctx context.Context, next config.Config) (config.Config, error) {
 	if err := next.Validate(); err != nil {
-		return nil, err
+		return config.Config{}, err
 	}
-	g.mu.Lock()
-	cur := g.cfg
-	g.mu.Unlock()
-
-	restart, err := g.broker.Reload(next.Broker)
-	if err != nil {
-		return nil, err
+	if err := next.Provision(); err != nil { // the files it names load
+		return config.Config{}, err
 	}
-	for _, s := range []struct {
-		name    string
-		changed bool
-	}{
-		{"gateway.data_dir", next.Gateway.DataDir != cur.Gateway.DataDir},
-		{"log", next.Log != cur.Log},
-		{"web", next.Web != cur.Web},
-		{"mqttsn", !reflect.DeepEqual(next.MQTTSN, cur.MQTTSN)},
-		{"coap", !reflect.DeepEqual(next.CoAP, cur.CoAP)},
-		{"board", next.Board != cur.Board},
-	} {
-		if s.changed {
-			restart = append(restart, s.name)
-		}
-	}
-	// Parts that restart in place. A part that cannot be built with the new
-	// settings keeps running with the old ones.
+	cur := g.conf.Running()
+	running, desired := next, next
 	var errs []error
-	// The gateway id (the site name the page asks for on first boot)
-	// changes live: it names the gateway on the page and towards the cloud,
-	// so the uplink restarts with it.
-	oldID := g.gatewayID()
-	if next.Gateway.ID != cur.Gateway.ID {
-		g.setGatewayID(gatewayIDOr(next.Gateway.ID, g.board.Identity().DefaultID()))
-	}
-	if !reflect.DeepEqual(next.Uplink, cur.Uplink) || g.gatewayID() != oldID {
-		if err := g.replaceBridge(next); err != nil {
+	for _, r := range reloaders {
+		if r.reload == nil {
+			if !equalAt(cur, next, r.key) {
+				copyAt(&running, cur, r.key)
+			}
+			continue
+		}
+		restart, err := r.reload(g, cur, next)
+		if err != nil {
 			errs = append(errs, err)
-			next.Uplink = cur.Uplink
-			next.Gateway.ID = cur.Gateway.ID
-			g.setGatewayID(oldID)
-		}
-	}
-	if !reflect.DeepEqual(next.Southbound.Modbus, cur.Southbound.Modbus) {
-		svc, err := modbus.New(next.Southbound.Modbus, g.broker, modbus.Options{Logger: g.log.With("part", "modbus")})
-		if err != nil {
-			errs = append(errs, fmt.Errorf("southbound.modbus: %w", err))
-			next.Southbound.Modbus = cur.Southbound.Modbus
-		} else {
-			var keep []string
-			for _, d := range next.Southbound.Modbus.Devices {
-				keep = append(keep, d.Name)
+			for _, k := range append([]string{r.key}, r.also...) {
+				copyAt(&running, cur, k)
+				copyAt(&desired, cur, k)
 			}
-			swapService(g, modbusPart(svc, next.Southbound.Modbus), &g.modbus, svc, keep)
+			continue
+		}
+		for _, k := range restart {
+			copyAt(&running, cur, k)
 		}
 	}
-	if !reflect.DeepEqual(next.Southbound.Serial, cur.Southbound.Serial) {
-		svc, err := serial.New(next.Southbound.Serial, g.broker, g.log.With("part", "serial"))
-		if err != nil {
-			errs = append(errs, fmt.Errorf("southbound.serial: %w", err))
-			next.Southbound.Serial = cur.Southbound.Serial
-		} else {
-			var keep []string
-			for _, sn := range next.Southbound.Serial.Sensors {
-				keep = append(keep, sn.Name)
-			}
-			swapService(g, supervise.Part{Name: "serial", Run: svc.Run}, &g.serial, svc, keep)
-		}
+	g.conf.Set(running, desired)
+	if p := pending(running, desired); len(p) > 0 {
+		g.log.Warn("config change: these settings need a restart and keep their running values until then", "settings", pendingNames(p), "parts", pendingParts(p))
 	}
-	g.mu.Lock()
-	g.cfg = next
-	g.mu.Unlock()
-	if len(restart) > 0 {
-		g.log.Warn("config change: these settings need a restart and keep their running values until then", "settings", restart)
+	return desired, errors.Join(errs...)
+}
+
+// pendingNames are the keys of ks.
+func pendingNames(ks []pendingKey) []string {
+	out := make([]string, len(ks))
+	for i, k := range ks {
+		out[i] = k.Key
 	}
-	return restart, errors.Join(errs...)
+	return out
 }
 
 // southboundService is a Modbus or serial service as a config change
@@ -128,7 +95,7 @@ func swapService[S southboundService](g *gateway, p supervise.Part, slot *S, nex
 // taps are installed before the old one's are removed, so no message
 // escapes the outbox in between (one may be queued twice: at least once).
 func (g *gateway) replaceBridge(next config.Config) error {
-	br, err := g.newBridge(next.Uplink)
+	br, err := g.newBridge(next.Uplink, gatewayIDOr(next.Gateway.ID, g.defaultID))
 	if err != nil {
 		return fmt.Errorf("uplink: %w", err)
 	}
@@ -145,9 +112,10 @@ func (g *gateway) replaceBridge(next config.Config) error {
 // ApplyConfig validates c, writes it atomically to the config file and
 // applies it (web.Backend). All of it happens under applyMu, so that
 // concurrent changes (two browsers, a script, a SIGHUP) are serialised and
-// the file always holds the running config: the file is written first (a
-// write that fails changes nothing), and written again with what runs when
-// a part kept its old settings or the broker refused the change.
+// the file always holds the saved (desired) config: the file is written
+// first (a write that fails changes nothing), and written again when a part
+// kept its old settings or the broker refused the change. It returns every
+// saved setting that still waits for a restart (not only this change's).
 func (g *gateway) ApplyConfig(ctx context.Context, c config.Config) ([]string, error) {
 	if g.opts.Override != nil {
 		g.opts.Override(&c)
@@ -157,9 +125,12 @@ func (g *gateway) ApplyConfig(ctx context.Context, c config.Config) ([]string, e
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	path := g.path()
+	if err := c.Provision(); err != nil { // before the file is written
+		return nil, err
+	}
+	path := g.opts.ConfigWritePath // the saved config (the factory one is never written)
 	if path == "" {
-		path = g.opts.ConfigWritePath
+		path = g.path()
 	}
 	if path == "" {
 		return nil, errors.New("no config file to write (start fieldgate with -config)")
@@ -171,14 +142,14 @@ func (g *gateway) ApplyConfig(ctx context.Context, c config.Config) ([]string, e
 	g.configPath = path
 	g.mu.Unlock()
 	g.log.Info("config written", "path", path)
-	restart, err := g.apply(ctx, c)
-	if running := g.Config(); !reflect.DeepEqual(running, c) {
-		// apply kept some running values: the file follows.
-		if werr := writeConfigFile(path, running); werr != nil {
+	desired, err := g.apply(ctx, c)
+	if err != nil && !reflect.DeepEqual(desired, c) {
+		// A part kept its running settings: the file follows.
+		if werr := writeConfigFile(path, desired); werr != nil {
 			err = errors.Join(err, werr)
 		}
 	}
-	return restart, err
+	return pendingNames(g.pending()), err
 }
 
 // configHeader starts every config file the gateway writes.

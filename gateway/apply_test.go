@@ -202,6 +202,10 @@ func TestConfigWritesSerialised(t *testing.T) {
 	base, cfgPath, reload := pageGateway(t)
 
 	const racers = 8
+	setupCode, err := os.ReadFile(filepath.Join(filepath.Dir(cfgPath), "data", "setup-code"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	clients := make([]*pageClient, racers)
 	codes := make([]int, racers)
 	var wg sync.WaitGroup
@@ -210,7 +214,7 @@ func TestConfigWritesSerialised(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			code, body, err := clients[i].do("POST", "/api/v1/setup", map[string]string{"password": "correct horse battery", "gateway_id": fmt.Sprintf("racer-%d", i)})
+			code, body, err := clients[i].do("POST", "/api/v1/setup", map[string]string{"password": "correct horse battery", "gateway_id": fmt.Sprintf("racer-%d", i), "setup_code": strings.TrimSpace(string(setupCode))})
 			if err != nil {
 				t.Error(err)
 				return

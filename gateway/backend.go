@@ -21,12 +21,10 @@ import (
 // The gateway is the setup page's Backend (gateway/web).
 var _ web.Backend = (*gateway)(nil)
 
-// Config returns the running config.
-func (g *gateway) Config() config.Config {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.cfg
-}
+// Config returns the saved (desired) config: what the config file holds
+// and the page edits. The parts run with it but for the settings that wait
+// for a restart (Status().Restart).
+func (g *gateway) Config() config.Config { return g.conf.Desired() }
 
 // Status is the overview of the page.
 func (g *gateway) Status() web.Status {
@@ -42,6 +40,8 @@ func (g *gateway) Status() web.Status {
 		MessagesIn:  info.MessagesReceived,
 		MessagesOut: info.MessagesSent,
 		Uplink:      br.Status(),
+		Parts:       g.partsStatus(),
+		Restart:     g.restartStatus(),
 	}
 	for _, c := range g.broker.Clients() {
 		st.Clients[c.Listener]++
@@ -58,8 +58,14 @@ func (g *gateway) Status() web.Status {
 			st.Outbox.Oldest = time.Now().Add(-os.OldestAge)
 		}
 	}
+	mbStats := map[string]*web.DeviceStats{}
+	for _, ds := range mb.Stats() {
+		mbStats[ds.Name] = &web.DeviceStats{Polls: ds.Polls, FailedPolls: ds.FailedPolls, Requests: ds.Requests, Errors: ds.Errors,
+			Writes: ds.Writes, WriteErrors: ds.WriteErrors,
+			RoundTripP50Ms: float64(ds.RoundTripP50.Microseconds()) / 1000, RoundTripP99Ms: float64(ds.RoundTripP99.Microseconds()) / 1000}
+	}
 	for _, d := range mb.Devices() {
-		st.Devices = append(st.Devices, web.DeviceStatus{Name: d.Name, Kind: "modbus-" + d.Transport, Online: d.Online, LastError: d.LastError})
+		st.Devices = append(st.Devices, web.DeviceStatus{Name: d.Name, Kind: "modbus-" + d.Transport, Online: d.Online, LastError: d.LastError, Stats: mbStats[d.Name]})
 	}
 	for _, s := range sr.Stats() {
 		st.Devices = append(st.Devices, web.DeviceStatus{Name: s.Name, Kind: "serial", Online: s.Online, LastError: s.LastError})
@@ -85,6 +91,11 @@ func (g *gateway) Clients() []web.Client {
 
 // DisconnectClient drops one client.
 func (g *gateway) DisconnectClient(id string) error { return g.broker.DisconnectClient(id) }
+
+// Publish publishes the page's test message on the broker.
+func (g *gateway) Publish(ctx context.Context, m bus.Message) error {
+	return g.broker.Publish(ctx, m)
+}
 
 // Subscribe feeds the live view.
 func (g *gateway) Subscribe(filter string, h bus.Handler) (func(), error) {
@@ -120,9 +131,7 @@ func (g *gateway) ReadNow(ctx context.Context, device string) (web.Reading, erro
 // command topic and result as any other client ({prefix}/{device}/{point}/set),
 // and waits for the result.
 func (g *gateway) WritePoint(ctx context.Context, device, point string, value any) error {
-	g.mu.Lock()
-	prefix := g.cfg.Southbound.Modbus.Prefix
-	g.mu.Unlock()
+	prefix := g.running().Southbound.Modbus.Prefix
 	topic := prefix + "/" + device + "/" + point + "/set"
 	id := "web-" + strconv.FormatInt(g.writeSeq.Add(1), 10)
 	type result struct {

@@ -17,6 +17,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -35,10 +36,12 @@ import (
 	"github.com/fieldgate/fieldgate/gateway/config"
 	"github.com/fieldgate/fieldgate/gateway/supervise"
 	"github.com/fieldgate/fieldgate/gateway/web"
+	"github.com/fieldgate/fieldgate/internal/clock"
 	"github.com/fieldgate/fieldgate/internal/membudget"
 	"github.com/fieldgate/fieldgate/protocols/coap"
 	"github.com/fieldgate/fieldgate/protocols/mqtt"
 	"github.com/fieldgate/fieldgate/protocols/mqttsn"
+	"github.com/fieldgate/fieldgate/rules"
 	"github.com/fieldgate/fieldgate/southbound/modbus"
 	"github.com/fieldgate/fieldgate/southbound/serial"
 	"github.com/fieldgate/fieldgate/store"
@@ -50,10 +53,15 @@ type Options struct {
 	// ConfigPath is the file reloaded on Reload; "" means built-in defaults
 	// (a reload then has nothing to read and is ignored).
 	ConfigPath string
-	// ConfigWritePath is where a config changed on the setup page is
-	// written when ConfigPath is "" (e.g. fieldgate.yaml beside the binary,
-	// which the next start reads).
+	// ConfigWritePath is the saved config: where a config changed on the
+	// setup page is written (and then reloaded from), whatever ConfigPath
+	// was read at start (the factory config, say); "" means ConfigPath.
 	ConfigWritePath string
+	// RequestStop, if not nil, asks the process to stop the gateway (a
+	// factory reset from the page).
+	RequestStop func()
+	// Updater, if not nil, installs update bundles from the page and API.
+	Updater web.Updater
 	// Config is the validated config to start with.
 	Config config.Config
 	// Logger receives every part's logs.
@@ -78,6 +86,10 @@ type Options struct {
 	extraParts []supervise.Part
 	// supervise, if set, replaces the supervisor's options (tests).
 	supervise *supervise.Options
+	// outboxHook is store.OutboxOptions.BeforeCommit and outboxBound
+	// replaces outboxBound (tests that wedge the outbox writer).
+	outboxHook  func()
+	outboxBound time.Duration
 }
 
 // gateway is one run of the gateway: the parts and what ties them together.
@@ -88,14 +100,23 @@ type gateway struct {
 	started time.Time
 	board   *board.Board
 	live    *board.Liveness
+	clk     clock.Clock // the wall clock of payloads, the outbox and the uplink
 	db      *store.DB
 	broker  *mqtt.Broker
 	reg     *prometheus.Registry
 
+	// conf holds the running and the saved config (apply changes them);
+	// nothing reads either but through its lock.
+	conf *supervise.Configs[config.Config]
+	// defaultID is the gateway id when the config names none (from the
+	// board, else the host name); fixed at start.
+	defaultID string
+	// restart is signalled to stop the gateway for a restart (the page's
+	// "Restart now").
+	restart chan struct{}
+
 	// mu guards what a config change replaces.
 	mu         sync.Mutex
-	id         string // the gateway id: the configured one or one derived from the board
-	cfg        config.Config
 	configPath string
 	obox       *store.Outbox // nil until the uplink is first enabled
 	bridge     *uplink.Bridge
@@ -103,8 +124,12 @@ type gateway struct {
 	coap       *coap.Gateway
 	modbus     *modbus.Service
 	serial     *serial.Service
+	rules      *rules.Engine
 	sup        *supervise.Supervisor // runs every long-lived part
 	probeSeen  atomic.Int64          // Unix nanoseconds of the last probe through the bus
+	// outboxWatched: the outbox writer's part runs (from the first time
+	// the uplink is enabled; the outbox stays open until Run returns).
+	outboxWatched atomic.Bool
 
 	applyMu  sync.Mutex        // one config change at a time
 	budget   *membudget.Budget // the global memory budget, fixed at start
@@ -127,9 +152,11 @@ func Run(ctx context.Context, opts Options) error {
 		log:        log,
 		ring:       ring,
 		started:    time.Now(),
-		cfg:        cfg,
+		conf:       supervise.NewConfigs(cfg),
+		restart:    make(chan struct{}, 1),
 		configPath: opts.ConfigPath,
 		live:       board.NewLiveness(nil),
+		clk:        clock.ForProcess(log),
 		ready:      make(chan struct{}),
 	}
 	supOpts := supervise.Options{}
@@ -146,7 +173,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
-	g.id = gatewayIDOr(cfg.Gateway.ID, g.board.Identity().DefaultID())
+	g.defaultID = gatewayIDOr("", g.board.Identity().DefaultID())
 
 	dbPath := filepath.Join(cfg.Gateway.DataDir, "broker.db")
 	g.db, err = store.Open(dbPath, store.Options{Logger: log.With("part", "store"), MoveAsideCorrupt: true})
@@ -160,7 +187,7 @@ func Run(ctx context.Context, opts Options) error {
 	}()
 	// One memory budget for everything peers can make the gateway hold.
 	g.budget = membudget.New(int64(cfg.Gateway.MemoryBudgetMB) << 20)
-	g.broker, err = mqtt.New(cfg.Broker, mqtt.Options{Logger: log, Store: g.db, Version: opts.Version, Budget: g.budget})
+	g.broker, err = mqtt.New(cfg.Broker, mqtt.Options{Logger: log, Store: newBrokerStore(g.db), Version: opts.Version, Budget: g.budget})
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
@@ -174,7 +201,7 @@ func Run(ctx context.Context, opts Options) error {
 	}()
 	// The uplink's taps are installed before the broker serves anyone, so
 	// nothing a forward rule selects can escape the outbox.
-	if g.bridge, err = g.newBridge(cfg.Uplink); err != nil {
+	if g.bridge, err = g.newBridge(cfg.Uplink, g.gatewayID()); err != nil {
 		return err
 	}
 	defer func() { g.bridge.Close() }()
@@ -188,16 +215,19 @@ func Run(ctx context.Context, opts Options) error {
 			return fmt.Errorf("gateway: %w", err)
 		}
 	}
-	if g.modbus, err = modbus.New(cfg.Southbound.Modbus, g.broker, modbus.Options{Logger: log.With("part", "modbus")}); err != nil {
+	if g.modbus, err = modbus.New(cfg.Southbound.Modbus, g.broker, modbus.Options{Logger: log.With("part", "modbus"), Now: g.clk.Now}); err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
-	if g.serial, err = serial.New(cfg.Southbound.Serial, g.broker, log.With("part", "serial")); err != nil {
+	if g.serial, err = serial.New(cfg.Southbound.Serial, g.broker, log.With("part", "serial"), serial.WithClock(g.clk.Now)); err != nil {
 		return fmt.Errorf("gateway: %w", err)
+	}
+	if g.rules, err = g.newRules(cfg); err != nil {
+		return err
 	}
 	g.reg = g.registry()
 	var webSrv *web.Server
 	if cfg.Web.Enabled {
-		webSrv, err = web.New(cfg.Web, g, web.Options{DataDir: cfg.Gateway.DataDir, Logger: log.With("part", "web"), Version: opts.Version, GatewayID: g.gatewayID})
+		webSrv, err = web.New(cfg.Web, g, web.Options{DataDir: cfg.Gateway.DataDir, Logger: log.With("part", "web"), Version: opts.Version, GatewayID: g.gatewayID, RequestStop: opts.RequestStop, Updater: opts.Updater})
 		if err != nil {
 			return fmt.Errorf("gateway: %w", err)
 		}
@@ -222,7 +252,8 @@ func Run(ctx context.Context, opts Options) error {
 		g.start(supervise.Part{Name: "coap", Run: g.coap.Run})
 	}
 	g.start(modbusPart(g.modbus, cfg.Southbound.Modbus))
-	g.start(supervise.Part{Name: "serial", Run: g.serial.Run})
+	g.start(serialPart(g.serial))
+	g.start(rulesPart(g.rules))
 	if webSrv != nil {
 		g.start(supervise.Part{Name: "web", Run: webSrv.Run})
 	}
@@ -268,6 +299,9 @@ func Run(ctx context.Context, opts Options) error {
 		select {
 		case <-ctx.Done():
 			return g.shutdown(stopBroker, brokerDone)
+		case <-g.restart:
+			log.Info("restart requested: stopping the gateway to start it again", "settings", pendingNames(g.pending()))
+			return errors.Join(ErrRestart, g.shutdown(stopBroker, brokerDone))
 		case err := <-brokerDone:
 			return fmt.Errorf("gateway: broker stopped: %w", err)
 		case <-opts.Reload:
@@ -415,12 +449,15 @@ type partsStatus struct {
 	Healthy bool                  `json:"healthy"`
 	Error   string                `json:"error,omitempty"`
 	Parts   []supervise.PartStats `json:"parts"`
+	// Restart names the parts that wait for a restart to run saved
+	// settings (GET /api/v1/status has the settings).
+	Restart []string `json:"restart,omitempty"`
 }
 
 // publishParts publishes every part's state, restarts and last progress
 // as JSON on $SYS/fieldgate/parts (retained).
 func (g *gateway) publishParts() {
-	st := partsStatus{Healthy: true, Parts: g.sup.Stats()}
+	st := partsStatus{Healthy: true, Parts: g.sup.Stats(), Restart: pendingParts(g.pending())}
 	if err := g.sup.Healthy(); err != nil {
 		st.Healthy, st.Error = false, err.Error()
 	}
@@ -435,11 +472,11 @@ func (g *gateway) publishParts() {
 
 // newBridge builds a bridge for cfg, opening the outbox when the uplink is
 // enabled for the first time.
-func (g *gateway) newBridge(cfg uplink.Config) (*uplink.Bridge, error) {
-	opts := uplink.Options{Bus: g.broker, GatewayID: g.gatewayID(), Logger: g.log}
+func (g *gateway) newBridge(cfg uplink.Config, id string) (*uplink.Bridge, error) {
+	opts := uplink.Options{Bus: g.broker, GatewayID: id, Logger: g.log, Now: g.clk.Now}
 	if cfg.Enabled {
 		if g.obox == nil {
-			q, err := openOutbox(cfg, g.running().Gateway.DataDir, g.board.ReserveReached, g.log.With("part", "outbox"))
+			q, err := openOutbox(cfg, g.running().Gateway.DataDir, g.board.ReserveReached, g.clk.Now, g.log.With("part", "outbox"), g.opts.outboxHook)
 			if err != nil {
 				return nil, fmt.Errorf("gateway: %w", err)
 			}
@@ -459,6 +496,9 @@ func (g *gateway) startBridge() {
 	g.mu.Lock()
 	br, q := g.bridge, g.obox
 	g.mu.Unlock()
+	if q != nil && g.outboxWatched.CompareAndSwap(false, true) {
+		g.start(outboxPart(q, cmp.Or(g.opts.outboxBound, outboxBound)))
+	}
 	g.start(supervise.Part{Name: "uplink", Run: br.Run, Progress: uplinkProgress(br, q), Bound: uplinkBound})
 	if q != nil {
 		every := g.running().Broker.SysInterval
@@ -538,27 +578,37 @@ func (g *gateway) updateBoard() {
 	}
 }
 
-// gatewayID is the running gateway id.
-// running returns a copy of the running config. Goroutines that outlive
-// a config change read it through here, never g.cfg directly (apply writes
-// g.cfg under g.mu).
-func (g *gateway) running() config.Config {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.cfg
-}
+// running returns a copy of the running config: the config the parts run
+// with, which differs from the saved one while a change waits for a
+// restart.
+func (g *gateway) running() config.Config { return g.conf.Running() }
 
+// gatewayID is the running gateway id: the configured one, or else the
+// board's (or host's) default.
 func (g *gateway) gatewayID() string {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.id
+	if id := g.running().Gateway.ID; id != "" {
+		return id
+	}
+	return g.defaultID
 }
 
-// setGatewayID changes the running gateway id.
-func (g *gateway) setGatewayID(id string) {
-	g.mu.Lock()
-	g.id = id
-	g.mu.Unlock()
+// pending lists the saved settings that wait for a restart.
+func (g *gateway) pending() []pendingKey {
+	return pending(g.conf.Both())
+}
+
+// ErrRestart is returned by Run after the gateway stopped because a
+// restart was asked for (the page's "Restart now"): the caller starts it
+// again (cmd/fieldgate exits under systemd, whose Restart=always starts a
+// new process, and replaces itself with a fresh copy otherwise).
+var ErrRestart = errors.New("gateway: restart requested")
+
+// requestRestart asks the main loop to stop the gateway for a restart.
+func (g *gateway) requestRestart() {
+	select {
+	case g.restart <- struct{}{}:
+	default:
+	}
 }
 
 // gatewayIDOr is the configured id, or else the board's default one.
@@ -592,10 +642,9 @@ func (g *gateway) reload(ctx context.Context) ([]string, error) {
 	if g.opts.Override != nil {
 		g.opts.Override(&next)
 	}
-	restart, err := g.apply(ctx, next)
-	if err != nil {
+	if _, err := g.apply(ctx, next); err != nil {
 		return nil, err
 	}
 	g.log.Info("config reloaded", "path", path)
-	return restart, nil
+	return pendingNames(g.pending()), nil
 }

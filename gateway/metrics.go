@@ -63,6 +63,7 @@ func (c partsCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, s := range sr.Stats() {
 		e.walk("fieldgate_serial", []string{"sensor", s.Name}, reflect.ValueOf(s))
 	}
+	e.collectRules(g.rules)
 	for _, p := range g.sup.Stats() {
 		labels := []string{"part", p.Name}
 		e.counter("fieldgate_part_restarts_total", labels, float64(p.Restarts))

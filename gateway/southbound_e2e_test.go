@@ -317,8 +317,10 @@ func retained(t *testing.T, g *gateway, topic string) map[string]any {
 
 // southboundConfig is a gateway config on g's port and data dir with
 // southbound lines (YAML at the level of southbound:, indented by 2).
+// The test clients are anonymous: broker.auth.anonymous_deny_publish (by
+// default the southbound write commands) is emptied so that they may write.
 func southboundConfig(g *gateway, southbound string) string {
-	return gatewayConfig(g.dataDir, g.port, "") + "southbound:\n" + southbound
+	return gatewayConfig(g.dataDir, g.port, "auth:\n  anonymous_deny_publish: []\n") + "southbound:\n" + southbound
 }
 
 // modbusSection is southbound.modbus with devices (each a YAML list item).

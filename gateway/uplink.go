@@ -46,20 +46,23 @@ func (o outbox) Read(after uint64, max int) ([]uplink.Entry, error) {
 func (o outbox) Wait(ctx context.Context, after uint64) error { return o.q.Wait(ctx, after) }
 func (o outbox) Ack(seqs ...uint64) error                     { return o.q.Ack(seqs...) }
 
-// openOutbox opens the uplink's outbox in dataDir/outbox.
-func openOutbox(cfg uplink.Config, dataDir string, full func() bool, log *slog.Logger) (*store.Outbox, error) {
+// openOutbox opens the uplink's outbox in dataDir/outbox. beforeCommit is
+// store.OutboxOptions.BeforeCommit (tests; nil otherwise).
+func openOutbox(cfg uplink.Config, dataDir string, full func() bool, now func() time.Time, log *slog.Logger, beforeCommit func()) (*store.Outbox, error) {
 	policy := store.DropOldest
 	if cfg.Outbox.Policy == "refuse_new" {
 		policy = store.RefuseNew
 	}
 	return store.OpenOutbox(store.OutboxOptions{
-		Dir:         filepath.Join(dataDir, "outbox"),
-		MaxBytes:    cfg.Outbox.MaxBytes,
-		MaxMessages: cfg.Outbox.MaxMessages,
-		Policy:      policy,
-		TTL:         cfg.Outbox.TTL,
-		Full:        full,
-		Logger:      log,
+		Dir:          filepath.Join(dataDir, "outbox"),
+		MaxBytes:     cfg.Outbox.MaxBytes,
+		MaxMessages:  cfg.Outbox.MaxMessages,
+		Policy:       policy,
+		TTL:          cfg.Outbox.TTL,
+		Full:         full,
+		Now:          now,
+		Logger:       log,
+		BeforeCommit: beforeCommit,
 	})
 }
 

@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -10,9 +11,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -27,11 +30,21 @@ import (
 // fieldgate, and gets locked out by wrong passwords; on a phone-sized
 // screen too.
 
-// holdingBank is a Modbus slave's holding registers (simonvetter/modbus
-// server handler); other tables answer "illegal data address".
+// holdingBank is a Modbus slave's holding registers and coils
+// (simonvetter/modbus server handler): the registers in regs, and zeros at
+// 100–999 (the page's bulk import reads there); discrete and input tables
+// answer "illegal data address".
 type holdingBank struct {
-	mu   sync.Mutex
-	regs map[uint16]uint16
+	mu    sync.Mutex
+	regs  map[uint16]uint16
+	coils map[uint16]bool
+}
+
+// coil returns a coil's state.
+func (b *holdingBank) coil(addr uint16) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.coils[addr]
 }
 
 func (b *holdingBank) get(addr uint16) uint16 {
@@ -40,8 +53,24 @@ func (b *holdingBank) get(addr uint16) uint16 {
 	return b.regs[addr]
 }
 
-func (b *holdingBank) HandleCoils(*smodbus.CoilsRequest) ([]bool, error) {
-	return nil, smodbus.ErrIllegalDataAddress
+func (b *holdingBank) HandleCoils(req *smodbus.CoilsRequest) ([]bool, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]bool, req.Quantity)
+	for i := range out {
+		v, ok := b.coils[req.Addr+uint16(i)]
+		if !ok {
+			return nil, smodbus.ErrIllegalDataAddress
+		}
+		out[i] = v
+	}
+	if req.IsWrite {
+		for i, v := range req.Args {
+			b.coils[req.Addr+uint16(i)] = v
+		}
+		return nil, nil
+	}
+	return out, nil
 }
 
 func (b *holdingBank) HandleDiscreteInputs(*smodbus.DiscreteInputsRequest) ([]bool, error) {
@@ -57,8 +86,9 @@ func (b *holdingBank) HandleHoldingRegisters(req *smodbus.HoldingRegistersReques
 	defer b.mu.Unlock()
 	out := make([]uint16, req.Quantity)
 	for i := range out {
-		v, ok := b.regs[req.Addr+uint16(i)]
-		if !ok {
+		a := req.Addr + uint16(i)
+		v, ok := b.regs[a]
+		if !ok && (a < 100 || a > 999) {
 			return nil, smodbus.ErrIllegalDataAddress
 		}
 		out[i] = v
@@ -135,7 +165,7 @@ func TestE2EWebPage(t *testing.T) {
 		0: 215,                                                                       // temp: INT16 × 0.1 = 21.5
 		1: uint16(math.Float32bits(230.5) >> 16), 2: uint16(math.Float32bits(230.5)), // voltage: FLOAT32 ABCD
 		3: 7, // setpoint, writable
-	}}
+	}, coils: map[uint16]bool{0: false}} // pump, writable
 	modbusAddr := startModbusSimulator(t, bank)
 
 	cloud := startGatewayWith(t, "", func(g *gateway) string {
@@ -186,20 +216,33 @@ broker:
 	// A local client for the Broker page's list of connected clients.
 	edge.sub(t, "-i", "line-3-hmi", "-t", "southbound/#")
 
-	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, filepath.Join(e2eDir, "real.mjs"), base, shots, modbusAddr, strconv.Itoa(cloud.port))
+	setupCode, _ := os.ReadFile(filepath.Join(edge.dataDir, "setup-code"))
+	cmd.Env = append(os.Environ(), "FIELDGATE_SETUP_CODE="+strings.TrimSpace(string(setupCode)))
 	cmd.Dir = e2eDir
-	out, err := cmd.CombinedOutput()
-	t.Logf("%s", out)
-	if err != nil {
-		t.Fatalf("real.mjs: %v", err)
-	}
+	runPageScript(t, cmd, map[string]func() string{
+		// The script asks for the gateway to be stopped and started
+		// under its open page.
+		"@@STOP": func() string {
+			code, took := edge.stop(syscall.SIGTERM)
+			t.Logf("edge stopped (exit %d) in %v", code, took)
+			return "stopped"
+		},
+		"@@START": func() string {
+			edge.start()
+			return "started"
+		},
+	})
 
 	// What only the test can see: the register the page wrote, the
 	// config file the page changed, and the readings in the cloud.
 	if v := bank.get(3); v != 42 {
 		t.Errorf("setpoint register = %d after the page wrote 42", v)
+	}
+	if !bank.coil(0) {
+		t.Error("the pump coil is off after the page switched it on")
 	}
 	cfg, err := os.ReadFile(edge.cfgPath)
 	if err != nil {
@@ -214,5 +257,53 @@ broker:
 		return strings.Contains(cloudSub.out.String(), "gateways/plant-7/southbound/meter1/temp")
 	}) {
 		t.Errorf("the cloud did not receive gateways/plant-7/southbound/meter1/temp; it got:\n%s", cloudSub.out)
+	}
+	// No float noise in what subscribers and the cloud receive.
+	if m := floatNoise.FindString(cloudSub.out.String()); m != "" {
+		t.Errorf("float noise %q in the published payloads:\n%s", m, cloudSub.out)
+	}
+	if !strings.Contains(cloudSub.out.String(), `"v":21.5`) {
+		t.Errorf("the cloud did not get temp 21.5:\n%s", cloudSub.out)
+	}
+}
+
+// floatNoise matches a decimal with a run of 0s or 9s before its last
+// digit, as binary floating point prints 21.7 (21.700000000000003).
+var floatNoise = regexp.MustCompile(`\d\.\d*(0{6,}|9{6,})\d`)
+
+// runPageScript runs a page script, logs its output, and answers its
+// control lines: a line in answers is answered on the script's stdin with
+// what the function returns. It fails the test when the script fails.
+func runPageScript(t *testing.T, cmd *exec.Cmd, answers map[string]func() string) {
+	t.Helper()
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", cmd.Path, err)
+	}
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		line := sc.Text()
+		t.Log(line)
+		if f, ok := answers[strings.TrimSpace(line)]; ok {
+			if _, err := io.WriteString(stdin, f()+"\n"); err != nil {
+				t.Errorf("answer %s: %v", line, err)
+			}
+		}
+	}
+	err = cmd.Wait()
+	if stderr.Len() > 0 {
+		t.Logf("stderr:\n%s", stderr.String())
+	}
+	if err != nil {
+		t.Fatalf("%s: %v", filepath.Base(cmd.Args[1]), err)
 	}
 }

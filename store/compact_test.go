@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/fieldgate/fieldgate/internal/testwait"
 )
 
 func fileSize(t *testing.T, path string) int64 {
@@ -121,10 +123,7 @@ func TestCompactWhileOpen(t *testing.T) {
 	db2 := openTest(t, path, Options{CompactInterval: 20 * time.Millisecond})
 	fillAndClear(t, db2, 100, 256<<10, 1)
 	big := fileSize(t, path)
-	for deadline := time.Now().Add(10 * time.Second); fileSize(t, path) > big/4 && time.Now().Before(deadline); {
-		time.Sleep(10 * time.Millisecond) // polling the idle check
-	}
-	if fileSize(t, path) > big/4 {
+	if !testwait.Until(10*time.Second, func() bool { return fileSize(t, path) <= big/4 }) {
 		t.Fatalf("idle compaction: %d → %d bytes, stats %+v", big, fileSize(t, path), db2.Stats())
 	}
 }

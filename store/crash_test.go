@@ -77,7 +77,7 @@ func TestCrashKill(t *testing.T) {
 				break
 			}
 		}
-		time.Sleep(time.Duration(round) * 700 * time.Microsecond) // mid-commit, with luck
+		time.Sleep(time.Duration(round) * 700 * time.Microsecond) // kept sleep: moves the kill to another point of the child's commit each round, nothing to wait for
 		must(t, cmd.Process.Signal(syscall.SIGKILL))
 		// Reports already printed before the kill are durable too.
 		for sc.Scan() {

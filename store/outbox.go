@@ -121,6 +121,10 @@ type OutboxOptions struct {
 	Logger *slog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// BeforeCommit, if set, is called by the writer before each commit of
+	// appends. Tests only: a hook that blocks wedges the writer as an fsync
+	// that never returns would (see Progress).
+	BeforeCommit func()
 }
 
 func (o OutboxOptions) withDefaults() OutboxOptions {
@@ -259,6 +263,9 @@ type Outbox struct {
 	// is when the writer last wrote it (writer only).
 	ledgerDirty bool
 	ledgerAt    time.Time
+	// waitSince is when pendingN last went from 0 to more; lastCommit is
+	// when the writer last finished a commit of appends (Progress).
+	waitSince, lastCommit time.Time
 
 	wake      chan struct{}
 	done      chan struct{}
@@ -440,6 +447,9 @@ func (q *Outbox) enqueue(ctx context.Context, recs []OutboxRecord, wait bool) (*
 		return nil, 0, fmt.Errorf("outbox %s: %w", q.opts.Dir, ErrOutboxFull)
 	}
 	b := q.pending
+	if q.pendingN == 0 {
+		q.waitSince = time.Now()
+	}
 	for i := range vals {
 		vals[i].seq = q.nextSeq
 		q.nextSeq++

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fieldgate/fieldgate/internal/testwait"
 )
 
 // lost is the sum of the drop causes a damaged file can produce.
@@ -393,18 +395,13 @@ func TestOutboxFaultHelperProcess(t *testing.T) {
 	}
 	switch mode {
 	case "crash":
-		deadline := time.Now().Add(10 * time.Second)
-		for {
+		written := testwait.Until(10*time.Second, func() bool {
 			b, err := os.ReadFile(filepath.Join(dir, ledgerName))
-			if es, derr := decodeLedger(b); err == nil && derr == nil && len(es) == 3 {
-				if e := es[head().first]; e.live == n-6000 {
-					break
-				}
-			}
-			if time.Now().After(deadline) {
-				fail("ledger not written")
-			}
-			time.Sleep(10 * time.Millisecond)
+			es, derr := decodeLedger(b)
+			return err == nil && derr == nil && len(es) == 3 && es[head().first].live == n-6000
+		})
+		if !written {
+			fail("ledger not written")
 		}
 		if err := os.Truncate(head().path, 0); err != nil {
 			fail("truncate: %v", err)

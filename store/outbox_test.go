@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/fieldgate/fieldgate/internal/testwait"
 )
 
 // fakeClock is a settable clock for TTL and age tests.
@@ -412,10 +414,7 @@ func TestOutboxSegmentsRotateAndRemove(t *testing.T) {
 	}
 	// Files are removed after the segment leaves the index: poll the
 	// directory itself, with a deadline.
-	deadline := time.Now().Add(10 * time.Second)
-	for segs, _ = segFiles(t, dir); len(segs) != 1 && time.Now().Before(deadline); segs, _ = segFiles(t, dir) {
-		time.Sleep(time.Millisecond)
-	}
+	testwait.Until(10*time.Second, func() bool { segs, _ = segFiles(t, dir); return len(segs) == 1 })
 	if len(segs) != 1 || q.Stats().Segments != 1 {
 		t.Fatalf("segments left: %v", segs)
 	}
@@ -473,12 +472,7 @@ func TestOutboxMillionBounded(t *testing.T) {
 		buf   []OutboxEntry
 		seqs  []uint64
 	)
-	for q.Stats().Appended < uint64(total/5) {
-		time.Sleep(5 * time.Millisecond) // polling; the deadline is ctx's
-		if ctx.Err() != nil {
-			t.Fatal("appends too slow")
-		}
-	}
+	testwait.For(t, 5*time.Minute, "a fifth of the appends", func() bool { return q.Stats().Appended >= uint64(total/5) })
 	maxDisk.Store(q.Stats().DiskBytes)
 	for read < total {
 		if err := q.Wait(ctx, after); err != nil {

@@ -154,6 +154,9 @@ func (q *Outbox) gather(callers int) {
 // full) in one transaction, then publishes it to the index and to readers.
 // It sets b.err; the caller closes b.done.
 func (q *Outbox) commitAppends(b *appendBatch) {
+	if q.opts.BeforeCommit != nil {
+		q.opts.BeforeCommit()
+	}
 	first := b.recs[0].seq
 	last := b.recs[len(b.recs)-1].seq
 	var head *segment
@@ -196,6 +199,7 @@ func (q *Outbox) commitAppends(b *appendBatch) {
 	q.mu.Lock()
 	q.pendingN -= len(b.recs)
 	q.pendingBytes -= b.bytes
+	q.lastCommit = time.Now()
 	if err == nil {
 		for _, r := range b.recs {
 			size := int64(len(r.value) + 8)

@@ -24,6 +24,7 @@ import (
 	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/fieldgate/fieldgate/bus"
+	"github.com/fieldgate/fieldgate/internal/ratelog"
 )
 
 // Origin marks messages the bridge publishes locally (downlink). Forward
@@ -71,13 +72,17 @@ type Options struct {
 // Bridge is the uplink. New installs its taps at once, so that nothing a
 // rule selects escapes the outbox; Run connects and drains.
 type Bridge struct {
-	cfg    Config
-	opts   Options
-	log    *slog.Logger
-	now    func() time.Time
-	dialer *dialer
-	minClk time.Time
-	untap  []func()
+	cfg  Config
+	opts Options
+	log  *slog.Logger
+	// logSome limits the lines a flood of failing appends can write (a
+	// full disk refuses every publish): one a minute, with the count of
+	// those held back.
+	logSome *ratelog.Logger
+	now     func() time.Time
+	dialer  *dialer
+	minClk  time.Time
+	untap   []func()
 
 	stats    counters
 	failures atomic.Int64 // failed connection attempts and lost connections
@@ -115,6 +120,7 @@ func New(cfg Config, opts Options) (*Bridge, error) {
 	}
 	minClk, _ := time.Parse(time.RFC3339, cfg.MinClock)
 	b := &Bridge{cfg: cfg, opts: opts, log: log.With("part", "uplink"), now: now, minClk: minClk}
+	b.logSome = ratelog.New(b.log, ratelog.Config{Every: time.Minute, Burst: 1, Now: now})
 	b.state.State = "disabled"
 	if !cfg.Enabled {
 		return b, nil
@@ -178,7 +184,7 @@ func (b *Bridge) forwardTap(r ForwardRule) bus.TapFunc {
 			if errors.Is(err, ErrOutboxFull) {
 				return &bus.Refusal{Code: bus.ErrQuotaExceeded.Code, Reason: "outbox full"}
 			}
-			b.log.Error("outbox append failed", "topic", m.Topic, "error", err)
+			b.logSome.Error("", "outbox append failed", "topic", m.Topic, "error", err)
 			return &bus.Refusal{Code: bus.ErrUnavailable.Code, Reason: "outbox unavailable"}
 		}
 		return nil
@@ -694,6 +700,7 @@ func TestConnection(ctx context.Context, cfg Config, gatewayID string) error {
 		return err
 	}
 	b := &Bridge{cfg: cfg, dialer: d, log: slog.New(slog.DiscardHandler), now: time.Now}
+	b.logSome = ratelog.New(b.log, ratelog.Config{Every: time.Minute, Burst: 1})
 	var errs []error
 	for _, s := range cfg.Servers {
 		transports := []string{cfg.Transport}

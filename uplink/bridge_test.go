@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"runtime"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/fieldgate/fieldgate/bus"
 	"github.com/fieldgate/fieldgate/internal/testpki"
+	"github.com/fieldgate/fieldgate/internal/testwait"
 	"github.com/fieldgate/fieldgate/protocols/mqtt"
 	"github.com/fieldgate/fieldgate/store"
 )
@@ -107,18 +109,13 @@ func dialMosquitto(t *testing.T, m *mosquitto, pki *testpki.PKI, id string, clea
 	t.Helper()
 	addr := net.JoinHostPort("127.0.0.1", fmt.Sprint(m.plainPort))
 	var conn net.Conn
-	var err error
-	deadline := time.Now().Add(waitFor)
-	for {
-		conn, err = net.DialTimeout("tcp", addr, time.Second)
-		if err == nil || time.Now().After(deadline) {
-			break
+	testwait.NoError(t, waitFor, func() error {
+		var err error
+		if conn, err = net.DialTimeout("tcp", addr, time.Second); err != nil {
+			return fmt.Errorf("dial mosquitto: %w", err)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("dial mosquitto: %v", err)
-	}
+		return nil
+	})
 	c := &client{msgs: make(chan *paho.Publish, 100000)}
 	c.Client = paho.NewClient(paho.ClientConfig{
 		Conn: conn,
@@ -343,17 +340,12 @@ func TestAutoFallsBackToTLSAndReturnsToQUIC(t *testing.T) {
 
 	relay.blocked.Store(true)
 	blackholed := time.Now()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		st := e.bridge.Status()
-		if st.Connected && st.Transport == TransportTLS {
-			break
+	testwait.NoError(t, 30*time.Second, func() error {
+		if st := e.bridge.Status(); !st.Connected || st.Transport != TransportTLS {
+			return fmt.Errorf("no fallback to TLS: %+v", st)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no fallback to TLS: %+v", st)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 	t.Logf("fell back to TLS %.1f s after UDP was black-holed (last error: %s)", time.Since(blackholed).Seconds(), e.bridge.Status().LastError)
 	c.publish(t, "sensors/a", 1, "1")
 	sub.collect(t, 1)
@@ -571,17 +563,17 @@ func TestConnectFailuresAreClearAndLeakNothing(t *testing.T) {
 		before := runtime.NumGoroutine()
 		fdsBefore := openFDs(t)
 		e := startEdge(t, cfg, store.OutboxOptions{})
-		deadline := time.Now().Add(30 * time.Second)
-		for e.failures() < 100 {
-			if time.Now().After(deadline) {
-				t.Fatalf("only %d failures", e.failures())
+		failures := func(n int64) func() error {
+			return func() error {
+				if got := e.failures(); got < n {
+					return fmt.Errorf("only %d of %d failures", got, n)
+				}
+				return nil
 			}
-			time.Sleep(20 * time.Millisecond)
 		}
+		testwait.NoError(t, 30*time.Second, failures(100))
 		midG, midFD := runtime.NumGoroutine(), openFDs(t)
-		for e.failures() < 200 {
-			time.Sleep(20 * time.Millisecond)
-		}
+		testwait.NoError(t, 30*time.Second, failures(200))
 		endG, endFD := runtime.NumGoroutine(), openFDs(t)
 		t.Logf("goroutines %d → %d (after 100 failures) → %d (after 200); fds %d → %d → %d", before, midG, endG, fdsBefore, midFD, endFD)
 		if endG > midG+5 {
@@ -615,7 +607,9 @@ func TestTapRefusesWhenOutboxFails(t *testing.T) {
 	}
 	cfg := testConfig(Server{Host: "127.0.0.1", TCPPort: freePort(t)})
 	cfg.Enabled, cfg.Transport = true, TransportTCP
-	b, err := New(cfg, Options{Bus: local, Outbox: testOutbox{q}, GatewayID: "gw1"})
+	var logs lockedBuffer
+	b, err := New(cfg, Options{Bus: local, Outbox: testOutbox{q}, GatewayID: "gw1",
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -625,8 +619,13 @@ func TestTapRefusesWhenOutboxFails(t *testing.T) {
 		t.Fatalf("first publish: 0x%02x", r.ReasonCode)
 	}
 	_ = q.Close()
-	if r := c.publish(t, "sensors/1", 1, "refused"); r.ReasonCode != bus.ErrUnavailable.Code {
-		t.Fatalf("publish with a closed outbox: 0x%02x", r.ReasonCode)
+	for range 50 { // a flood of refusals writes one line a minute
+		if r := c.publish(t, "sensors/1", 1, "refused"); r.ReasonCode != bus.ErrUnavailable.Code {
+			t.Fatalf("publish with a closed outbox: 0x%02x", r.ReasonCode)
+		}
+	}
+	if n := strings.Count(logs.String(), "outbox append failed"); n != 1 {
+		t.Errorf("50 refused appends logged %d lines, want 1", n)
 	}
 	q2, err := store.OpenOutbox(store.OutboxOptions{Dir: dir})
 	if err != nil {
@@ -722,4 +721,22 @@ func TestQUICSurvivesAddressChange(t *testing.T) {
 	if st := e.bridge.Status(); st.Reconnects != 0 || !st.Connected {
 		t.Fatalf("the connection did not survive the address change: %+v", st)
 	}
+}
+
+// lockedBuffer is a log sink safe for the bridge's goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

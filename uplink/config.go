@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/fieldgate/fieldgate/bus"
+	"github.com/fieldgate/fieldgate/internal/check"
 	"github.com/fieldgate/fieldgate/internal/secret"
 )
 
@@ -268,23 +269,37 @@ func (c Config) Validate() error {
 }
 
 func (t TLS) validate(add func(path, format string, args ...any)) {
-	if t.CA != "" {
-		if pem, err := os.ReadFile(t.CA); err != nil {
-			add("tls.ca", "%v", err)
-		} else if !x509.NewCertPool().AppendCertsFromPEM(pem) {
-			add("tls.ca", "no PEM certificate in %s", t.CA)
-		}
-	}
 	switch {
 	case t.Cert != "" && t.Key == "":
 		add("tls.key", "required when tls.cert is set")
 	case t.Cert == "" && t.Key != "":
 		add("tls.cert", "required when tls.key is set")
-	case t.Cert != "":
-		if _, err := tls.LoadX509KeyPair(t.Cert, t.Key); err != nil {
-			add("tls.cert", "cannot load %s with key %s: %v", t.Cert, t.Key, err)
+	}
+}
+
+// Provision reads the uplink's CA bundle and client certificate and key,
+// when set, and checks that they load. It runs after Validate (which reads
+// no file) when the gateway starts or applies a config; like Validate it
+// checks a disabled uplink too. Each error is one line "path: reason"
+// relative to the section, naming the file, joined.
+func (c Config) Provision() error {
+	var e check.Errors
+	t := c.TLS
+	if t.CA != "" && e.Readable("tls.ca", t.CA) {
+		if pem, err := os.ReadFile(t.CA); err != nil {
+			e.Add("tls.ca", err)
+		} else if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+			e.Addf("tls.ca", "no PEM certificate in %s", t.CA)
 		}
 	}
+	certOK := t.Cert != "" && t.Key != "" && e.Readable("tls.cert", t.Cert)
+	keyOK := t.Cert != "" && t.Key != "" && e.Readable("tls.key", t.Key)
+	if certOK && keyOK {
+		if _, err := tls.LoadX509KeyPair(t.Cert, t.Key); err != nil {
+			e.Addf("tls.cert", "cannot load %s with key %s: %v", t.Cert, t.Key, err)
+		}
+	}
+	return e.Err()
 }
 
 // validTemplate checks a topic template: not empty, no wildcards, and only

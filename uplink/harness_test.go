@@ -19,6 +19,7 @@ import (
 
 	"github.com/fieldgate/fieldgate/internal/peertest"
 	"github.com/fieldgate/fieldgate/internal/testpki"
+	"github.com/fieldgate/fieldgate/internal/testwait"
 	"github.com/fieldgate/fieldgate/protocols/mqtt"
 	"github.com/fieldgate/fieldgate/store"
 )
@@ -258,13 +259,7 @@ func checkInOrder(t testing.TB, got map[string][]string, perTopic int) int {
 // eventually polls cond until it holds or waitFor passes.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.For(t, waitFor, what, cond)
 }
 
 // mosquitto is Debian's broker in a child process.

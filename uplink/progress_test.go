@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fieldgate/fieldgate/internal/testwait"
 	"github.com/fieldgate/fieldgate/store"
 )
 
@@ -34,18 +35,7 @@ func TestProgress(t *testing.T) {
 		cancel()
 		<-done
 	}()
-	deadline := time.Now().Add(10 * time.Second)
 	var first time.Time
-	for first = b.Progress(); first.IsZero(); first = b.Progress() {
-		if time.Now().After(deadline) {
-			t.Fatal("no progress")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	for !b.Progress().After(first) {
-		if time.Now().After(deadline) {
-			t.Fatal("progress does not advance while the bridge retries")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.For(t, 10*time.Second, "progress", func() bool { first = b.Progress(); return !first.IsZero() })
+	testwait.For(t, 10*time.Second, "progress to advance while the bridge retries", func() bool { return b.Progress().After(first) })
 }

@@ -1,9 +1,11 @@
 package uplink
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/fieldgate/fieldgate/internal/testwait"
 	"github.com/fieldgate/fieldgate/store"
 )
 
@@ -28,18 +30,12 @@ func TestReconnectSoonAfterOutageLongerThanOldCap(t *testing.T) {
 	m.stop()
 	eventually(t, "disconnected", func() bool { return !e.bridge.Status().Connected })
 	const outage = 65 * time.Second
-	time.Sleep(outage) // the outage itself: what is measured is after it
+	time.Sleep(outage) // kept sleep: a real outage longer than the old 1 min cap, against a real mosquitto, is what issue 11 asks to test
 	failures := e.bridge.failures.Load()
 
 	back := time.Now()
 	m.start(t, "/usr/sbin/mosquitto")
-	deadline := back.Add(30 * time.Second)
-	for !e.bridge.Status().Connected {
-		if time.Now().After(deadline) {
-			t.Fatalf("not reconnected 30 s after a %s outage", outage)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testwait.For(t, 30*time.Second, fmt.Sprintf("a reconnect after a %s outage", outage), func() bool { return e.bridge.Status().Connected })
 	took := time.Since(back)
 	t.Logf("reconnected %s after the cloud came back from a %s outage (%d failed attempts during it)", took.Round(10*time.Millisecond), outage, failures)
 	if took > 5*time.Second {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/fieldgate/fieldgate/internal/peertest"
+	"github.com/fieldgate/fieldgate/internal/testwait"
 )
 
 // armTargets are the ARM builds `make cross` ships, and the qemu-user
@@ -156,22 +157,20 @@ broker:
 	}()
 
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			break
-		}
+	listening := testwait.Until(60*time.Second, func() bool {
 		select {
 		case err := <-done:
 			t.Fatalf("gateway exited before listening: %v\n%s", err, logs.String())
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("gateway not listening on %s after 60 s\n%s", addr, logs.String())
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
 		}
-		time.Sleep(20 * time.Millisecond)
+		return err == nil
+	})
+	if !listening {
+		t.Fatalf("gateway not listening on %s after 60 s\n%s", addr, logs.String())
 	}
 	t.Logf("listening after %s under emulation", time.Since(start).Round(time.Millisecond))
 

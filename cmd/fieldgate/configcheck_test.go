@@ -107,3 +107,56 @@ func TestConfigCheckHugeStdin(t *testing.T) {
 		t.Errorf("took %v", took)
 	}
 }
+
+// TestConfigCheckLineNumbers: `fieldgate config check` prints every
+// problem as FILE:LINE:COL: path: reason (nats-server's form), in the order
+// of the file, for parse errors, Validate's errors and Provision's (a
+// certificate file that does not exist) alike; "-" names the file <stdin>.
+func TestConfigCheckLineNumbers(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "fieldgate.yaml")
+	bad := "version: 1\n" +
+		"log:\n" +
+		"  level: loud\n" +
+		"southbound:\n" +
+		"  modbus:\n" +
+		"    devices:\n" +
+		"      - name: plc\n" +
+		"        tcp: {address: \"10.0.0.1:502\"}\n" +
+		"        points:\n" +
+		"          - {name: t, register: holding, address: 0, type: INT17}\n"
+	if err := os.WriteFile(path, []byte(bad), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := configCheck(path, nil, &stdout, &stderr); code != 1 {
+		t.Fatalf("exit %d, stdout %q", code, stdout.String())
+	}
+	want := path + `:3:10: log.level: must be one of debug, info, warn, error, got "loud"` + "\n" +
+		path + `:10:60: southbound.modbus.devices[0].points[0].type: must be one of BOOL, BIT, INT16, UINT16, INT32, UINT32, INT64, UINT64, FLOAT32, FLOAT64, STRING, got "INT17"` + "\n"
+	if stderr.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", stderr.String(), want)
+	}
+
+	// The same from stdin, with a parse error.
+	stderr.Reset()
+	code := configCheck("-", strings.NewReader("version: 1\nbroker:\n  listeners:\n    tcp: {adress: x}\n"), &stdout, &stderr)
+	if want := "<stdin>:4:11: broker.listeners.tcp.adress: unknown field\n"; code != 1 || stderr.String() != want {
+		t.Errorf("stdin: exit %d, %q, want %q", code, stderr.String(), want)
+	}
+
+	// A certificate that is not there: Validate passes, provisioning names
+	// the key, the file and the line.
+	missing := filepath.Join(dir, "none.pem")
+	tlsCfg := "version: 1\nbroker:\n  listeners:\n    tls:\n      enabled: true\n      cert: " + missing + "\n      key: " + missing + "\n"
+	if err := os.WriteFile(path, []byte(tlsCfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stderr.Reset()
+	code = configCheck(path, nil, &stdout, &stderr)
+	want = path + ":6:13: broker.listeners.tls.cert: open " + missing + ": no such file or directory\n" +
+		path + ":7:12: broker.listeners.tls.key: open " + missing + ": no such file or directory\n"
+	if code != 1 || stderr.String() != want {
+		t.Errorf("missing cert: exit %d, got\n%s\nwant\n%s", code, stderr.String(), want)
+	}
+}

@@ -2,11 +2,13 @@
 //
 // Usage:
 //
-//	fieldgate [run] [-config PATH] [-data DIR]   run the gateway (the default)
+//	fieldgate [run] [-config PATH] [-factory-config PATH] [-data DIR]   run the gateway (the default)
 //	fieldgate version                            print version and build details
 //	fieldgate config check FILE                  check a config file ("-" = stdin)
 //	fieldgate config default                     print the default config, commented
 //	fieldgate passwd                             read a password on stdin, print its bcrypt hash
+//	fieldgate setup-code [-data DIR] [-console]  print the first-boot setup code
+//	fieldgate reset --factory [--yes] [-data DIR] [-config PATH]   wipe config, web login and data
 //
 // main only parses arguments, sets up logging and signals, and hands over to
 // gateway/config and gateway.
@@ -33,6 +35,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/fieldgate/fieldgate/board"
+	"github.com/fieldgate/fieldgate/board/appliance"
 	"github.com/fieldgate/fieldgate/gateway"
 	"github.com/fieldgate/fieldgate/gateway/config"
 )
@@ -49,11 +52,15 @@ var (
 const passwdCost = 12
 
 const usage = `usage:
-  fieldgate [run] [-config PATH] [-data DIR]   run the gateway (the default)
+  fieldgate [run] [-config PATH] [-factory-config PATH] [-data DIR]
+                                               run the gateway (the default)
   fieldgate version                            print version and build details
   fieldgate config check FILE                  check a config file ("-" reads stdin)
   fieldgate config default                     print the default config, commented
   fieldgate passwd                             read a password on stdin, print its bcrypt hash
+  fieldgate setup-code [-data DIR] [-console]  print the first-boot setup code (while setup is not done)
+  fieldgate reset --factory [--yes] [-data DIR] [-config PATH]
+                                               wipe the saved config, web login and all data (gateway stopped)
 `
 
 func main() {
@@ -76,6 +83,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return configCmd(args, stdin, stdout, stderr)
 	case "passwd":
 		return passwd(stdin, stdout, stderr)
+	case "reset":
+		return resetCmd(args, stdin, stdout, stderr)
+	case "setup-code":
+		return setupCodeCmd(args, stdout, stderr)
 	case "help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -89,9 +100,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 func runGateway(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	configPath := fs.String("config", "", "config file (default: fieldgate.yaml beside the binary if it exists, else built-in defaults)")
+	configPath := fs.String("config", "", "the saved config: read at start if it exists, written by the page and the API, read on SIGHUP (default: fieldgate.yaml beside the binary)")
+	factoryPath := fs.String("factory-config", "", "the factory config, read (never written) while the saved config does not exist (default: none, built-in defaults)")
 	dataDir := fs.String("data", "", "data directory, overriding gateway.data_dir")
 	watchdog := fs.String("watchdog", "", "hardware watchdog device to feed while healthy (e.g. /dev/watchdog), overriding board.watchdog.device")
+	updateMode := fs.String("update", "off", "A/B updates: rauc (RAUC's D-Bus service, through busctl) or off")
+	markGoodAfter := fs.Duration("mark-good-after", 10*time.Minute, "with -update rauc: mark the booted slot good once the gateway has been ready this long without a break")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to `FILE` until the gateway stops (for diagnosis)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -114,17 +128,17 @@ func runGateway(args []string, stderr io.Writer) int {
 		return 2
 	}
 
-	path := *configPath
-	if path == "" {
-		path = besideBinary("fieldgate.yaml")
-	}
-	cfg := config.Default()
-	if path != "" {
-		var err error
-		if cfg, err = config.Load(path); err != nil {
-			printErrors(stderr, path, err)
-			return 1
+	saved := *configPath
+	if saved == "" {
+		// Where the setup page writes a config when there is none; the next
+		// start reads it from there.
+		if exe, err := os.Executable(); err == nil {
+			saved = filepath.Join(filepath.Dir(exe), "fieldgate.yaml")
 		}
+	}
+	loaded, ok := loadConfig(saved, *factoryPath, stderr)
+	if !ok {
+		return 1
 	}
 	override := func(c *config.Config) {
 		if *dataDir != "" {
@@ -134,9 +148,39 @@ func runGateway(args []string, stderr io.Writer) int {
 			c.Board.Watchdog.Device = *watchdog
 		}
 	}
-	override(&cfg)
+	override(&loaded.cfg)
+
+	// One gateway per data directory; a factory reset asked for on the page
+	// (or cut short by a power cut) is done before anything reads it.
+	lock, err := appliance.Lock(loaded.cfg.Gateway.DataDir)
+	if err != nil {
+		fmt.Fprintf(stderr, "fieldgate run: %v\n", err)
+		return 1
+	}
+	defer lock.Unlock()
+	var wiped []string
+	if appliance.ResetRequested(loaded.cfg.Gateway.DataDir) {
+		if wiped, err = appliance.Wipe(loaded.cfg.Gateway.DataDir, saved); err != nil {
+			fmt.Fprintf(stderr, "fieldgate run: factory reset: %v\n", err)
+			return 1
+		}
+		if loaded, ok = loadConfig(saved, *factoryPath, stderr); !ok {
+			return 1
+		}
+		override(&loaded.cfg)
+	}
+	cfg, path := loaded.cfg, loaded.read
 
 	log := newLogger(cfg.Log, stderr)
+	if wiped != nil {
+		log.Warn("factory reset done: saved config, web login and data wiped", "data_dir", cfg.Gateway.DataDir, "removed", len(wiped))
+	}
+	if loaded.warning != "" {
+		log.Error(loaded.warning, "path", saved, "renamed_to", saved+".rejected", "factory_config", *factoryPath)
+	}
+	if cfg.Web.Enabled {
+		showSetupCode(cfg.Gateway.DataDir, stderr, log)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	reload := make(chan struct{}, 1)
@@ -149,21 +193,13 @@ func runGateway(args []string, stderr io.Writer) int {
 	if source == "" {
 		source = "built-in defaults"
 	}
-	log.Info("starting", "version", version, "config", source, "data_dir", cfg.Gateway.DataDir)
+	log.Info("starting", "version", version, "config", source, "saved_config", saved, "data_dir", cfg.Gateway.DataDir)
 	// Every socket is a descriptor: the whole hard limit, of which the page
 	// may hold at most a quarter (web.max_connections), is the broker's reserve.
 	if files, err := board.RaiseFileLimit(); err != nil {
 		log.Warn("open file limit not raised", "error", err)
 	} else {
 		log.Debug("open file limit", "files", files)
-	}
-	writePath := path
-	if writePath == "" {
-		// Where the setup page writes a config when there is none; the next
-		// start reads it from there.
-		if exe, err := os.Executable(); err == nil {
-			writePath = filepath.Join(filepath.Dir(exe), "fieldgate.yaml")
-		}
 	}
 	// GOMAXPROCS is the process's, so the process owns its scaler.
 	cpus := board.NewCPUScaler(cfg.Board.CPUs, os.Getenv, log.With("part", "cpus"))
@@ -183,22 +219,66 @@ func runGateway(args []string, stderr io.Writer) int {
 	finished := make(chan struct{})
 	defer close(finished)
 	go exitPastBudget(ctx, finished, cfg.Gateway.StopBudget, log)
-	err := gateway.Run(ctx, gateway.Options{
+	updCtx, stopUpdater := context.WithCancel(ctx)
+	updater, waitUpdater, err := startUpdater(updCtx, *updateMode, *markGoodAfter, localURL(cfg.Web.Address, "/readyz"), log)
+	if err != nil {
+		stopUpdater()
+		fmt.Fprintf(stderr, "fieldgate run: %v\n", err)
+		return 2
+	}
+	defer func() {
+		stopUpdater()
+		waitUpdater()
+	}()
+	err = gateway.Run(ctx, gateway.Options{
 		CPUStats:        cpus.Stats,
 		ConfigPath:      path,
-		ConfigWritePath: writePath,
+		ConfigWritePath: saved,
+		RequestStop:     stop,
+		Updater:         updater,
 		Config:          cfg,
 		Logger:          log,
 		Version:         version,
 		Reload:          reload,
 		Override:        override,
 	})
+	if errors.Is(err, gateway.ErrRestart) {
+		return restartGateway(log, err) // the page's "Restart now"
+	}
 	if err != nil {
 		log.Error("gateway stopped", "err", err)
 		return 1
 	}
+	if appliance.ResetRequested(cfg.Gateway.DataDir) {
+		return factoryRestart(cfg.Gateway.DataDir, saved, lock, log)
+	}
 	log.Info("stopped")
 	return 0
+}
+
+// factoryRestart finishes a factory reset asked for on the page: the
+// gateway has stopped cleanly, the data directory is wiped, and the
+// gateway starts again as on first boot. Under systemd the process exits
+// and Restart=always starts it; elsewhere it executes itself again.
+func factoryRestart(dataDir, saved string, lock *appliance.DirLock, log *slog.Logger) int {
+	removed, err := appliance.Wipe(dataDir, saved)
+	if err != nil {
+		log.Error("factory reset failed; the next start tries again", "err", err)
+		return 1
+	}
+	log.Warn("factory reset done: saved config, web login and data wiped; starting again", "data_dir", dataDir, "removed", len(removed))
+	if os.Getenv("NOTIFY_SOCKET") != "" {
+		return 0
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		log.Error("factory reset: cannot start again", "err", err)
+		return 1
+	}
+	lock.Unlock()
+	err = syscall.Exec(exe, os.Args, os.Environ())
+	log.Error("factory reset: cannot start again", "err", err)
+	return 1
 }
 
 // exitPastBudget exits the process with status 1 when the gateway has not
@@ -237,20 +317,6 @@ func forwardReloads(ctx context.Context, hup <-chan os.Signal, reload chan<- str
 			}
 		}
 	}
-}
-
-// besideBinary returns the path of name in the executable's directory if
-// such a file exists, else "".
-func besideBinary(name string) string {
-	exe, err := os.Executable()
-	if err != nil {
-		return ""
-	}
-	p := filepath.Join(filepath.Dir(exe), name)
-	if _, err := os.Stat(p); err != nil {
-		return ""
-	}
-	return p
 }
 
 // newLogger builds the process logger from the config's log section. The
@@ -305,21 +371,23 @@ func configCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 }
 
-// configCheck parses and validates a file ("-" = stdin) and prints either
-// "FILE: ok" or every error as "FILE: path: reason". A file larger than
-// config.MaxFileSize is refused before it is read.
+// configCheck parses, validates and provisions a file ("-" = stdin) and
+// prints either "FILE: ok" or every error as "FILE:LINE:COL: path: reason"
+// (nats-server's form; "FILE: path: reason" for a field the file does not
+// set), in the order of the file. A file larger than config.MaxFileSize is
+// refused before it is read.
 func configCheck(path string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if path == "-" {
+		path = "<stdin>"
 		data, err := config.ReadAll(stdin)
 		if err != nil {
-			fmt.Fprintf(stderr, "<stdin>: %v\n", err)
+			fmt.Fprintf(stderr, "%s: %v\n", path, err)
 			return 1
 		}
-		c, err := config.Parse(data)
+		f, err := config.ParseFile(path, data)
 		if err == nil {
-			err = c.Validate()
+			err = f.Check()
 		}
-		path = "<stdin>"
 		if err != nil {
 			printErrors(stderr, path, err)
 			return 1
@@ -332,11 +400,15 @@ func configCheck(path string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// printErrors prints each line of a (joined) config error prefixed with the
-// file it came from.
+// printErrors prints each line of a (joined) config error, prefixed with
+// the file it came from unless it names it already (config.Load's errors
+// do, with the line and column).
 func printErrors(w io.Writer, file string, err error) {
 	for _, line := range strings.Split(err.Error(), "\n") {
-		fmt.Fprintf(w, "%s: %s\n", file, line)
+		if !strings.HasPrefix(line, file+":") {
+			line = file + ": " + line
+		}
+		fmt.Fprintln(w, line)
 	}
 }
 

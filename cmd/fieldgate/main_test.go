@@ -102,8 +102,8 @@ func TestConfigCheckFile(t *testing.T) {
 		t.Errorf("bad file: exit %d, want 1", code)
 	}
 	want := []string{
-		bad + ": log.level: must be one of debug, info, warn, error, got \"loud\"",
-		bad + ": broker.limits.max_packet_size: must be between 16 and 268435456, got 5",
+		bad + ":3:10: log.level: must be one of debug, info, warn, error, got \"loud\"",
+		bad + ":6:22: broker.limits.max_packet_size: must be between 16 and 268435456, got 5",
 	}
 	for _, w := range want {
 		if !strings.Contains(errOut, w+"\n") {
@@ -146,7 +146,7 @@ func TestRunRefusesBadConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, errOut, code := fieldgate(t, nil, "run", "-config", bad)
-	if code != 1 || !strings.Contains(errOut, bad+": brokr: unknown field (line 2)") {
+	if code != 1 || !strings.Contains(errOut, bad+":2:1: brokr: unknown field") {
 		t.Errorf("exit %d, output %q", code, errOut)
 	}
 	// Flags without the subcommand mean run.

@@ -113,7 +113,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer gw.stop()
-	web, err := newWebClient(ctx, gw.webURL)
+	web, err := newWebClient(ctx, gw.webURL, filepath.Join(dir, "data"))
 	if err != nil {
 		return err
 	}
@@ -290,15 +290,19 @@ type webClient struct {
 	csrf string
 }
 
-// newWebClient sets the first admin password (the gateway is new) and keeps
-// the session.
-func newWebClient(ctx context.Context, base string) (*webClient, error) {
+// newWebClient sets the first admin password (the gateway is new, its
+// setup code in dataDir) and keeps the session.
+func newWebClient(ctx context.Context, base, dataDir string) (*webClient, error) {
 	jar, err := cookiejar.New(nil)
 	if err != nil {
 		return nil, err
 	}
 	c := &webClient{base: base, http: &http.Client{Jar: jar, Timeout: 30 * time.Second}}
-	body := strings.NewReader(`{"password": "webbench-password"}`)
+	code, err := os.ReadFile(filepath.Join(dataDir, "setup-code"))
+	if err != nil {
+		return nil, fmt.Errorf("setup code: %w", err)
+	}
+	body := strings.NewReader(fmt.Sprintf(`{"password": "webbench-password", "setup_code": %q}`, strings.TrimSpace(string(code))))
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/api/v1/setup", body)
 	if err != nil {
 		return nil, err

@@ -1,7 +1,10 @@
 // Package config is fieldgate's configuration: one YAML file with a
 // version field, strictly decoded (unknown keys are errors), with every
-// default in one place (Default) and a Validate that reports every problem
-// with the path of the field at fault.
+// default in one place (Default), a Validate that reports every problem
+// with the path of the field at fault and reads no file, and a Provision
+// that reads the files the config names (certificates) after it. A config
+// read from YAML (ParseFile, Load) has its errors located at their line and
+// column: "fieldgate.yaml:42:5: broker.listeners.tcp.address: …".
 //
 // Each part of the gateway defines its own section as a plain struct with
 // its own DefaultConfig and Validate (the broker's is mqtt.Config); this
@@ -26,6 +29,7 @@ import (
 	"github.com/fieldgate/fieldgate/protocols/coap"
 	"github.com/fieldgate/fieldgate/protocols/mqtt"
 	"github.com/fieldgate/fieldgate/protocols/mqttsn"
+	"github.com/fieldgate/fieldgate/rules"
 	"github.com/fieldgate/fieldgate/southbound/modbus"
 	"github.com/fieldgate/fieldgate/southbound/serial"
 	"github.com/fieldgate/fieldgate/uplink"
@@ -54,6 +58,8 @@ type Config struct {
 	Southbound Southbound `yaml:"southbound"`
 	// Uplink is the store-and-forward bridge to the cloud.
 	Uplink uplink.Config `yaml:"uplink"`
+	// Rules are the edge rules (SQL, windows, actions), applied live.
+	Rules rules.Config `yaml:"rules"`
 	// Board is the hardware: watchdog, LEDs, data partition reserve.
 	Board board.Config `yaml:"board"`
 }
@@ -114,30 +120,35 @@ func Default() Config {
 			Serial: serial.DefaultConfig(),
 		},
 		Uplink: uplink.DefaultConfig(),
+		Rules:  rules.DefaultConfig(),
 		Board:  board.DefaultConfig(),
 	}
 }
 
-// Load reads the config file at path, parses and validates it. The errors
-// are joined and each is one line "path: reason", without the file name. A
-// file larger than MaxFileSize is refused before it is read.
+// Load reads the config file at path, parses it, validates it and
+// provisions it (reads the certificate files it names). Every error is an
+// *Error naming path and, when the file sets the field at fault (or a key
+// that holds it), its line and column, e.g.
+// "fieldgate.yaml:42:5: broker.listeners.tcp.address: must be host:port";
+// they are joined, one per line, in the order of the file. A file larger
+// than MaxFileSize is refused before it is read.
 func Load(path string) (Config, error) {
 	data, err := ReadFile(path)
 	if err != nil {
-		return Config{}, err
+		return Config{}, &Error{File: path, Err: err}
 	}
-	c, err := Parse(data)
+	f, err := ParseFile(path, data)
 	if err != nil {
 		return Config{}, err
 	}
-	if err := c.Validate(); err != nil {
+	if err := f.Check(); err != nil {
 		return Config{}, err
 	}
-	return c, nil
+	return f.Config, nil
 }
 
-// section is a part of the config that validates itself with paths relative
-// to its own key.
+// section is a part of the config that validates (and provisions) itself
+// with paths relative to its own key.
 type section struct {
 	key      string
 	validate func() error
@@ -157,9 +168,43 @@ func (c Config) sections() []section {
 	}
 }
 
+// provisioned lists the sections that read files when provisioned.
+func (c Config) provisioned() []section {
+	return []section{
+		{key: "web", validate: c.Web.Provision},
+		{key: "broker", validate: c.Broker.Provision},
+		{key: "coap", validate: c.CoAP.Provision},
+		{key: "uplink", validate: c.Uplink.Provision},
+	}
+}
+
+// Provision is the step after Validate that may touch the file system, as
+// in caddy's provision → validate lifecycle: it reads the files the config
+// names (TLS certificates, keys and CA bundles of the enabled listeners, the
+// page, the CoAP DTLS endpoint, the uplink) and checks that they load. The
+// gateway runs it after Validate when it starts and whenever it applies a
+// config; Validate itself never reads a file. Each error is one line
+// "path: reason" naming the config key and the file, e.g.
+// "broker.listeners.tls.cert: open server.pem: no such file or directory",
+// joined, with the underlying error kept (errors.Is(err, fs.ErrNotExist)).
+// The parts load the files again when they start, so a renewed certificate
+// is picked up by a restart.
+func (c Config) Provision() error {
+	var errs []error
+	for _, s := range c.provisioned() {
+		for _, err := range unjoin(s.validate()) {
+			errs = append(errs, fmt.Errorf("%s.%w", s.key, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // Validate checks the whole config and returns every problem found joined
 // with errors.Join, each one line "path: reason", for example
 // "broker.limits.max_packet_size: must be between 16 and 268435456, got 5".
+// It is pure and fast: it reads no file (Provision does) and can run on
+// every keystroke of the page. Its errors carry paths only; File.Locate
+// adds the line and column of a config read from YAML.
 func (c Config) Validate() error {
 	var errs []error
 	if c.Version != Version {
@@ -191,6 +236,9 @@ func (c Config) Validate() error {
 		for _, err := range unjoin(s.validate()) {
 			errs = append(errs, fmt.Errorf("%s.%w", s.key, err))
 		}
+	}
+	for _, err := range unjoin(c.Rules.Validate()) { // a list: "rules[0].sql: ..."
+		errs = append(errs, fmt.Errorf("rules%w", err))
 	}
 	for _, f := range c.SecretFields() {
 		if f.Value.Kept() {

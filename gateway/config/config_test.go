@@ -24,8 +24,9 @@ import (
 var update = flag.Bool("update", false, "rewrite the golden errors.txt files, the fuzz seed corpus and missing test certificates")
 
 // goldenDir holds one directory per case: config.yaml and errors.txt (the
-// expected error lines of Parse, or else of Validate, sorted; empty when the
-// config is valid).
+// expected error lines of ParseFile, or else of Validate, or else of
+// Provision, located in the file as Load locates them: "config.yaml:L:C:
+// path: reason"; empty when the config is valid).
 const goldenDir = "testdata/config"
 
 // certDir holds the test certificates the golden configs refer to.
@@ -34,19 +35,17 @@ const certDir = "testdata/config/certs"
 // fuzzDir is the seed corpus of FuzzParse, made from the golden configs.
 const fuzzDir = "testdata/fuzz/FuzzParse"
 
-// check parses and validates a config the way Load does and returns its
-// error lines, sorted.
-func check(data []byte) []string {
-	c, err := Parse(data)
+// checkFile parses, validates and provisions a config the way Load does and
+// returns its error lines, in the order of the file.
+func checkFile(data []byte) []string {
+	f, err := ParseFile("config.yaml", data)
 	if err == nil {
-		err = c.Validate()
+		err = f.Check()
 	}
 	if err == nil {
 		return nil
 	}
-	lines := strings.Split(err.Error(), "\n")
-	slices.Sort(lines)
-	return lines
+	return strings.Split(err.Error(), "\n")
 }
 
 func TestGolden(t *testing.T) {
@@ -70,7 +69,7 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := check(data)
+			got := checkFile(data)
 			var out bytes.Buffer
 			for _, l := range got {
 				out.WriteString(l + "\n")
@@ -244,8 +243,8 @@ func TestLoad(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("version: 1\nlog: {level: loud}\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Load(bad); err == nil || !strings.HasPrefix(err.Error(), "log.level: ") {
-		t.Errorf("Load(bad) = %v, want a log.level error", err)
+	if _, err := Load(bad); err == nil || err.Error() != bad+`:2:14: log.level: must be one of debug, info, warn, error, got "loud"` {
+		t.Errorf("Load(bad) = %v, want a located log.level error", err)
 	}
 
 	if _, err := Load(filepath.Join(dir, "none.yaml")); !errors.Is(err, os.ErrNotExist) {
@@ -253,19 +252,30 @@ func TestLoad(t *testing.T) {
 	}
 }
 
-// TestValidateKeepsErrorChain checks that a broker error still wraps the
-// underlying one after being prefixed with "broker.".
-func TestValidateKeepsErrorChain(t *testing.T) {
+// TestProvisionKeepsErrorChain checks that a broker error still wraps the
+// underlying one after being prefixed with "broker." and located.
+func TestProvisionKeepsErrorChain(t *testing.T) {
 	c := Default()
 	c.Broker.Listeners.TLS.Enabled = true
 	c.Broker.Listeners.TLS.Cert = filepath.Join(t.TempDir(), "none.pem")
 	c.Broker.Listeners.TLS.Key = c.Broker.Listeners.TLS.Cert
-	err := c.Validate()
+	if err := c.Validate(); err != nil {
+		t.Fatalf("Validate() = %v", err)
+	}
+	err := c.Provision()
 	if !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("Validate() = %v, want it to wrap ErrNotExist", err)
+		t.Errorf("Provision() = %v, want it to wrap ErrNotExist", err)
 	}
 	if !strings.HasPrefix(err.Error(), "broker.listeners.tls.cert: open ") {
-		t.Errorf("Validate() = %q", err)
+		t.Errorf("Provision() = %q", err)
+	}
+	f := &File{Name: "x.yaml", pos: positions{"broker.listeners.tls": {Line: 4, Column: 5}}}
+	located := f.Locate(err)
+	if !errors.Is(located, os.ErrNotExist) {
+		t.Errorf("Locate lost the chain: %v", located)
+	}
+	if !strings.HasPrefix(located.Error(), "x.yaml:4:5: broker.listeners.tls.cert: open ") {
+		t.Errorf("located: %q", located)
 	}
 }
 
@@ -288,14 +298,20 @@ func TestAliasBomb(t *testing.T) {
 func FuzzParse(f *testing.F) {
 	f.Add(DefaultYAML)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		c, err := Parse(data)
+		f, err := ParseFile("f.yaml", data)
 		if err != nil {
 			if strings.TrimSpace(err.Error()) == "" {
 				t.Fatal("empty error")
 			}
 			return
 		}
-		_ = c.Validate()
+		if err := f.Locate(f.Config.Validate()); err != nil {
+			for _, l := range strings.Split(err.Error(), "\n") {
+				if !strings.HasPrefix(l, "f.yaml:") {
+					t.Fatalf("error line not located: %q", l)
+				}
+			}
+		}
 	})
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -21,52 +22,109 @@ const maxNodes = 100_000
 
 // Parse decodes a YAML config on top of Default(): omitted fields keep their
 // defaults. It checks the version first, then decodes strictly: unknown keys,
-// duplicate keys and values of the wrong type are errors naming the field's
-// path and line. All such errors are returned, joined. Parse does not
-// validate values; call Validate for that.
+// duplicate keys and values of the wrong type are errors (*Error) naming the
+// field's path, line and column. All such errors are returned, joined. Parse
+// does not validate values; call Validate for that, or use ParseFile to have
+// the problems Validate finds located in the YAML too.
 func Parse(data []byte) (Config, error) {
+	f, err := ParseFile("", data)
+	if err != nil {
+		return Config{}, err
+	}
+	return f.Config, nil
+}
+
+// File is a config parsed from YAML together with the position of every key
+// and list item the YAML sets, so that a problem found after parsing (by
+// Validate or Provision, which know only paths) can be pointed at its line.
+type File struct {
+	// Name names the file in errors ("fieldgate.yaml", "<stdin>"); empty
+	// for a config without a name.
+	Name string
+	// Config is the file's values on top of Default().
+	Config Config
+	pos    positions
+}
+
+// ParseFile is Parse for a file named name: its errors are *Error values
+// carrying name ("name:line:col: path: reason"), and the File it returns
+// can locate later errors (Locate, Check).
+func ParseFile(name string, data []byte) (*File, error) {
+	d := decoder{file: name, pos: positions{}}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
-			return Config{}, missingVersion()
+			return nil, d.missingVersion()
 		}
-		return Config{}, fmt.Errorf("yaml: %w", stripYAMLPrefix(err))
+		return nil, d.syntaxError(err)
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return Config{}, errors.New("yaml: the file holds more than one document (found a second ---)")
+		return nil, &Error{File: name, Pos: Pos{Line: extra.Line}, Err: errors.New("yaml: the file holds more than one document (found a second ---)")}
 	}
 	root := &doc
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
 		root = root.Content[0]
 	}
 	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
-		return Config{}, missingVersion()
+		return nil, d.missingVersion()
 	}
 	if root.Kind != yaml.MappingNode {
-		return Config{}, fmt.Errorf("config: must be a mapping of keys to values (line %d)", root.Line)
+		return nil, &Error{File: name, Pos: posOf(root), Path: "config", Err: errors.New("must be a mapping of keys to values")}
 	}
-	if err := checkVersion(root); err != nil {
-		return Config{}, err
+	if err := d.checkVersion(root); err != nil {
+		return nil, err
 	}
 
 	c := Default()
-	d := decoder{}
 	d.decode(root, reflect.ValueOf(&c).Elem(), "")
 	if len(d.errs) > 0 {
-		return Config{}, errors.Join(d.errs...)
+		return nil, errors.Join(d.errs...)
 	}
-	return c, nil
+	return &File{Name: name, Config: c, pos: d.pos}, nil
 }
 
-func missingVersion() error {
-	return fmt.Errorf("version: missing (this build knows version %d: start the file with \"version: %d\")", Version, Version)
+// Locate returns err, what Validate or Provision said of f.Config (lines
+// "path: reason", joined), with every line an *Error carrying f's name and
+// the position of its field, or of the nearest enclosing key the file has;
+// sorted by position. It returns nil for nil.
+func (f *File) Locate(err error) error {
+	return locateAll(err, f.Name, f.pos)
+}
+
+// Check validates f.Config and, when it is valid, provisions it (reads the
+// files it names); the errors are located in the file.
+func (f *File) Check() error {
+	if err := f.Config.Validate(); err != nil {
+		return f.Locate(err)
+	}
+	return f.Locate(f.Config.Provision())
+}
+
+// posOf is the position of a YAML node.
+func posOf(n *yaml.Node) Pos { return Pos{Line: n.Line, Column: n.Column} }
+
+func (d *decoder) missingVersion() error {
+	return &Error{File: d.file, Path: "version", Err: fmt.Errorf("missing (this build knows version %d: start the file with \"version: %d\")", Version, Version)}
+}
+
+// syntaxLine matches yaml.v3's "line N: reason" after its "yaml: " prefix.
+var syntaxLine = regexp.MustCompile(`^line (\d+): (.*)$`)
+
+// syntaxError makes a YAML syntax error an *Error at its line.
+func (d *decoder) syntaxError(err error) error {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	if m := syntaxLine.FindStringSubmatch(msg); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		return &Error{File: d.file, Pos: Pos{Line: line}, Err: errors.New("yaml: " + m[2])}
+	}
+	return &Error{File: d.file, Err: errors.New("yaml: " + msg)}
 }
 
 // checkVersion finds the top-level version key and checks it is known before
 // anything else is interpreted.
-func checkVersion(root *yaml.Node) error {
+func (d *decoder) checkVersion(root *yaml.Node) error {
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		k, v := root.Content[i], root.Content[i+1]
 		if k.Value != "version" {
@@ -74,25 +132,27 @@ func checkVersion(root *yaml.Node) error {
 		}
 		n, err := strconv.Atoi(v.Value)
 		if v.Kind != yaml.ScalarNode || v.Tag != "!!int" || err != nil {
-			return fmt.Errorf("version: must be the number %d, got %q (line %d)", Version, v.Value, v.Line)
+			return &Error{File: d.file, Pos: posOf(v), Path: "version", Err: fmt.Errorf("must be the number %d, got %q", Version, v.Value)}
 		}
 		if n != Version {
-			return fmt.Errorf("version: unsupported version %d, this build knows version %d (line %d)", n, Version, v.Line)
+			return &Error{File: d.file, Pos: posOf(v), Path: "version", Err: fmt.Errorf("unsupported version %d, this build knows version %d", n, Version)}
 		}
 		return nil
 	}
-	return missingVersion()
+	return d.missingVersion()
 }
 
 // decoder walks a YAML node tree alongside the Go value it fills, so that
 // every error can name the field's path and line.
 type decoder struct {
+	file  string    // the file's name for errors
+	pos   positions // where each key and list item is
 	errs  []error
 	nodes int
 }
 
 func (d *decoder) errorf(n *yaml.Node, path, format string, args ...any) {
-	d.errs = append(d.errs, fmt.Errorf("%s: %s (line %d)", path, fmt.Sprintf(format, args...), n.Line))
+	d.errs = append(d.errs, &Error{File: d.file, Pos: posOf(n), Path: path, Err: fmt.Errorf(format, args...)})
 }
 
 var (
@@ -169,6 +229,13 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 			continue
 		}
 		seen[k.Value] = k.Line
+		// A scalar field is where its value is, as in a type error; a
+		// section or a list is where its key is.
+		if val.Kind == yaml.ScalarNode {
+			d.pos[kpath] = posOf(val)
+		} else {
+			d.pos[kpath] = posOf(k)
+		}
 		f, ok := fields[k.Value]
 		if !ok {
 			d.errorf(k, kpath, "unknown field")
@@ -189,7 +256,9 @@ func (d *decoder) decodeSlice(n *yaml.Node, v reflect.Value, path string) {
 	}
 	s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
 	for i, e := range n.Content {
-		d.decode(e, s.Index(i), fmt.Sprintf("%s[%d]", path, i))
+		epath := fmt.Sprintf("%s[%d]", path, i)
+		d.pos[epath] = posOf(e)
+		d.decode(e, s.Index(i), epath)
 	}
 	v.Set(s)
 }
@@ -286,9 +355,4 @@ func pathOr(path string) string {
 		return "config"
 	}
 	return path
-}
-
-// stripYAMLPrefix removes yaml.v3's "yaml: " so that it is not doubled.
-func stripYAMLPrefix(err error) error {
-	return errors.New(strings.TrimPrefix(err.Error(), "yaml: "))
 }

@@ -7,6 +7,8 @@ import (
 	"net"
 	"strconv"
 	"time"
+
+	"github.com/fieldgate/fieldgate/internal/check"
 )
 
 // The web section lives here rather than in gateway/web, because the web
@@ -107,10 +109,6 @@ func (c Web) Validate() error {
 		add("tls.key", "required when tls.cert is set")
 	case c.TLS.Cert == "" && c.TLS.Key != "":
 		add("tls.cert", "required when tls.key is set")
-	case c.TLS.Cert != "":
-		if _, err := tls.LoadX509KeyPair(c.TLS.Cert, c.TLS.Key); err != nil {
-			add("tls.cert", "cannot load %s with key %s: %v", c.TLS.Cert, c.TLS.Key, err)
-		}
 	}
 	if c.SessionTTL < time.Minute {
 		add("session_ttl", "must be at least 1m, got %s", c.SessionTTL)
@@ -145,4 +143,22 @@ func (c Web) Validate() error {
 		add("max_connections", "must be between 8 and 65536, got %d", c.MaxConnections)
 	}
 	return errors.Join(errs...)
+}
+
+// Provision reads the page's certificate and key, when both are set, and
+// checks that they load (Validate reads no file). Errors are "path: reason"
+// relative to the section, naming the file.
+func (c Web) Provision() error {
+	if c.TLS.Cert == "" || c.TLS.Key == "" {
+		return nil
+	}
+	var e check.Errors
+	certOK := e.Readable("tls.cert", c.TLS.Cert)
+	keyOK := e.Readable("tls.key", c.TLS.Key)
+	if certOK && keyOK {
+		if _, err := tls.LoadX509KeyPair(c.TLS.Cert, c.TLS.Key); err != nil {
+			e.Addf("tls.cert", "cannot load %s with key %s: %v", c.TLS.Cert, c.TLS.Key, err)
+		}
+	}
+	return e.Err()
 }

@@ -116,6 +116,8 @@ type PartStats struct {
 	// LastProgress is the part's last reported progress (zero if it
 	// reports none).
 	LastProgress time.Time `json:"last_progress,omitzero"`
+	// Bound is the part's progress bound (nanoseconds in JSON; 0: none).
+	Bound time.Duration `json:"bound,omitempty"`
 	// LastError is the last run's error, if any.
 	LastError string `json:"last_error,omitempty"`
 }
@@ -224,6 +226,7 @@ func (s *Supervisor) runOnce(ctx context.Context, r *runner, backoff *time.Durat
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	started := time.Now()
+	lastCheck := started // when progress was last checked
 	s.mu.Lock()
 	r.state = StateRunning
 	r.stuckOver = false
@@ -265,6 +268,13 @@ func (s *Supervisor) runOnce(ctx context.Context, r *runner, backoff *time.Durat
 				reset.Reset(s.opts.CheckEvery)
 			}
 		case <-check:
+			// A check much later than CheckEvery means the whole process
+			// was paused (SIGSTOP, a frozen VM): the part could not progress
+			// meanwhile, so its bound counts again from now.
+			if time.Since(lastCheck) > s.opts.CheckEvery+r.part.Bound {
+				started = time.Now()
+			}
+			lastCheck = time.Now()
 			age := time.Since(latest(r.part.Progress(), started))
 			if age <= r.part.Bound {
 				continue
@@ -407,6 +417,7 @@ func (s *Supervisor) Stats() []PartStats {
 			Panics:    r.panics,
 			Failures:  r.failures,
 			LastError: r.lastErr,
+			Bound:     r.part.Bound,
 		}
 	}
 	s.mu.Unlock()

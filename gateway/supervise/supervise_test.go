@@ -11,6 +11,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/fieldgate/fieldgate/internal/testwait"
 )
 
 // logBuf is a concurrency-safe log sink.
@@ -229,17 +231,12 @@ func TestUnhealthyWhenRestartsDoNotHelp(t *testing.T) {
 			Run:      block,
 		})
 		// Three stuck restarts keep it healthy (restarting first) …
-		deadline := time.Now().Add(time.Minute)
-		for stats(t, s, "wedged").Failures < 3 && time.Now().Before(deadline) {
-			time.Sleep(100 * time.Millisecond)
-		}
+		testwait.For(t, time.Minute, "the third stuck restart", func() bool { return stats(t, s, "wedged").Failures >= 3 })
 		if err := s.Healthy(); err != nil {
 			t.Fatalf("healthy after 3 restarts: %v", err)
 		}
 		// … the fourth makes it unhealthy.
-		for stats(t, s, "wedged").Failures < 4 && time.Now().Before(deadline) {
-			time.Sleep(100 * time.Millisecond)
-		}
+		testwait.For(t, time.Minute, "the fourth stuck restart", func() bool { return stats(t, s, "wedged").Failures >= 4 })
 		err := s.Healthy()
 		if err == nil || !strings.Contains(err.Error(), "wedged") || strings.Contains(err.Error(), "ok (") {
 			t.Fatalf("Healthy = %v", err)

@@ -4,17 +4,22 @@ import (
 	"errors"
 	"math"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/fieldgate/fieldgate/board/appliance"
 	"github.com/fieldgate/fieldgate/gateway/config"
 )
 
 // sessionInfo is GET /api/v1/session: what the page shows first.
 type sessionInfo struct {
-	SetupRequired bool   `json:"setup_required"`
+	SetupRequired bool `json:"setup_required"`
+	// SetupCodeFile is where the setup code is kept, while setup is
+	// required (the page tells the technician where to look).
+	SetupCodeFile string `json:"setup_code_file,omitempty"`
 	LoggedIn      bool   `json:"logged_in"`
 	CSRF          string `json:"csrf,omitempty"`
 	Version       string `json:"version"`
@@ -22,6 +27,9 @@ type sessionInfo struct {
 
 func (s *Server) getSession(w http.ResponseWriter, r *http.Request) {
 	info := sessionInfo{SetupRequired: !s.auth.hasPassword(), Version: s.opts.Version}
+	if info.SetupRequired {
+		info.SetupCodeFile = filepath.Join(s.opts.DataDir, appliance.SetupCodeFile)
+	}
 	if id, ok := s.authenticate(r); ok && id.session != "" {
 		info.LoggedIn, info.CSRF = true, id.csrf
 	}
@@ -30,15 +38,23 @@ func (s *Server) getSession(w http.ResponseWriter, r *http.Request) {
 
 // setupRequest is the first boot form.
 type setupRequest struct {
+	// SetupCode is the one-time code printed on the serial console and in
+	// the journal: only someone with the device can read it.
+	SetupCode string `json:"setup_code"`
 	Password  string `json:"password"`
 	GatewayID string `json:"gateway_id"`
+	// LAN, if given, answers whether anonymous LAN devices may connect and
+	// through which listeners; nil keeps the config's answer.
+	LAN *lanAccess `json:"lan,omitempty"`
 }
 
-// setup sets the first admin password (only while none is set), optionally
-// the gateway id, and logs the caller in. The password state is checked
-// before anything else, and the password is set (atomically, only if none
-// is) before the gateway id is applied: of concurrent setup requests one
-// wins, and every other gets 409 having changed nothing.
+// setup sets the first admin password (only while none is set, and only
+// with the right setup code), optionally the gateway id and the LAN access
+// answer, and logs the caller in. The password state is checked before
+// anything else, then the setup code (under the login limiter), and the
+// password is set (atomically, only if none is) before the config is
+// applied: of concurrent setup requests one wins, and every other gets 409
+// having changed nothing.
 func (s *Server) setup(w http.ResponseWriter, r *http.Request) {
 	if s.auth.hasPassword() {
 		writeError(w, http.StatusConflict, errAlreadySetUp.Error())
@@ -48,11 +64,21 @@ func (s *Server) setup(w http.ResponseWriter, r *http.Request) {
 	if !readJSON(w, r, &req) {
 		return
 	}
+	if !s.checkSetupCode(w, r, req.SetupCode) {
+		return
+	}
+	change := req.GatewayID != "" || req.LAN != nil
+	next := s.b.Config()
 	if req.GatewayID != "" {
-		c := s.b.Config()
-		c.Gateway.ID = req.GatewayID
-		if err := c.Validate(); err != nil {
+		next.Gateway.ID = req.GatewayID
+		if err := next.Validate(); err != nil {
 			writeFields(w, "invalid setup", FieldError{Field: "gateway_id", Error: "at most 64 letters, digits, '-', '_' or '.'"})
+			return
+		}
+	}
+	if req.LAN != nil {
+		if err := req.LAN.apply(&next); err != nil {
+			writeFields(w, "invalid setup", FieldError{Field: "lan.listeners", Error: err.Error()})
 			return
 		}
 	}
@@ -71,12 +97,20 @@ func (s *Server) setup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("web: admin password set (first boot)", "address", clientAddr(r))
-	if req.GatewayID != "" {
+	if err := s.gate.done(); err != nil {
+		s.log.Warn("web: setup code not removed", "err", err)
+	}
+	if change {
 		c := s.b.Config()
-		c.Gateway.ID = req.GatewayID
+		if req.GatewayID != "" {
+			c.Gateway.ID = req.GatewayID
+		}
+		if req.LAN != nil {
+			req.LAN.apply(&c) // checked above
+		}
 		if _, err := s.b.ApplyConfig(r.Context(), c); err != nil {
 			writeJSON(w, http.StatusInternalServerError, apiError{
-				Error:  "the admin password is set, but the gateway id was not saved: log in and set it in the settings",
+				Error:  "the admin password is set, but the gateway id and LAN access were not saved: log in and set them in the settings",
 				Fields: fieldErrors(err)})
 			return
 		}
@@ -126,7 +160,7 @@ func (s *Server) checkAdminPassword(w http.ResponseWriter, addr, password string
 	release, free := s.passwordSlot()
 	if !free {
 		s.metrics.loginRefused.WithLabelValues("busy").Inc()
-		s.logSome.Do(func() { s.log.Warn("web: login refused: too many password checks at once", "address", addr) })
+		s.logSome.Warn("", "web: login refused: too many password checks at once", "address", addr)
 		busy(w)
 		return false, -1
 	}
@@ -140,7 +174,7 @@ func (s *Server) checkAdminPassword(w http.ResponseWriter, addr, password string
 	s.metrics.passwordChecks.Inc()
 	if !s.auth.checkPassword(password) {
 		s.metrics.loginFailures.Inc()
-		s.logSome.Do(func() { s.log.Warn("web: wrong admin password", "address", addr, "wait", penalty) })
+		s.logSome.Warn("", "web: wrong admin password", "address", addr, "wait", penalty)
 		return false, penalty
 	}
 	s.lim.success(addr)

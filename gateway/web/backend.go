@@ -17,7 +17,9 @@ import (
 // use and must not return secrets (password hashes, keys) except inside
 // Config, which the web package redacts itself.
 type Backend interface {
-	// Config returns the running config.
+	// Config returns the saved config: what the config file holds. It
+	// differs from the running one while a setting waits for a restart
+	// (Status.Restart).
 	Config() config.Config
 	// ApplyConfig validates c, writes the config file atomically and applies
 	// it live. restart names what changed but only takes effect after a
@@ -54,6 +56,12 @@ type Backend interface {
 	Registry() *prometheus.Registry
 	// Ready reports whether the broker listens and the store is open.
 	Ready() bool
+	// Publish publishes a message on the local broker as the page (the
+	// Live page's test-publish box).
+	Publish(ctx context.Context, m bus.Message) error
+	// Restart stops the gateway cleanly so that it starts again with the
+	// saved config (Status.Restart); it returns at once.
+	Restart() error
 }
 
 // Status is the overview of the running gateway.
@@ -74,6 +82,10 @@ type Status struct {
 	Uplink      uplink.Status  `json:"uplink"`
 	Outbox      OutboxStatus   `json:"outbox"`
 	Devices     []DeviceStatus `json:"devices"`
+	// Parts are the supervised parts: state, last progress, restarts.
+	Parts []PartStatus `json:"parts"`
+	// Restart says which saved settings wait for a restart.
+	Restart RestartStatus `json:"restart"`
 }
 
 // OutboxStatus is the durable queue towards the cloud.
@@ -91,6 +103,8 @@ type DeviceStatus struct {
 	Online    bool      `json:"online"`
 	LastError string    `json:"last_error,omitempty"`
 	LastSeen  time.Time `json:"last_seen,omitzero"`
+	// Stats are the device's poll counters (Modbus devices).
+	Stats *DeviceStats `json:"stats,omitempty"`
 }
 
 // Client is one connected client of the broker or of a protocol gateway.

@@ -74,6 +74,7 @@ func TestE2E(t *testing.T) {
 	ctxRun, cancelRun := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancelRun()
 	cmd := exec.CommandContext(ctxRun, node, "e2e/e2e.mjs", h.base, shots)
+	cmd.Env = append(os.Environ(), "FIELDGATE_SETUP_CODE="+h.setupCode())
 	out, err := cmd.CombinedOutput()
 	t.Logf("%s", out)
 	if err != nil {

@@ -31,6 +31,8 @@ type fakeBackend struct {
 	uplinkOK bool
 	msgs     int64
 	sub      func(filter string, h bus.Handler) (func(), error) // overrides subs when set
+	pending  []string                                           // settings waiting for a restart (parts_test.go)
+	restarts int                                                // Restart calls
 }
 
 type subscription struct {
@@ -65,7 +67,8 @@ func (f *fakeBackend) ApplyConfig(ctx context.Context, c config.Config) ([]strin
 	}
 	f.cfg = c
 	f.applied++
-	return restart, nil
+	f.pending = append(f.pending, restart...)
+	return f.pending, nil
 }
 
 func (f *fakeBackend) Status() Status {
@@ -74,7 +77,8 @@ func (f *fakeBackend) Status() Status {
 	return Status{Version: "test", Started: time.Now().Add(-time.Hour), GatewayID: f.cfg.Gateway.ID,
 		Board:   map[string]any{"model": "test board", "temperature_c": 41.5},
 		Clients: map[string]int{"tcp": len(f.clients)}, MessagesIn: 10 + f.msgs, MessagesOut: 5 + f.msgs/2,
-		Uplink: f.uplinkStatus(), Devices: []DeviceStatus{{Name: "meter", Kind: "modbus-tcp", Online: true}}}
+		Uplink: f.uplinkStatus(), Devices: []DeviceStatus{{Name: "meter", Kind: "modbus-tcp", Online: true}},
+		Parts: fakeParts(), Restart: f.restartStatus()}
 }
 
 func (f *fakeBackend) Clients() []Client {

@@ -207,12 +207,13 @@ func TestSetupRaceChangesNothing(t *testing.T) {
 		b := newFakeBackend()
 		h := start(t, testConfig(), b)
 		codes := make([]int, racers)
+		code := h.setupCode()
 		var wg sync.WaitGroup
 		for i := range racers {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				body := fmt.Sprintf(`{"password": %q, "gateway_id": "racer-%d"}`, testPassword, i)
+				body := fmt.Sprintf(`{"password": %q, "gateway_id": "racer-%d", "setup_code": %q}`, testPassword, i, code)
 				resp, err := http.Post(h.base+"/api/v1/setup", "application/json", strings.NewReader(body))
 				if err != nil {
 					t.Error(err)

@@ -51,10 +51,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/crypto/bcrypt"
-	"golang.org/x/time/rate"
 
 	"github.com/fieldgate/fieldgate/board"
+	"github.com/fieldgate/fieldgate/internal/ratelog"
 )
 
 //go:embed static
@@ -85,8 +84,8 @@ type Options struct {
 	Logger *slog.Logger
 	// Version is shown on the page and in the diagnostics bundle.
 	Version string
-	// BcryptCost hashes the admin password (0: bcrypt.DefaultCost). Tests
-	// use bcrypt.MinCost.
+	// BcryptCost hashes the admin password and the broker users made on the
+	// page (0: 12, as `fieldgate passwd`). Tests use bcrypt.MinCost.
 	BcryptCost int
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
@@ -96,6 +95,11 @@ type Options struct {
 	// FileLimit is the process's open file limit, of which the page holds
 	// at most a quarter in connections (0: read it from the system).
 	FileLimit uint64
+	// RequestStop, if not nil, asks the process to stop the gateway: the
+	// page's factory reset uses it (nil: the page cannot reset).
+	RequestStop func()
+	// Updater, if not nil, installs update bundles (POST /api/v1/update).
+	Updater Updater
 }
 
 // Server is the web page, admin API and metrics endpoint.
@@ -106,6 +110,7 @@ type Server struct {
 	opts    Options
 	now     func() time.Time
 	auth    *authStore
+	gate    *setupGate // the first-boot setup code
 	sess    *sessions
 	lim     *limiter
 	ln      net.Listener
@@ -114,7 +119,7 @@ type Server struct {
 	logins  chan struct{} // semaphore of running password checks
 	conns   int           // connections allowed at once
 	metrics *webMetrics
-	logSome *rate.Sometimes // failed login log lines
+	logSome *ratelog.Logger // failed login log lines: one per 10 s each
 }
 
 // New opens the auth state, binds cfg.Address (a busy port is an error
@@ -130,7 +135,7 @@ func New(cfg Config, b Backend, opts Options) (*Server, error) {
 		opts.Now = time.Now
 	}
 	if opts.BcryptCost == 0 {
-		opts.BcryptCost = bcrypt.DefaultCost
+		opts.BcryptCost = 12 // the cost of `fieldgate passwd`
 	}
 	if opts.DataDir == "" {
 		return nil, errors.New("web: no data dir")
@@ -139,14 +144,18 @@ func New(cfg Config, b Backend, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	gate, newCode, err := openSetupGate(opts.DataDir, auth.hasPassword())
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{
-		cfg: cfg, b: b, log: opts.Logger, opts: opts, now: opts.Now, auth: auth,
+		cfg: cfg, b: b, log: opts.Logger, opts: opts, now: opts.Now, auth: auth, gate: gate,
 		sess:    newSessions(cfg.SessionTTL, cfg.SessionMax),
 		lim:     newLimiter(cfg.LoginFreeAttempts, cfg.LoginDelay, cfg.LoginDelayMax),
 		live:    make(chan struct{}, cfg.LiveStreams),
 		logins:  make(chan struct{}, cfg.LoginConcurrency),
 		metrics: newWebMetrics(),
-		logSome: &rate.Sometimes{Interval: 10 * time.Second},
+		logSome: ratelog.New(opts.Logger, ratelog.Config{Every: 10 * time.Second, Now: opts.Now}),
 	}
 	var tlsConf *tls.Config
 	if cfg.TLS.Cert != "" {
@@ -188,8 +197,11 @@ func New(cfg Config, b Backend, opts Options) (*Server, error) {
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
-	if !auth.hasPassword() {
-		s.log.Warn("web: no admin password set: the setup page asks for one", "address", ln.Addr().String())
+	if code := gate.current(); code != "" {
+		// The one secret ever logged: the journal is readable only by
+		// whoever has the device, which is who the code is for.
+		s.log.Warn("web: first boot: the setup page asks for this setup code and an admin password",
+			"setup_code", code, "new", newCode, "address", ln.Addr().String())
 	}
 	return s, nil
 }
@@ -248,11 +260,16 @@ func (s *Server) routes() http.Handler {
 	// Open: session state, first boot setup, login.
 	mux.HandleFunc("GET /api/v1/session", s.getSession)
 	mux.HandleFunc("POST /api/v1/setup", s.setup)
+	mux.HandleFunc("GET /api/v1/exposure", s.getExposure)
 	mux.HandleFunc("POST /api/v1/login", s.login)
 	mux.HandleFunc("POST /api/v1/logout", s.logout)
 
 	api := map[string]http.HandlerFunc{
 		"POST /api/v1/password":                                         s.changePassword,
+		"POST /api/v1/factory-reset":                                    s.factoryReset,
+		"POST /api/v1/update":                                           s.postUpdate,
+		"GET /api/v1/update":                                            s.getUpdate,
+		"POST /api/v1/update/reboot":                                    s.postReboot,
 		"GET /api/v1/tokens":                                            s.listTokens,
 		"POST /api/v1/tokens":                                           s.createToken,
 		"DELETE /api/v1/tokens/{id}":                                    s.deleteToken,
@@ -273,8 +290,11 @@ func (s *Server) routes() http.Handler {
 		"GET /api/v1/live":                                              s.streaming(s.liveStream),
 		"GET /api/v1/logs":                                              s.logs,
 		"GET /api/v1/diagnostics":                                       s.diagnostics,
+		"POST /api/v1/restart":                                          s.restart,
 	}
 	maps.Copy(api, s.tagRoutes())
+	maps.Copy(api, s.publishRoutes())
+	maps.Copy(api, s.probeRoutes())
 	for pattern, h := range api {
 		mux.Handle(pattern, s.authed(routeScope(pattern), h))
 	}

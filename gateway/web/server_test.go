@@ -24,6 +24,7 @@ import (
 
 	"github.com/fieldgate/fieldgate/bus"
 	"github.com/fieldgate/fieldgate/internal/secret"
+	"github.com/fieldgate/fieldgate/internal/testwait"
 	"github.com/fieldgate/fieldgate/protocols/mqtt"
 	"github.com/fieldgate/fieldgate/uplink"
 )
@@ -157,7 +158,7 @@ func (c *client) do(method, path string, body any) (int, map[string]any, http.He
 func (h *harness) setUp() *client {
 	h.t.Helper()
 	c := h.client()
-	code, body, _ := c.do("POST", "/api/v1/setup", map[string]string{"password": testPassword, "gateway_id": "plant-7"})
+	code, body, _ := c.do("POST", "/api/v1/setup", map[string]string{"password": testPassword, "gateway_id": "plant-7", "setup_code": h.setupCode()})
 	if code != 200 {
 		h.t.Fatalf("setup: %d %v", code, body)
 	}
@@ -176,7 +177,7 @@ func TestFirstBootAndLogin(t *testing.T) {
 	if code, _, _ := c.do("GET", "/api/v1/status", nil); code != 401 {
 		t.Fatalf("status before setup: %d", code)
 	}
-	if code, body, _ := c.do("POST", "/api/v1/setup", map[string]string{"password": "short"}); code != 400 || !strings.Contains(body["fields"].([]any)[0].(map[string]any)["field"].(string), "password") {
+	if code, body, _ := c.do("POST", "/api/v1/setup", map[string]string{"password": "short", "setup_code": h.setupCode()}); code != 400 || !strings.Contains(body["fields"].([]any)[0].(map[string]any)["field"].(string), "password") {
 		t.Fatalf("short password: %d %v", code, body)
 	}
 	c = h.setUp()
@@ -682,13 +683,7 @@ func readEvent(t *testing.T, br *bufio.Reader) liveBatchEvent {
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in 5s")
-		}
-		time.Sleep(5 * time.Millisecond) // polling with a deadline, not synchronisation
-	}
+	testwait.For(t, 5*time.Second, "the condition", cond)
 }
 
 func TestBusyPort(t *testing.T) {

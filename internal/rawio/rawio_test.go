@@ -9,6 +9,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/fieldgate/fieldgate/internal/testwait"
 )
 
 // pair returns a wrapped server side and a plain client side of a real
@@ -126,7 +128,7 @@ func TestCloseUnblocksRead(t *testing.T) {
 		_, err := s.Read(make([]byte, 10))
 		errc <- err
 	}()
-	time.Sleep(10 * time.Millisecond)
+	testwait.For(t, 5*time.Second, "the reader to block in Read", func() bool { return parkedIn("[IO wait", "rawio.(*Conn).Read") })
 	_ = s.Close()
 	if err := <-errc; !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("Read on a closed conn: %v, want net.ErrClosed", err)
@@ -140,12 +142,12 @@ func TestWriteToResetPeerIsAnError(t *testing.T) {
 	s, c := pair(t)
 	_ = c.(*net.TCPConn).SetLinger(0) // close with a reset
 	_ = c.Close()
-	time.Sleep(20 * time.Millisecond)
-	var err error
-	for i := 0; i < 100 && err == nil; i++ { // the first write may still be accepted
-		_, err = s.Write(make([]byte, 1024))
-	}
-	if err == nil {
+	// Writes before the reset arrives are still accepted: write until one fails.
+	failed := testwait.Until(5*time.Second, func() bool {
+		_, err := s.Write(make([]byte, 1024))
+		return err != nil
+	})
+	if !failed {
 		t.Fatal("writes to a reset peer never failed")
 	}
 	// A broken pipe on a socket is an error, never a SIGPIPE that kills us.
@@ -171,4 +173,18 @@ func TestZeroLength(t *testing.T) {
 	if n, err := s.Write(nil); n != 0 || err != nil {
 		t.Fatalf("Write(nil) = %d, %v", n, err)
 	}
+}
+
+// parkedIn reports whether some goroutine is parked in state (as the
+// runtime's stack dump writes it, for example "[IO wait") with fn on its
+// stack.
+func parkedIn(state, fn string) bool {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	for _, g := range bytes.Split(buf, []byte("\n\n")) {
+		if bytes.Contains(g, []byte(state)) && bytes.Contains(g, []byte(fn)) {
+			return true
+		}
+	}
+	return false
 }

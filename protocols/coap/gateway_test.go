@@ -291,7 +291,7 @@ func TestConnectionMode(t *testing.T) {
 		if code, _ := do(t, cc, codes.PUT, message.Confirmable, "/mqtt/connection", nil, nil, auth...); code != codes.Changed {
 			t.Fatalf("heartbeat: %v", code)
 		}
-		time.Sleep(500 * time.Millisecond) // pacing heartbeats, as a device does
+		time.Sleep(500 * time.Millisecond) // kept sleep: paces heartbeats as a device does; real time past 1.5 × heartbeat over UDP is what is under test
 	}
 	if code, _ := do(t, cc, codes.DELETE, message.Confirmable, "/mqtt/connection", nil, nil, auth...); code != codes.Deleted {
 		t.Fatalf("disconnect: %v", code)

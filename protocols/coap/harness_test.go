@@ -19,6 +19,7 @@ import (
 
 	"github.com/fieldgate/fieldgate/bus"
 	"github.com/fieldgate/fieldgate/internal/secret"
+	"github.com/fieldgate/fieldgate/internal/testwait"
 	"github.com/fieldgate/fieldgate/protocols/mqtt"
 )
 
@@ -223,13 +224,7 @@ func noMessage(t testing.TB, ch <-chan bus.Message, within time.Duration) {
 // eventually polls cond until it holds or 5 s passed.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond) // polling a condition, not synchronising
-	}
+	testwait.For(t, 5*time.Second, what, cond)
 }
 
 // numbered is a payload of n bytes in which every 8-byte line differs

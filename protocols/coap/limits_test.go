@@ -15,6 +15,7 @@ import (
 
 	"github.com/fieldgate/fieldgate/bus"
 	"github.com/fieldgate/fieldgate/internal/membudget"
+	"github.com/fieldgate/fieldgate/internal/testwait"
 )
 
 // overlapping returns n distinct filters that all match topic: topic with
@@ -80,7 +81,7 @@ func TestObservationFlood(t *testing.T) {
 	for i, f := range filters {
 		p.send(observeMsg(message.Confirmable, uint16(1000+i), []byte(fmt.Sprintf("t%04d", i)), f))
 		if i%64 == 63 {
-			time.Sleep(5 * time.Millisecond) // let the socket buffers drain: UDP
+			time.Sleep(5 * time.Millisecond) // kept sleep: paces the flood so UDP socket buffers drain; nothing to observe
 		}
 	}
 	answers := <-got
@@ -199,17 +200,16 @@ func TestObserverGoneExpires(t *testing.T) {
 				go func() {
 					for ctx.Err() == nil {
 						_ = e.b.Publish(ctx, bus.Message{Topic: "gone/0", Payload: []byte("x")})
-						time.Sleep(10 * time.Millisecond)
+						time.Sleep(10 * time.Millisecond) // kept sleep: paces the publisher, a load generator
 					}
 				}()
 			}
-			deadline := time.Now().Add(5 * time.Second)
-			for e.g.Stats().Observers > 0 {
-				if time.Now().After(deadline) {
-					t.Fatalf("observations of a vanished endpoint still there after 5 s: %+v", e.g.Stats())
+			testwait.NoError(t, 5*time.Second, func() error {
+				if s := e.g.Stats(); s.Observers > 0 {
+					return fmt.Errorf("observations of a vanished endpoint still there: %+v", s)
 				}
-				time.Sleep(10 * time.Millisecond)
-			}
+				return nil
+			})
 			cancel()
 			s := e.g.Stats()
 			t.Logf("observations ended %s after the endpoint went away (pings %d, notifications %d)", time.Since(gone).Round(10*time.Millisecond), s.Pings, s.Notifications)
@@ -371,7 +371,7 @@ func TestDeviceFlood(t *testing.T) {
 	for i := range devices {
 		p.send(publishMsg(uint16(i+1), "flood", fmt.Sprintf("dev-%d", i)))
 		if i%64 == 63 {
-			time.Sleep(5 * time.Millisecond) // UDP: let the socket buffers drain
+			time.Sleep(5 * time.Millisecond) // kept sleep: paces the flood so UDP socket buffers drain; nothing to observe
 		}
 	}
 	answers := <-got
@@ -416,7 +416,11 @@ func TestDeviceCost(t *testing.T) {
 	runtime.ReadMemStats(&m1)
 	cost := (int64(m1.HeapAlloc+m1.StackInuse) - int64(m0.HeapAlloc+m0.StackInuse)) / n
 	t.Logf("per CoAP device: %d bytes of heap and stacks", cost)
-	if cost > deviceCost {
-		t.Errorf("a device holds %d bytes, more than deviceCost (%d): raise it", cost, deviceCost)
+	limit := int64(deviceCost)
+	if raceBuild {
+		limit = limit * 3 / 2 // the detector's shadow memory and bigger stacks
+	}
+	if cost > limit {
+		t.Errorf("a device holds %d bytes, more than deviceCost (%d, %d allowed in this build): raise it", cost, deviceCost, limit)
 	}
 }

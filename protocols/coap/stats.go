@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/plgd-dev/go-coap/v3/message/codes"
+
+	"github.com/fieldgate/fieldgate/internal/ratelog"
 )
 
 // Stats are the gateway's counters.
@@ -109,47 +111,17 @@ func codeString(c codes.Code) string {
 	return string([]byte{'0' + byte(c>>5), '.', '0' + byte(c&0x1f)/10, '0' + byte(c&0x1f)%10})
 }
 
-// logLimiter logs one line per key per interval, so that a device sending
-// garbage cannot flood the log.
+// logLimiter logs one line per message and key per interval, so that a
+// device sending garbage cannot flood the log; the next line says how many
+// it held back (internal/ratelog).
 type logLimiter struct {
-	log      *slog.Logger
-	interval time.Duration
-	mu       sync.Mutex
-	last     map[string]time.Time
+	log *ratelog.Logger
 }
 
 func newLogLimiter(log *slog.Logger, interval time.Duration) *logLimiter {
-	return &logLimiter{log: log, interval: interval, last: make(map[string]time.Time)}
+	return &logLimiter{log: ratelog.New(log, ratelog.Config{Every: interval, Burst: 1})}
 }
 
-func (l *logLimiter) allow(key string) bool {
-	now := time.Now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if t, ok := l.last[key]; ok && now.Sub(t) < l.interval {
-		return false
-	}
-	if len(l.last) > 1024 {
-		clear(l.last)
-	}
-	l.last[key] = now
-	return true
-}
-
-func (l *logLimiter) warn(key, msg string, args ...any) {
-	if l.allow(key) {
-		l.log.Warn(msg, args...)
-	}
-}
-
-func (l *logLimiter) info(key, msg string, args ...any) {
-	if l.allow(key) {
-		l.log.Info(msg, args...)
-	}
-}
-
-func (l *logLimiter) debug(key, msg string, args ...any) {
-	if l.allow(key) {
-		l.log.Debug(msg, args...)
-	}
-}
+func (l *logLimiter) warn(key, msg string, args ...any)  { l.log.Warn(key, msg, args...) }
+func (l *logLimiter) info(key, msg string, args ...any)  { l.log.Info(key, msg, args...) }
+func (l *logLimiter) debug(key, msg string, args ...any) { l.log.Debug(key, msg, args...) }

@@ -24,7 +24,7 @@ const (
 // with errors.Join. Each error is one line "path: reason", the path relative
 // to the section (e.g. "dtls.cert: open s.pem: no such file or directory");
 // the gateway config prefixes "coap.". A disabled gateway is not checked.
-// Certificate files of an enabled DTLS endpoint are read.
+// Validate reads no file: Provision reads the DTLS certificate files.
 func (c Config) Validate() error {
 	if !c.Enabled {
 		return nil
@@ -80,23 +80,35 @@ func (d DTLS) validate(v *validator) {
 		v.Addf("dtls.key", "required when cert is set")
 	case d.Cert == "" && d.Key != "":
 		v.Addf("dtls.cert", "required when key is set")
-	case d.Cert != "":
-		if v.Readable("dtls.cert", d.Cert) && v.Readable("dtls.key", d.Key) {
-			if _, err := tls.LoadX509KeyPair(d.Cert, d.Key); err != nil {
-				v.Addf("dtls.cert", "cannot load %s with key %s: %v", d.Cert, d.Key, err)
-			}
+	}
+	if d.CA != "" && d.Cert == "" {
+		v.Addf("dtls.ca", "client certificates need the server's cert and key")
+	}
+}
+
+// Provision reads the certificate, key and CA files of an enabled DTLS
+// endpoint and checks that they load. It runs after Validate (which reads
+// no file) when the gateway starts or applies a config. Each error is one
+// line "path: reason" relative to the section, naming the file, joined.
+func (c Config) Provision() error {
+	d := c.DTLS
+	if !c.Enabled || !d.Enabled {
+		return nil
+	}
+	var v validator
+	certOK := d.Cert != "" && v.Readable("dtls.cert", d.Cert)
+	keyOK := d.Key != "" && v.Readable("dtls.key", d.Key)
+	if certOK && keyOK {
+		if _, err := tls.LoadX509KeyPair(d.Cert, d.Key); err != nil {
+			v.Addf("dtls.cert", "cannot load %s with key %s: %v", d.Cert, d.Key, err)
 		}
 	}
-	if d.CA != "" {
-		if d.Cert == "" {
-			v.Addf("dtls.ca", "client certificates need the server's cert and key")
-		}
-		if v.Readable("dtls.ca", d.CA) {
-			if _, err := loadCAs(d.CA); err != nil {
-				v.Add("dtls.ca", err)
-			}
+	if d.CA != "" && v.Readable("dtls.ca", d.CA) {
+		if _, err := loadCAs(d.CA); err != nil {
+			v.Add("dtls.ca", err)
 		}
 	}
+	return v.Err()
 }
 
 // loadCAs reads a PEM CA bundle.

@@ -32,7 +32,6 @@ import (
 
 	"github.com/fieldgate/fieldgate/bus"
 	"github.com/fieldgate/fieldgate/internal/membudget"
-	"github.com/fieldgate/fieldgate/store"
 )
 
 // Options are the broker's collaborators.
@@ -41,7 +40,7 @@ type Options struct {
 	Logger *slog.Logger
 	// Store persists sessions, subscriptions, retained, inflight and delayed
 	// messages; nil keeps everything in memory only.
-	Store *store.DB
+	Store Store
 	// Version is reported in $SYS/broker/version.
 	Version string
 	// Budget is the gateway's memory budget; packet bodies being read and
@@ -54,7 +53,7 @@ type Broker struct {
 	log  *slog.Logger
 	srv  *mochi.Server
 	hook *gatewayHook
-	db   *store.DB
+	db   Store
 
 	rt       atomic.Pointer[runtimeConfig] // what may change live
 	reloadMu sync.Mutex
@@ -236,6 +235,7 @@ func (b *Broker) addListeners(cfg Config) error {
 		ln.admit = b.hook.admit
 		ln.conns = conns
 		ln.wrap = wrap
+		ln.rawIO = l.RawIO
 		if err := b.srv.AddListener(ln); err != nil {
 			return fmt.Errorf("mqtt: %w", err)
 		}

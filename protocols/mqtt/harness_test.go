@@ -57,7 +57,7 @@ func startBroker(t testing.TB, dbPath string, mutate func(*Config)) *testBroker 
 			t.Fatalf("open store: %v", err)
 		}
 	}
-	b, err := New(cfg, Options{Logger: log, Store: db, Version: "test"})
+	b, err := New(cfg, Options{Logger: log, Store: testStore(db), Version: "test"})
 	if err != nil {
 		if db != nil {
 			_ = db.Close()

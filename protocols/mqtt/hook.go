@@ -168,7 +168,7 @@ func (h *gatewayHook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet)
 		return true
 	}
 	if user == "" {
-		if rt.allowAnonymous {
+		if rt.allowAnonymous && rt.anonymousOn(cl.Net.Listener) {
 			return true
 		}
 		h.fail(rt, now, src, cl, pk, "anonymous not allowed")

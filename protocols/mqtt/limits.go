@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/fieldgate/fieldgate/internal/ratelog"
 )
 
 // publishLimiter is one connection's publish rate limit. Only the
@@ -450,38 +452,17 @@ func (g *loginGuard) sizes() (addr, udp, accounts, known int) {
 	return len(g.addr.entries), len(g.udp.entries), len(g.accounts.entries), len(g.known.seen)
 }
 
-// logLimiter lets one line per key through per interval, so that a wire
-// cannot flood the log; it counts what it suppressed.
+// logLimiter lets one line per message and key through per interval, so
+// that a wire cannot flood the log; the next line says how many it held
+// back (internal/ratelog).
 type logLimiter struct {
-	log      *slog.Logger
-	interval time.Duration
-	mu       sync.Mutex
-	last     map[string]time.Time
-	dropped  map[string]int
+	log *ratelog.Logger
 }
 
 func newLogLimiter(log *slog.Logger, interval time.Duration) *logLimiter {
-	return &logLimiter{log: log, interval: interval, last: make(map[string]time.Time), dropped: make(map[string]int)}
+	return &logLimiter{log: ratelog.New(log, ratelog.Config{Every: interval, Burst: 1, MaxKeys: 10000})}
 }
 
 func (l *logLimiter) warn(key, msg string, args ...any) {
-	now := time.Now()
-	l.mu.Lock()
-	if t, ok := l.last[key]; ok && now.Sub(t) < l.interval {
-		l.dropped[key]++
-		l.mu.Unlock()
-		return
-	}
-	if len(l.last) > 10000 {
-		clear(l.last)
-		clear(l.dropped)
-	}
-	n := l.dropped[key]
-	delete(l.dropped, key)
-	l.last[key] = now
-	l.mu.Unlock()
-	if n > 0 {
-		args = append(args, "suppressed", n)
-	}
-	l.log.Warn(msg, args...)
+	l.log.Warn(key, msg, args...)
 }

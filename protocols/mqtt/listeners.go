@@ -36,6 +36,7 @@ type listener struct {
 	admit    admitFunc
 	conns    *addrConns // nil: no per-address cap
 	wrap     func(net.Conn) net.Conn
+	rawIO    bool // broker.listeners.raw_io: accepted sockets use internal/rawio
 	log      *slog.Logger
 
 	mu     sync.Mutex
@@ -69,7 +70,9 @@ func (l *listener) Init(log *slog.Logger) error {
 	}
 	// Raw-syscall socket I/O (see internal/rawio): it halves the
 	// runtime's scheduling overhead at moderate message rates.
-	ln = rawio.Listener{Listener: ln}
+	if l.rawIO {
+		ln = rawio.Listener{Listener: ln}
+	}
 	if l.conns != nil {
 		// The per-address cap applies at the TCP accept, before TLS, the
 		// WebSocket upgrade or the engine spend anything on the connection.

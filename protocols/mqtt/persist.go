@@ -20,7 +20,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/mochi-mqtt/server/v2/system"
 
-	"github.com/fieldgate/fieldgate/store"
+	"github.com/fieldgate/fieldgate/internal/ratelog"
 )
 
 // Buckets of the broker's state in the store. Values are mochi's storage
@@ -48,7 +48,7 @@ const (
 
 // persistHook is fieldgate's mochi storage hook: it keeps sessions,
 // subscriptions, retained messages and inflight/queued messages in a
-// store.DB, so that they survive a restart or a kill -9, and gives them back
+// Store, so that they survive a restart or a kill -9, and gives them back
 // to the engine when it starts.
 //
 // Compared with mochi's own (unmaintained) bolt hook it:
@@ -68,7 +68,7 @@ const (
 //     flags, and skips refused subscriptions.
 type persistHook struct {
 	mochi.HookBase
-	db  *store.DB
+	db  Store
 	log *slog.Logger
 
 	mu sync.Mutex
@@ -84,7 +84,7 @@ type persistHook struct {
 	sysLast    *system.Info // latest counters, written at Stop
 	sysWritten time.Time
 
-	lastLog atomic.Int64 // unix nanoseconds of the last error log
+	logs *ratelog.Logger // error lines: one per persistLogEvery in all
 
 	// seq orders the inflight records: the queue order of a session's
 	// messages, which neither the key (packet ids wrap) nor Created (whole
@@ -101,11 +101,13 @@ type persistHook struct {
 
 // newPersistHook returns the storage hook over db. The hook does not own db:
 // its Stop flushes (Sync) but the caller closes db after the engine.
-func newPersistHook(db *store.DB, log *slog.Logger) *persistHook {
+func newPersistHook(db Store, log *slog.Logger) *persistHook {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &persistHook{db: db, log: log.With("part", "mqtt-persist"), owners: make(map[string]*mochi.Client)}
+	log = log.With("part", "mqtt-persist")
+	logs := ratelog.New(log, ratelog.Config{Every: persistLogEvery, Burst: 1, Total: 1})
+	return &persistHook{db: db, log: log, logs: logs, owners: make(map[string]*mochi.Client)}
 }
 
 // ID identifies the hook to the engine.
@@ -666,7 +668,7 @@ func (h *persistHook) restoreInflight() error {
 				decodeErr = json.Unmarshal(v, &r) // copies what it keeps: v is the mmap
 				return nil
 			})
-			if errors.Is(err, store.ErrNotFound) {
+			if errors.Is(err, ErrNotFound) {
 				continue
 			}
 			if err != nil {
@@ -753,7 +755,7 @@ func (h *persistHook) StoredRetainedMessages() ([]storage.Message, error) {
 func (h *persistHook) StoredSysInfo() (storage.SystemInfo, error) {
 	var v storage.SystemInfo
 	b, err := h.db.Get(sysInfoBucket, []byte(sysInfoKey))
-	if errors.Is(err, store.ErrNotFound) {
+	if errors.Is(err, ErrNotFound) {
 		return v, nil
 	}
 	if err != nil {
@@ -832,10 +834,5 @@ func (h *persistHook) deletePrefix(bucket string, prefix []byte) {
 }
 
 func (h *persistHook) logError(msg string, err error, args ...any) {
-	now := time.Now().UnixNano()
-	last := h.lastLog.Load()
-	if now-last < int64(persistLogEvery) || !h.lastLog.CompareAndSwap(last, now) {
-		return
-	}
-	h.log.Error(msg, append(args, "error", err)...)
+	h.logs.Error("", msg, append(args, "error", err)...)
 }

@@ -53,7 +53,7 @@ func startPersistServer(t *testing.T, path string) *persistServer {
 	if err := srv.AddHook(new(allowAllHook), nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := srv.AddHook(newPersistHook(db, log), nil); err != nil {
+	if err := srv.AddHook(newPersistHook(testStore(db), log), nil); err != nil {
 		t.Fatal(err)
 	}
 	tcp := listeners.NewTCP(listeners.Config{ID: "t1", Address: "127.0.0.1:0"})
@@ -304,7 +304,7 @@ func TestPersistInflightOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	h := newPersistHook(db, nil)
+	h := newPersistHook(testStore(db), nil)
 	cl := &mochi.Client{ID: "c"}
 	cl.Properties.ProtocolVersion = 4 // clean session false: persisted
 	h.putClient(cl)
@@ -327,7 +327,7 @@ func TestPersistInflightOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	h2 := newPersistHook(db, nil)
+	h2 := newPersistHook(testStore(db), nil)
 	if _, err := h2.StoredClients(); err != nil {
 		t.Fatal(err)
 	}

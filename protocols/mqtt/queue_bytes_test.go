@@ -78,7 +78,7 @@ func startQueueBroker(t *testing.T, path string, budgetBytes, maxBytes int64, be
 		t.Fatal(err)
 	}
 	budget := membudget.New(budgetBytes)
-	b, err := New(cfg, Options{Logger: log, Store: db, Budget: budget})
+	b, err := New(cfg, Options{Logger: log, Store: testStore(db), Budget: budget})
 	if err != nil {
 		_ = db.Close()
 		t.Fatal(err)

@@ -21,6 +21,8 @@ type runtimeConfig struct {
 	queueQoS0   bool
 
 	allowAnonymous bool
+	anonListeners  map[string]bool   // nil: every listener
+	anonDenyPub    []string          // filters anonymous clients never publish to
 	users          map[string][]byte // username → bcrypt hash
 	login          loginPolicy
 
@@ -65,6 +67,13 @@ func compile(cfg Config) (*runtimeConfig, error) {
 	for _, u := range cfg.Auth.Users {
 		rt.users[u.Username] = []byte(u.PasswordHash.Reveal())
 	}
+	if len(cfg.Auth.AnonymousListeners) > 0 {
+		rt.anonListeners = make(map[string]bool, len(cfg.Auth.AnonymousListeners))
+		for _, l := range cfg.Auth.AnonymousListeners {
+			rt.anonListeners[l] = true
+		}
+	}
+	rt.anonDenyPub = append([]string(nil), cfg.Auth.AnonymousDenyPublish...)
 	for i, r := range cfg.ACL {
 		pub, sub, err := actionOf(r.Action)
 		if err != nil {
@@ -139,6 +148,13 @@ func (rt *runtimeConfig) aclAllows(username, clientID, topic string, publish boo
 	if strings.HasPrefix(topic, reservedPrefix) || isSysTopic(topic) {
 		return false // the gateway's own topics (the bus probe, the will sink) and $SYS
 	}
+	if username == "" {
+		for _, f := range rt.anonDenyPub {
+			if filterCovers(f, topic) {
+				return false // auth.anonymous_deny_publish: southbound writes need a user
+			}
+		}
+	}
 	if len(rt.acl) == 0 {
 		return true
 	}
@@ -157,6 +173,22 @@ func (rt *runtimeConfig) aclAllows(username, clientID, topic string, publish boo
 		}
 	}
 	return false
+}
+
+// AnonymousListenerNames are the names auth.anonymous_listeners knows.
+var AnonymousListenerNames = []string{"tcp", "tls", "websocket", "quic", "mqttsn", "coap"}
+
+// anonymousOn reports whether anonymous clients may connect through the
+// listener with id (the engine's ids: tcp, tls, ws, wss, quic, and the
+// in-process families mqttsn and coap).
+func (rt *runtimeConfig) anonymousOn(id string) bool {
+	if rt.anonListeners == nil {
+		return true
+	}
+	if id == "ws" || id == "wss" {
+		id = "websocket"
+	}
+	return rt.anonListeners[id]
 }
 
 // reservedPrefix starts the topics only the gateway's own parts publish

@@ -44,8 +44,8 @@ const (
 // is relative to the section (e.g. "listeners.tls.cert: open server.pem: no
 // such file or directory"); the gateway config prefixes "broker.".
 //
-// A listener that is not enabled is not checked. Certificate and key files
-// of enabled listeners are read, so Validate depends on the file system.
+// A listener that is not enabled is not checked. Validate reads no file:
+// the certificate, key and CA files are read by Provision.
 func (c Config) Validate() error {
 	var v validator
 	c.Listeners.validate(&v)
@@ -162,10 +162,48 @@ func (l Listeners) validate(v *validator) {
 	}
 }
 
-// validate checks the TLS files of an enabled listener: each one readable,
-// the pair loadable, the CA bundle holding certificates.
+// validate checks the TLS settings of an enabled listener, without
+// reading its files (provision does).
 func (t TLSFiles) validate(v *validator, path string) {
 	v.OneOf(path+".min_version", t.MinVersion, "1.2", "1.3")
+	if t.ClientCA == "" && t.RequireClientCert {
+		v.Addf(path+".require_client_cert", "needs client_ca to verify client certificates")
+	}
+	if t.ClientCA == "" && t.CNAsUsername {
+		v.Addf(path+".cn_as_username", "needs client_ca to verify client certificates")
+	}
+}
+
+// Provision reads the certificate, key and CA files of the enabled
+// listeners and checks that they load: each file a readable regular file,
+// the pair matching, the CA bundle holding certificates. It runs after
+// Validate (which reads no file) when the gateway starts or applies a
+// config. Each error is one line "path: reason" relative to the section,
+// naming the file (e.g. "listeners.tls.cert: open server.pem: no such file
+// or directory"), joined.
+func (c Config) Provision() error {
+	var v validator
+	l := c.Listeners
+	if l.TLS.Enabled {
+		l.TLS.TLSFiles.provision(&v, "listeners.tls")
+	}
+	if l.WebSocket.Enabled {
+		l.WebSocket.TLSFiles.provision(&v, "listeners.websocket")
+	}
+	if q := l.QUIC; q.Enabled {
+		switch {
+		case q.Cert != "" || q.Key != "":
+			q.TLSFiles.provision(&v, "listeners.quic")
+		case !l.TLS.Enabled:
+			// QUIC borrows the TLS listener's certificate.
+			l.TLS.TLSFiles.provision(&v, "listeners.tls")
+		}
+	}
+	return v.Err()
+}
+
+// provision reads the TLS files of an enabled listener.
+func (t TLSFiles) provision(v *validator, path string) {
 	certOK := t.Cert != "" && v.Readable(path+".cert", t.Cert)
 	keyOK := t.Key != "" && v.Readable(path+".key", t.Key)
 	if certOK && keyOK {
@@ -180,12 +218,6 @@ func (t TLSFiles) validate(v *validator, path string) {
 		} else if !x509.NewCertPool().AppendCertsFromPEM(pem) {
 			v.Addf(path+".client_ca", "no PEM certificate found in %s", t.ClientCA)
 		}
-	}
-	if t.ClientCA == "" && t.RequireClientCert {
-		v.Addf(path+".require_client_cert", "needs client_ca to verify client certificates")
-	}
-	if t.ClientCA == "" && t.CNAsUsername {
-		v.Addf(path+".cn_as_username", "needs client_ca to verify client certificates")
 	}
 }
 
@@ -209,6 +241,12 @@ func (a Auth) validate(v *validator) {
 				v.Addf(path+".password_hash", "not a bcrypt hash (make one with `fieldgate passwd`)")
 			}
 		}
+	}
+	for i, l := range a.AnonymousListeners {
+		v.OneOf(fmt.Sprintf("auth.anonymous_listeners[%d]", i), l, AnonymousListenerNames...)
+	}
+	for i, f := range a.AnonymousDenyPublish {
+		v.filter(fmt.Sprintf("auth.anonymous_deny_publish[%d]", i), f, true)
 	}
 	v.IntRange("auth.max_failures", a.MaxFailures, 1, maxLoginFailures)
 	v.positive("auth.failure_window", a.FailureWindow)

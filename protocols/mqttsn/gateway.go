@@ -23,10 +23,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"github.com/fieldgate/fieldgate/bus"
 	"github.com/fieldgate/fieldgate/internal/membudget"
+	"github.com/fieldgate/fieldgate/internal/ratelog"
 	"github.com/fieldgate/fieldgate/protocols/mqtt"
 )
 
@@ -72,8 +71,8 @@ type Gateway struct {
 	allowAll     bool
 
 	stats   counters
-	logDrop map[string]*rate.Limiter // by cause, fixed after New
-	logMisc *rate.Limiter
+	logDrop *ratelog.Logger // drops: 3 lines, then one per 10 s, per cause
+	logMisc *ratelog.Logger // the rest: 5, then one per 10 s, per message
 
 	minusOne chan bus.Message // QoS -1 publishes for runMinusOne
 
@@ -171,8 +170,6 @@ func New(cfg Config, broker *mqtt.Broker, logger *slog.Logger, opts ...Option) (
 		predefByID:   make(map[uint16]string, len(cfg.PredefinedTopics)),
 		predefByName: make(map[string]uint16, len(cfg.PredefinedTopics)),
 		allowAll:     len(cfg.Clients.Allow) == 0,
-		logDrop:      make(map[string]*rate.Limiter, len(dropCauses)),
-		logMisc:      rate.NewLimiter(rate.Every(10*time.Second), 5),
 		minusOne:     make(chan bus.Message, 256),
 		byAddr:       make(map[peer]*client),
 		byID:         make(map[string]*client),
@@ -181,10 +178,11 @@ func New(cfg Config, broker *mqtt.Broker, logger *slog.Logger, opts ...Option) (
 	for _, o := range opts {
 		o(g)
 	}
+	g.logDrop = ratelog.New(g.log, ratelog.Config{Every: 10 * time.Second, Burst: 3})
+	g.logMisc = ratelog.New(g.log, ratelog.Config{Every: 10 * time.Second, Burst: 5})
 	g.stats.drops = make(map[string]*atomic.Int64, len(dropCauses))
 	for _, c := range dropCauses {
 		g.stats.drops[c] = new(atomic.Int64)
-		g.logDrop[c] = rate.NewLimiter(rate.Every(10*time.Second), 3)
 	}
 	for _, t := range cfg.PredefinedTopics {
 		g.predefByID[uint16(t.ID)] = t.Topic
@@ -399,14 +397,12 @@ func (g *Gateway) send(to peer, p Packet) {
 	}
 	b, err := Encode(b, p)
 	if err != nil {
-		if g.logMisc.Allow() {
-			g.log.Warn("cannot encode a message", "remote", to.String(), "error", err)
-		}
+		g.logMisc.Warn("", "cannot encode a message", "remote", to.String(), "error", err)
 		return
 	}
 	if _, err := g.conn.WriteToUDPAddrPort(b, to.addr); err != nil {
-		if g.logMisc.Allow() && !errors.Is(err, net.ErrClosed) {
-			g.log.Warn("send failed", "remote", to.String(), "type", p.Type.String(), "error", err)
+		if !errors.Is(err, net.ErrClosed) {
+			g.logMisc.Warn("", "send failed", "remote", to.String(), "type", p.Type.String(), "error", err)
 		}
 		return
 	}
@@ -417,16 +413,12 @@ func (g *Gateway) send(to peer, p Packet) {
 // cause.
 func (g *Gateway) drop(cause string, from peer, err error) {
 	n := g.stats.drops[cause].Add(1)
-	if g.logDrop[cause].Allow() {
-		g.log.Warn("dropped", "cause", cause, "remote", from.String(), "error", err, "dropped_total", n)
-	}
+	g.logDrop.Warn(cause, "dropped", "cause", cause, "remote", from.String(), "error", err, "dropped_total", n)
 }
 
 // warn logs a warning about one device, rate-limited over all devices.
 func (g *Gateway) warn(msg string, args ...any) {
-	if g.logMisc.Allow() {
-		g.log.Warn(msg, args...)
-	}
+	g.logMisc.Warn("", msg, args...)
 }
 
 // claim makes c the owner of client id; a device that owned it from another
@@ -572,9 +564,7 @@ func (g *Gateway) runMinusOne(ctx context.Context) {
 			})
 			cancel()
 			if err != nil {
-				if g.logMisc.Allow() {
-					g.log.Warn("QoS -1 session refused by the broker", "error", err)
-				}
+				g.logMisc.Warn("", "QoS -1 session refused by the broker", "error", err)
 				continue
 			}
 			sess = s
@@ -583,9 +573,7 @@ func (g *Gateway) runMinusOne(ctx context.Context) {
 		err := sess.Publish(pctx, m)
 		cancel()
 		if err != nil {
-			if g.logMisc.Allow() {
-				g.log.Warn("QoS -1 publish failed", "topic", m.Topic, "error", err)
-			}
+			g.logMisc.Warn("", "QoS -1 publish failed", "topic", m.Topic, "error", err)
 			continue
 		}
 		g.stats.publishesIn.Add(1)

@@ -284,6 +284,8 @@ func TestSubscribeKinds(t *testing.T) {
 	if p := c.expect(TypePublish); ShortTopic(p.TopicID) != "s1" {
 		t.Fatalf("after UNSUBSCRIBE got %+v", p)
 	}
+	// The counter moves just after the datagram is written: poll it.
+	eventually(t, "4 publishes counted", func() bool { return e.g.Stats().PublishesOut == 4 })
 	if s := e.g.Stats(); s.PublishesOut != 4 {
 		t.Fatalf("stats %+v", s)
 	}

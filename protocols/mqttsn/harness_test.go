@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fieldgate/fieldgate/bus"
+	"github.com/fieldgate/fieldgate/internal/testwait"
 	"github.com/fieldgate/fieldgate/protocols/mqtt"
 )
 
@@ -137,13 +138,7 @@ func next(t testing.TB, ch <-chan bus.Message) bus.Message {
 // eventually polls cond until it holds or waitFor passes.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.For(t, waitFor, what, cond)
 }
 
 // snClient is a minimal MQTT-SN v1.2 client written from the

@@ -20,6 +20,7 @@ import (
 	smodbus "github.com/simonvetter/modbus"
 
 	"github.com/fieldgate/fieldgate/bus"
+	"github.com/fieldgate/fieldgate/internal/testwait"
 )
 
 // bank is a slave's memory behind simonvetter's server (and the test RTU
@@ -59,7 +60,7 @@ func (b *bank) wait() {
 	d := b.delay
 	b.mu.Unlock()
 	if d > 0 {
-		time.Sleep(d) // simulates a slow device, not test synchronisation
+		time.Sleep(d) // kept sleep: a slow device behind a real TCP socket, which no bubble can fake
 	}
 }
 
@@ -135,8 +136,9 @@ type tcpSlave struct {
 // to restart a stopped slave on the same port).
 func startTCPSlave(t testing.TB, bk *bank, addr string) *tcpSlave {
 	t.Helper()
-	var lastErr error
-	for range 20 {
+	var s *tcpSlave
+	// A given port may still be in TIME_WAIT or taken: try until it is free.
+	testwait.NoError(t, 5*time.Second, func() error {
 		a := addr
 		if a == "" {
 			a = freePort(t)
@@ -148,17 +150,14 @@ func startTCPSlave(t testing.TB, bk *bank, addr string) *tcpSlave {
 		if err != nil {
 			t.Fatalf("modbus server: %v", err)
 		}
-		if lastErr = srv.Start(); lastErr == nil {
-			s := &tcpSlave{srv: srv, addr: a}
-			t.Cleanup(func() { _ = srv.Stop() })
-			return s
+		if err := srv.Start(); err != nil {
+			return fmt.Errorf("start modbus server on %s: %w", a, err)
 		}
-		if addr != "" { // the port is still in TIME_WAIT or taken: try again shortly
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	t.Fatalf("start modbus server: %v", lastErr)
-	return nil
+		s = &tcpSlave{srv: srv, addr: a}
+		t.Cleanup(func() { _ = srv.Stop() })
+		return nil
+	})
+	return s
 }
 
 // freePort returns a loopback address whose port was free a moment ago

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/fieldgate/fieldgate/bus"
+	"github.com/fieldgate/fieldgate/internal/testwait"
 )
 
 // TestProgress checks that Progress is zero before the lines run and then
@@ -19,18 +20,7 @@ func TestProgress(t *testing.T) {
 		t.Fatalf("Progress before Run = %v", p)
 	}
 	runService(t, s)
-	deadline := time.Now().Add(5 * time.Second)
 	var first time.Time
-	for first = s.Progress(); first.IsZero(); first = s.Progress() {
-		if time.Now().After(deadline) {
-			t.Fatal("no progress")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	for !s.Progress().After(first) {
-		if time.Now().After(deadline) {
-			t.Fatal("progress does not advance while the device does not answer")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.For(t, 5*time.Second, "progress", func() bool { first = s.Progress(); return !first.IsZero() })
+	testwait.For(t, 5*time.Second, "progress to advance while the device does not answer", func() bool { return s.Progress().After(first) })
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/fieldgate/fieldgate/internal/peertest"
+	"github.com/fieldgate/fieldgate/internal/testwait"
 	"github.com/fieldgate/fieldgate/protocols/mqtt"
 )
 
@@ -42,6 +43,10 @@ func TestPymodbusThroughBroker(t *testing.T) {
 	bcfg.Listeners.TCP.Address = "127.0.0.1:0"
 	bcfg.Listeners.TLS.Enabled = false
 	bcfg.Listeners.WebSocket.Enabled = false
+	// This test writes set-points as an anonymous client: the default
+	// that refuses anonymous writes to southbound/+/+/set is lifted here
+	// (protocols/mqtt tests that default).
+	bcfg.Auth.AnonymousDenyPublish = nil
 	broker, err := mqtt.New(bcfg, mqtt.Options{Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -51,13 +56,10 @@ func TestPymodbusThroughBroker(t *testing.T) {
 	go func() { defer close(bdone); _ = broker.Run(bctx) }()
 	t.Cleanup(func() { bcancel(); <-bdone })
 	var brokerAddr string
-	for brokerAddr == "" || strings.HasSuffix(brokerAddr, ":0") {
-		if ctx.Err() != nil {
-			t.Fatal("broker has no address")
-		}
+	testwait.For(t, time.Until(deadlineOf(ctx)), "the broker's address", func() bool {
 		brokerAddr = broker.Addr("tcp")
-		time.Sleep(5 * time.Millisecond) // polling for the listener, not synchronisation
-	}
+		return brokerAddr != "" && !strings.HasSuffix(brokerAddr, ":0")
+	})
 
 	cfg := DefaultConfig()
 	cfg.QoS = 1
@@ -139,15 +141,19 @@ func TestPymodbusThroughBroker(t *testing.T) {
 
 func waitDial(t *testing.T, ctx context.Context, addr string) {
 	t.Helper()
-	for {
+	testwait.NoError(t, time.Until(deadlineOf(ctx)), func() error {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			_ = c.Close()
-			return
+		if err != nil {
+			return fmt.Errorf("pymodbus server on %s did not start: %w", addr, err)
 		}
-		if ctx.Err() != nil {
-			t.Fatalf("pymodbus server on %s did not start: %v", addr, err)
-		}
-		time.Sleep(20 * time.Millisecond) // polling for the child's listener, not synchronisation
+		return c.Close()
+	})
+}
+
+// deadlineOf is ctx's deadline, or a minute from now when it has none.
+func deadlineOf(ctx context.Context) time.Time {
+	if d, ok := ctx.Deadline(); ok {
+		return d
 	}
+	return time.Now().Add(time.Minute)
 }

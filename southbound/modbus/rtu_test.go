@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	goserial "go.bug.st/serial"
@@ -108,7 +109,7 @@ func (p *scriptedPort) Read(b []byte) (int, error) {
 		return 0, nil
 	}
 	if len(p.chunks) == 0 {
-		time.Sleep(p.timeout) // a read timeout, as the real port's
+		time.Sleep(p.timeout) // the port's read timeout: fake time in the synctest tests, real (20 ms) under FuzzRTUReply
 		return 0, nil
 	}
 	n := copy(b, p.chunks[0])
@@ -187,20 +188,23 @@ func TestRTUTransportFrames(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tr := scriptedTransport(t, &scriptedPort{chunks: tt.chunks})
-			ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
-			defer cancel()
-			tr.ctx = ctx
-			got, err := tr.Send(readHolding)
-			if tt.kind != "" {
-				if errorKind(err) != tt.kind {
-					t.Fatalf("Send: %x, %v; want a %s error", got, err, tt.kind)
+			// The port's read timeouts pass on the bubble's fake clock.
+			synctest.Test(t, func(t *testing.T) {
+				tr := scriptedTransport(t, &scriptedPort{chunks: tt.chunks})
+				ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+				defer cancel()
+				tr.ctx = ctx
+				got, err := tr.Send(readHolding)
+				if tt.kind != "" {
+					if errorKind(err) != tt.kind {
+						t.Fatalf("Send: %x, %v; want a %s error", got, err, tt.kind)
+					}
+					return
 				}
-				return
-			}
-			if err != nil || !bytes.Equal(got, tt.want) {
-				t.Fatalf("Send: %x, %v; want %x", got, err, tt.want)
-			}
+				if err != nil || !bytes.Equal(got, tt.want) {
+					t.Fatalf("Send: %x, %v; want %x", got, err, tt.want)
+				}
+			})
 		})
 	}
 }
@@ -208,18 +212,22 @@ func TestRTUTransportFrames(t *testing.T) {
 // TestRTUTransportCancel: a cancelled context ends a transaction that
 // waits for its reply within a read tick.
 func TestRTUTransportCancel(t *testing.T) {
-	tr := scriptedTransport(t, &scriptedPort{})
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-	tr.ctx = ctx
-	time.AfterFunc(100*time.Millisecond, cancel)
-	start := time.Now()
-	_, err := tr.Send([]byte{1, 3, 0, 0, 0, 1, 0x84, 0x0a})
-	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("Send: %v, want cancelled", err)
-	}
-	if took := time.Since(start); took > 100*time.Millisecond+5*rtuReadTick {
-		t.Errorf("cancelled transaction returned after %v", took)
-	}
+	// The port's read timeouts and the cancel pass on the bubble's fake clock.
+	synctest.Test(t, func(t *testing.T) {
+		tr := scriptedTransport(t, &scriptedPort{})
+		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+		defer cancel()
+		tr.ctx = ctx
+		time.AfterFunc(100*time.Millisecond, cancel)
+		start := time.Now()
+		_, err := tr.Send([]byte{1, 3, 0, 0, 0, 1, 0x84, 0x0a})
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Send: %v, want cancelled", err)
+		}
+		if took := time.Since(start); took > 100*time.Millisecond+5*rtuReadTick {
+			t.Errorf("cancelled transaction returned after %v", took)
+		}
+	})
 }
 
 // FuzzRTUReply feeds arbitrary bytes as the reply to a read: the transport

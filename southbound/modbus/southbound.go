@@ -11,10 +11,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"github.com/fieldgate/fieldgate/bus"
 	"github.com/fieldgate/fieldgate/internal/devnode"
+	"github.com/fieldgate/fieldgate/internal/ratelog"
 )
 
 // Origin is the bus Origin of everything this package publishes. Set
@@ -245,7 +244,7 @@ func newDevice(s *Service, index int, dc Device) *device {
 		index:       index,
 		byName:      map[string]*point{},
 		statusTopic: s.cfg.Prefix + "/" + dc.Name + "/status",
-		logLimit:    rate.NewLimiter(rate.Every(10*time.Second), 3),
+		logLimit:    ratelog.NewLimiter(ratelog.Config{Every: 10 * time.Second, Burst: 3, Now: s.now}),
 		stats:       DeviceStats{Name: dc.Name, Errors: map[string]uint64{}},
 	}
 	groups := map[string]*group{}

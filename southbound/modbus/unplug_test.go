@@ -3,6 +3,7 @@ package modbus
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/fieldgate/fieldgate/bus"
 	"github.com/fieldgate/fieldgate/internal/peertest"
+	"github.com/fieldgate/fieldgate/internal/testwait"
 )
 
 // The bounds of issue 11 for a serial line that loses its port, and the
@@ -75,18 +77,14 @@ func startRTUPeer(t *testing.T, socatBin, dir, name string) *rtuPeer {
 		t.Fatalf("start socat: %v", err)
 	}
 	t.Cleanup(p.stop)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testwait.NoError(t, 5*time.Second, func() error {
 		_, err1 := os.Stat(nearLink)
 		_, err2 := os.Stat(farLink)
-		if err1 == nil && err2 == nil {
-			break
+		if err := errors.Join(err1, err2); err != nil {
+			return fmt.Errorf("socat made no ptys: %w", err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("socat made no ptys: %v, %v", err1, err2)
-		}
-		time.Sleep(5 * time.Millisecond) // polling for socat's links, not synchronisation
-	}
+		return nil
+	})
 	var err error
 	if p.near, err = filepath.EvalSymlinks(nearLink); err != nil {
 		t.Fatal(err)
@@ -104,18 +102,15 @@ func startRTUPeer(t *testing.T, socatBin, dir, name string) *rtuPeer {
 	// Ready when it answers a read, through the transport under test.
 	probe := newGoburrowClient(Device{RTU: &RTU{Port: p.near, Baud: 9600, DataBits: 8, Parity: "N", StopBits: 1}}, time.Second)
 	defer func() { _ = probe.Close() }()
-	deadline = time.Now().Add(15 * time.Second)
-	for {
+	testwait.NoError(t, 15*time.Second, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-		_, err := probe.Read(ctx, 1, RegHolding, 0, 1)
-		cancel()
-		if err == nil {
-			return p
+		defer cancel()
+		if _, err := probe.Read(ctx, 1, RegHolding, 0, 1); err != nil {
+			return fmt.Errorf("pymodbus on %s does not answer: %w", far, err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pymodbus on %s does not answer: %v", far, err)
-		}
-	}
+		return nil
+	})
+	return p
 }
 
 // unplug kills socat: both ptys vanish, as a USB adapter pulled out.
@@ -238,7 +233,7 @@ func cpuShare(d time.Duration) float64 {
 	var a, b syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &a)
 	start := time.Now()
-	time.Sleep(d) // the measurement window itself
+	time.Sleep(d) // kept sleep: the CPU measurement window itself, nothing to wait for
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &b)
 	used := time.Duration(b.Utime.Nano() - a.Utime.Nano() + b.Stime.Nano() - a.Stime.Nano())
 	return float64(used) / float64(time.Since(start))
@@ -352,13 +347,7 @@ func (r *unplugRig) transport() *rtuTransport {
 func (r *unplugRig) awaitRequest() {
 	r.t.Helper()
 	n := r.transport().sent.Load()
-	deadline := time.Now().Add(5 * time.Second)
-	for r.transport().sent.Load() == n {
-		if time.Now().After(deadline) {
-			r.t.Fatal("no request written")
-		}
-		time.Sleep(time.Millisecond) // polling a counter, not synchronisation
-	}
+	testwait.For(r.t, 5*time.Second, "a request to be written", func() bool { return r.transport().sent.Load() != n })
 }
 
 // online waits until every device is online after since and reports it.

@@ -14,10 +14,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"github.com/fieldgate/fieldgate/bus"
 	"github.com/fieldgate/fieldgate/internal/devnode"
+	"github.com/fieldgate/fieldgate/internal/ratelog"
 )
 
 // line is one physical line (an RTU port or a TCP endpoint) and its worker:
@@ -69,7 +68,7 @@ type device struct {
 	online      bool   // the status published
 	reason      string // why it is offline, as published
 
-	logLimit *rate.Limiter
+	logLimit *ratelog.Limiter
 	mu       sync.Mutex
 	stats    DeviceStats
 	rtt      roundTrips // guarded by mu
@@ -560,13 +559,19 @@ func (d *device) publishStatus(ctx context.Context, online bool, reason string) 
 	d.publish(ctx, bus.Message{Topic: d.statusTopic, Payload: b, QoS: 1, Retain: true})
 }
 
-// logf logs about the device, at most a few lines per 10 s per device so
-// that a flaky wire cannot flood the log.
+// logf logs about the device, at most a few lines of each message per 10 s
+// per device so that a flaky wire cannot flood the log (internal/ratelog);
+// a line after some were held back says how many.
 func (d *device) logf(now time.Time, level slog.Level, msg string, args ...any) {
-	if !d.logLimit.AllowN(now, 1) {
+	ok, suppressed := d.logLimit.AllowAt(now, msg, "")
+	if !ok {
 		return
 	}
-	d.svc.log.Log(context.Background(), level, msg, append([]any{"device", d.cfg.Name}, args...)...)
+	args = append([]any{"device", d.cfg.Name}, args...)
+	if suppressed > 0 {
+		args = append(args, ratelog.SuppressedKey, suppressed)
+	}
+	d.svc.log.Log(context.Background(), level, msg, args...)
 }
 
 // setResult is the payload of a set/result message.

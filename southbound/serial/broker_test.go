@@ -3,12 +3,14 @@ package serial
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/fieldgate/fieldgate/internal/testwait"
 	"github.com/fieldgate/fieldgate/protocols/mqtt"
 )
 
@@ -31,16 +33,13 @@ func startBroker(t *testing.T) *mqtt.Broker {
 		cancel()
 		<-done
 	})
-	deadline := time.Now().Add(waitFor)
-	for {
-		if _, port, err := net.SplitHostPort(b.Addr("tcp")); err == nil && port != "0" {
-			return b
+	testwait.NoError(t, waitFor, func() error {
+		if _, port, err := net.SplitHostPort(b.Addr("tcp")); err != nil || port == "0" {
+			return fmt.Errorf("broker listener has no address: %q", b.Addr("tcp"))
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("broker listener has no address: %q", b.Addr("tcp"))
-		}
-		time.Sleep(5 * time.Millisecond) // polling, not synchronisation
-	}
+		return nil
+	})
+	return b
 }
 
 // TestReadingsThroughRealBroker runs a sensor publishing into the real

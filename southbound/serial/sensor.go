@@ -13,10 +13,10 @@ import (
 	"time"
 
 	goserial "go.bug.st/serial"
-	"golang.org/x/time/rate"
 
 	"github.com/fieldgate/fieldgate/bus"
 	"github.com/fieldgate/fieldgate/internal/devnode"
+	"github.com/fieldgate/fieldgate/internal/ratelog"
 )
 
 // Causes of dropped lines, the keys of SensorStats.Dropped.
@@ -131,7 +131,7 @@ func newSensor(c Config, sc Sensor, b bus.Bus, log *slog.Logger, o options) (*se
 		log:          log.With("sensor", sc.Name, "port", sc.Port),
 		now:          o.now,
 		synced:       o.synced,
-		dropLog:      newLogLimiter(),
+		dropLog:      newLogLimiter(o.now),
 		stats:        SensorStats{Name: sc.Name, Port: sc.Port, Dropped: make(map[string]uint64)},
 	}
 	term, err := unescape(sc.Terminator)
@@ -498,33 +498,25 @@ func (s *sensor) snapshot() SensorStats {
 	return st
 }
 
-// logLimiter lets a few log lines through and then one per interval,
-// counting what it held back.
-type logLimiter struct {
-	lim        *rate.Limiter
-	mu         sync.Mutex
-	suppressed int
-}
-
 // Drop logs: a burst of 5, then one every 10 seconds.
 const (
 	dropLogBurst    = 5
 	dropLogInterval = 10 * time.Second
 )
 
-func newLogLimiter() *logLimiter {
-	return &logLimiter{lim: rate.NewLimiter(rate.Every(dropLogInterval), dropLogBurst)}
+// logLimiter lets a few drop lines through and then one per interval,
+// counting what it held back (internal/ratelog).
+type logLimiter struct {
+	lim *ratelog.Limiter
+}
+
+// newLogLimiter limits drop lines on the clock now.
+func newLogLimiter(now func() time.Time) *logLimiter {
+	return &logLimiter{lim: ratelog.NewLimiter(ratelog.Config{Every: dropLogInterval, Burst: dropLogBurst, Now: now})}
 }
 
 // allow reports whether to log now and how many were suppressed since the
 // last line logged.
 func (l *logLimiter) allow() (ok bool, suppressed int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !l.lim.Allow() {
-		l.suppressed++
-		return false, 0
-	}
-	suppressed, l.suppressed = l.suppressed, 0
-	return true, suppressed
+	return l.lim.Allow("serial: line dropped", "")
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"github.com/creack/pty"
 
 	"github.com/fieldgate/fieldgate/bus"
+	"github.com/fieldgate/fieldgate/internal/testwait"
 )
 
 const waitFor = 5 * time.Second // how long to wait for something that must happen
@@ -181,17 +183,14 @@ func startService(t *testing.T, cfg Config, b bus.Bus, opts ...Option) *Service 
 // waitStats polls the first sensor's stats until ok says yes.
 func waitStats(t *testing.T, s *Service, what string, ok func(SensorStats) bool) SensorStats {
 	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for {
-		st := s.Stats()[0]
-		if ok(st) {
-			return st
+	var st SensorStats
+	testwait.NoError(t, waitFor, func() error {
+		if st = s.Stats()[0]; !ok(st) {
+			return fmt.Errorf("waiting for %s; stats %+v", what, st)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s; stats %+v", what, st)
-		}
-		time.Sleep(5 * time.Millisecond) // polling, not synchronisation
-	}
+		return nil
+	})
+	return st
 }
 
 // testConfig is the default section with fast reconnects.

@@ -1,6 +1,8 @@
 package serial
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/fieldgate/fieldgate/bus"
 	"github.com/fieldgate/fieldgate/internal/peertest"
+	"github.com/fieldgate/fieldgate/internal/testwait"
 )
 
 // socatLine is a null-modem cable made by socat: two linked ptys reachable
@@ -35,18 +38,14 @@ func startSocat(t *testing.T, sensorLink, deviceLink string) *socatLine {
 	}
 	l := &socatLine{cmd: cmd, links: []string{sensorLink, deviceLink}}
 	t.Cleanup(l.stop)
-	deadline := time.Now().Add(waitFor)
-	for {
+	testwait.NoError(t, waitFor, func() error {
 		_, err1 := os.Stat(sensorLink)
 		_, err2 := os.Stat(deviceLink)
-		if err1 == nil && err2 == nil {
-			break
+		if err := errors.Join(err1, err2); err != nil {
+			return fmt.Errorf("socat made no links: %w", err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("socat made no links: %v, %v", err1, err2)
-		}
-		time.Sleep(5 * time.Millisecond) // polling, not synchronisation
-	}
+		return nil
+	})
 	var err error
 	l.device, err = os.OpenFile(deviceLink, os.O_RDWR|syscall.O_NOCTTY, 0)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -604,6 +605,7 @@ func (cl *Client) ReadFixedHeader(fh *packets.FixedHeader) error {
 		return ErrConnectionClosed
 	}
 
+	fresh := cl.Net.bconn.Buffered() == 0 // fieldgate patch (cross-connection order)
 	b, err := cl.Net.bconn.ReadByte()
 	if err != nil {
 		if isPacketError(err) { // fieldgate patch: a listener refused the packet (a reason code)
@@ -616,6 +618,9 @@ func (cl *Client) ReadFixedHeader(fh *packets.FixedHeader) error {
 	if err != nil {
 		cl.logBadPacket("malformed packet", &packets.Packet{FixedHeader: *fh}, err) // fieldgate patch (no secrets in logs)
 		return err
+	}
+	if fresh && fh.Type == packets.Publish {
+		yieldToEarlierReaders() // fieldgate patch (cross-connection order)
 	}
 
 	var bu int
@@ -949,3 +954,16 @@ func (cl *Client) flushDeferred() error {
 	}
 	return cl.flushOutbuf()
 }
+
+// yieldToEarlierReaders lets the goroutines that became runnable with this
+// one run first. fieldgate patch (cross-connection order): the Go runtime
+// wakes the readers of the sockets that became readable together in the
+// reverse order of their readiness (netpoll pushes each onto the head of
+// its list, and the scheduler runs the list's head at once), so a PUBLISH
+// that arrived just after another client's SUBSCRIBE was fanned out before
+// that SUBSCRIBE was read, and the new subscriber missed it. Yielding once
+// before handling a PUBLISH that came straight from the network puts this
+// reader behind the ones woken with it.
+//
+//go:noinline
+func yieldToEarlierReaders() { runtime.Gosched() }

@@ -7,6 +7,19 @@ const [base, shots] = process.argv.slice(2);
 const PASSWORD = "field-tech-2026";
 const browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: ["--no-sandbox"], headless: true });
 const step = name => console.log("e2e: " + name);
+const tabs = ["overview", "uplink", "southbound", "broker", "live", "config", "diagnostics"];
+
+// everyTab visits every tab and fails when one scrolls sideways.
+async function everyTab(p, size) {
+  for (const tab of tabs) {
+    if (await p.locator("#menu").isVisible() && await p.locator("nav a[href='#" + tab + "']").isHidden()) await p.click("#menu");
+    await p.click(`nav a[href='#${tab}']`);
+    await p.locator("#p-" + tab).waitFor();
+    await p.waitForTimeout(200);
+    const by = await p.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+    assert.ok(by <= 0, `${tab} at ${size} scrolls sideways by ${by}px`);
+  }
+}
 
 try {
   const ctx = await browser.newContext({ viewport: { width: 1280, height: 860 } });
@@ -17,6 +30,7 @@ try {
   await page.goto(base + "/");
   await page.locator("#p-setup").waitFor();
   await page.screenshot({ path: `${shots}/setup.png` });
+  await page.fill("#setup-form [name=setup_code]", process.env.FIELDGATE_SETUP_CODE || "");
   await page.fill("#setup-form [name=gateway_id]", "plant-7");
   await page.fill("#setup-form [name=password]", PASSWORD);
   await page.fill("#setup-form [name=password2]", PASSWORD);
@@ -46,7 +60,9 @@ try {
   step("uplink: a bad setting is refused with the field named");
   await page.fill("#servers tbody tr:last-child [name=host]", "");
   await page.click("#uplink-form button[type=submit]");
-  await page.locator("#uplink-form .errs li", { hasText: "uplink.servers[0].host" }).waitFor();
+  await page.locator("#uplink-form .errs li", { hasText: "Server 1, host" }).waitFor();
+  // The error is also shown under the field it is about.
+  await page.locator("#servers tbody tr:last-child [name=host][aria-invalid=true]").waitFor();
 
   step("southbound");
   await page.click("nav a[href='#southbound']");
@@ -76,14 +92,33 @@ try {
   step("config: a bad upload names the field");
   await page.click("nav a[href='#config']");
   await page.setInputFiles("#upload-form [name=file]", { name: "bad.yaml", mimeType: "application/yaml", buffer: Buffer.from("version: 1\nbroker:\n  limits:\n    max_packet_size: 5\n") });
-  await page.click("#upload-form button");
+  await page.click("#upload-form button[type=submit]");
   await page.locator("#upload-form .errs li", { hasText: "broker.limits.max_packet_size" }).waitFor();
   await page.screenshot({ path: `${shots}/config.png`, fullPage: true });
+  // A good file is checked and its changes shown before they are applied.
+  const saved = await (await page.request.get(base + "/api/v1/config.yaml")).text();
+  assert.match(saved, /publish_burst: \d+/);
+  await page.setInputFiles("#upload-form [name=file]", { name: "good.yaml", mimeType: "application/yaml", buffer: Buffer.from(saved.replace(/publish_burst: \d+/, "publish_burst: 777")) });
+  await page.click("#upload-form button[type=submit]");
+  await page.locator("#upload-diff", { hasText: "+ " }).waitFor();
+  assert.match(await page.textContent("#upload-diff"), /\+ .*publish_burst: 777/);
+  await page.click("#upload-apply");
+  await page.locator("#upload-form .ok", { hasText: "Applied" }).waitFor();
+  await page.fill("#site-form [name=id]", "plant 8");
+  await page.click("#site-form button");
+  await page.locator("#site-form .ferr", { hasText: "no spaces" }).waitFor();
+  await page.fill("#site-form [name=id]", "plant-8");
+  await page.click("#site-form button");
+  await page.locator("#banner", { hasText: "Saved" }).waitFor();
+  await page.locator("#gwid", { hasText: "plant-8" }).waitFor();
 
   step("diagnostics");
   await page.click("nav a[href='#diagnostics']");
   await page.locator("#logs tbody tr").first().waitFor();
   await page.screenshot({ path: `${shots}/diagnostics.png`, fullPage: true });
+
+  step("no tab scrolls sideways at 1280×860");
+  await everyTab(page, "1280×860");
 
   step("phone-sized screen");
   const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
@@ -97,6 +132,7 @@ try {
   await p2.screenshot({ path: `${shots}/phone-overview.png` });
   await p2.click("#menu");
   await p2.screenshot({ path: `${shots}/phone-menu.png` });
+  await everyTab(p2, "390×844");
 
   step("logout, then wrong passwords lock out");
   await page.click("#logout");
