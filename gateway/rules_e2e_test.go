@@ -2,6 +2,9 @@ package gateway_test
 
 import (
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -73,11 +76,12 @@ func TestE2ERulesWindowToCloud(t *testing.T) {
 	t.Parallel()
 	requireTools(t)
 	cloud := startCloud(t)
+	web := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
 	g := startGatewayWith(t, "", func(g *gateway) string {
 		return fmt.Sprintf(`version: 1
 gateway: {id: edge1, data_dir: %q}
 log: {level: info}
-web: {enabled: false}
+web: {enabled: true, address: %q, metrics_auth: false, mdns: false}
 mqttsn: {enabled: false}
 coap: {enabled: false}
 broker:
@@ -101,17 +105,18 @@ rules:
       GROUP BY topic(2), TUMBLINGWINDOW(ss, 2)
     actions:
       - uplink: {topic: "sites/${gateway_id}/avg/${device}", qos: 1}
-`, g.dataDir, g.port, cloud.port)
+`, g.dataDir, web, g.port, cloud.port)
 	})
-	sub := exec.Command("mosquitto_sub", "-h", "127.0.0.1", "-p", strconv.Itoa(cloud.port), "-d", "-q", "1", "-v", "-t", "gateways/edge1/sites/edge1/avg/#")
+	sub := exec.Command("stdbuf", "-oL", "mosquitto_sub", "-h", "127.0.0.1", "-p", strconv.Itoa(cloud.port), "-d", "-q", "1", "-v", "-t", "gateways/edge1/sites/edge1/avg/#")
 	out := &syncBuffer{}
 	sub.Stdout, sub.Stderr = out, out
 	if err := sub.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = sub.Process.Kill(); _ = sub.Wait() }()
-	if !waitFor(10*time.Second, func() bool { return strings.Contains(out.String(), "Subscribed (mid:") }) {
-		t.Fatalf("mosquitto_sub on the cloud did not subscribe:\n%s", out)
+	// Generous: the whole -race suite shares two cores with this test.
+	if !waitFor(45*time.Second, func() bool { return strings.Contains(out.String(), "Subscribed (mid:") }) {
+		t.Fatalf("mosquitto_sub on the cloud did not subscribe within 45 s:\n%s", out)
 	}
 	for _, r := range []struct{ dev, v string }{{"d1", "10"}, {"d2", "4"}, {"d1", "20"}} {
 		g.mustPub("-q", "1", "-t", "modbus/"+r.dev+"/temp", "-m", `{"value":`+r.v+`}`)
@@ -126,4 +131,31 @@ rules:
 	if !waitFor(30*time.Second, func() bool { s := out.String(); return d1(s) && strings.Contains(s, d2) }) {
 		t.Fatalf("cloud received:\n%s\ngateway log:\n%s", out, g.log)
 	}
+	// the counters are on /metrics
+	var metrics string
+	ok := waitFor(10*time.Second, func() bool {
+		resp, err := http.Get("http://" + web + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		metrics = string(b)
+		return strings.Contains(metrics, `fieldgate_rules_passed{rule="avg"} 3`) &&
+			strings.Contains(metrics, `fieldgate_rules_action_success{action="0",kind="uplink",rule="avg"}`)
+	})
+	if !ok {
+		t.Fatalf("rules metrics missing:\n%s", grepLines(metrics, "fieldgate_rules"))
+	}
+}
+
+// grepLines returns the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var b strings.Builder
+	for line := range strings.Lines(s) {
+		if strings.Contains(line, sub) {
+			b.WriteString(line)
+		}
+	}
+	return b.String()
 }

@@ -1,9 +1,12 @@
 package rules
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fieldgate/fieldgate/bus"
 )
 
 // Every syntax error names its line and column.
@@ -185,4 +188,48 @@ func TestValidate(t *testing.T) {
 	if err := DefaultConfig().Validate(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// A window keeps at most maxGroups groups; a message that would open one
+// more is left out with ErrGroupsExceeded (and counted), and the others
+// still come out.
+func TestWindowGroupLimit(t *testing.T) {
+	q, err := Parse(`SELECT topic(2) as d, count(*) as n FROM "d/+" GROUP BY topic(2), TUMBLINGWINDOW(ss, 10)`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := t0
+	p := compile(q, "gw", 2, func() time.Time { return now })
+	for i, d := range []string{"a", "b", "c", "a"} {
+		_, _, err := p.process(msgAt("d/"+d, "{}", t0.Add(time.Duration(i)*time.Second)), "")
+		if (d == "c") != errors.Is(err, ErrGroupsExceeded) {
+			t.Fatalf("%s: %v", d, err)
+		}
+	}
+	outs := p.tick(t0.Add(10 * time.Second))
+	if len(outs) != 2 || outs[0].row["n"] != int64(2) || outs[1].row["d"] != "b" || p.win.Exceeded != 1 {
+		t.Fatalf("outputs %v, exceeded %d", outs, p.win.Exceeded)
+	}
+	// changed/lag remember at most maxGroups topics too
+	q, _ = Parse(`SELECT lag(payload) as prev FROM "d/+"`)
+	p = compile(q, "gw", 1, func() time.Time { return now })
+	if _, _, err := p.process(msgAt("d/a", "1", t0), ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := p.process(msgAt("d/b", "1", t0), ""); !errors.Is(err, ErrGroupsExceeded) {
+		t.Fatalf("second topic: %v", err)
+	}
+}
+
+// An event source: the event's fields come from its JSON payload.
+func TestEventSource(t *testing.T) {
+	rows, err := Test(`SELECT clientid, event FROM "$events/client_connected" WHERE clientid = 'c1'`,
+		"$events/client_connected", []byte(`{"clientid":"c1","peername":"10.0.0.1:5555"}`), "gw")
+	if err != nil || len(rows) != 1 || rows[0]["clientid"] != "c1" || rows[0]["event"] != "client.connected" {
+		t.Fatalf("rows %v err %v", rows, err)
+	}
+}
+
+func msgAt(topic, payload string, at time.Time) bus.Message {
+	return bus.Message{Topic: topic, Payload: []byte(payload), Time: at}
 }

@@ -53,11 +53,17 @@ func run() error {
 	devices := flag.Int("devices", 10_000, "devices of the window phase")
 	flag.Parse()
 
-	base, err := phase(0, *dur, *rate)
+	base, err := phase(nil, *dur, *rate)
 	if err != nil {
 		return err
 	}
-	with, err := phase(*nrules, *dur, *rate)
+	with, err := phase(filterRules(*nrules), *dur, *rate)
+	if err != nil {
+		return err
+	}
+	failing, err := phase(rules.Config{{ID: "fails", Enabled: true,
+		SQL:     `SELECT payload.v * 'x' as v FROM "bench/+/v"`, // an error on every message
+		Actions: []rules.Action{{Log: &rules.LogAction{}}}}}, *dur, *rate)
 	if err != nil {
 		return err
 	}
@@ -68,8 +74,8 @@ func run() error {
 	loss := 100 * (1 - with.throughput/base.throughput)
 	pacedLoss := 100 * (1 - with.delivered/base.delivered)
 	fmt.Printf("rulesbench: %d cores, GOMAXPROCS %d, %s per phase\n\n", runtime.NumCPU(), runtime.GOMAXPROCS(0), *dur)
-	fmt.Printf("%-58s %-22s %s\n", "measure", "value", "target")
-	row := func(name, value, target string) { fmt.Printf("%-58s %-22s %s\n", name, value, target) }
+	fmt.Printf("%-66s %-30s %s\n", "measure", "value", "target")
+	row := func(name, value, target string) { fmt.Printf("%-66s %-30s %s\n", name, value, target) }
 	row(fmt.Sprintf("delivered at %d msg/s offered, no rules (msg/s)", *rate), fmt.Sprintf("%.0f", base.delivered), "")
 	row(fmt.Sprintf("delivered at %d msg/s offered, %d rules (msg/s)", *rate, *nrules), fmt.Sprintf("%.0f", with.delivered), "")
 	row(fmt.Sprintf("throughput loss at %d msg/s", *rate), fmt.Sprintf("%.1f %%", pacedLoss), "≤ 20 %")
@@ -80,6 +86,8 @@ func run() error {
 	row(fmt.Sprintf("latency at %d msg/s, no rules, p50/p99", *rate), fmt.Sprintf("%s / %s", base.p50, base.p99), "")
 	row(fmt.Sprintf("latency at %d msg/s, %d rules, p50/p99", *rate, *nrules), fmt.Sprintf("%s / %s", with.p50, with.p99), "")
 	row("added p99 latency", (with.p99 - base.p99).String(), "≤ 1 ms")
+	row("a rule failing on every message: saturation throughput (msg/s)", fmt.Sprintf("%.0f (%.1f %% loss)", failing.throughput, 100*(1-failing.throughput/base.throughput)), "")
+	row(fmt.Sprintf("a rule failing on every message: delivered at %d msg/s", *rate), fmt.Sprintf("%.0f, %d failures counted", failing.delivered, failing.failed), "unchanged")
 	row(fmt.Sprintf("rule evaluations at %d msg/s (dropped)", *rate), fmt.Sprintf("%d (%d)", with.evaluated, with.pacedDropped), "")
 	row(fmt.Sprintf("window rule, %d devices: heap per open group", *devices), fmt.Sprintf("%d B", groupBytes), "")
 	row("window rule: CPU per message", fmt.Sprintf("%.0f ns", nsPerMsg), "")
@@ -93,6 +101,7 @@ type result struct {
 	dropped      uint64
 	evaluated    uint64
 	pacedDropped uint64
+	failed       uint64
 }
 
 func startBroker() (*mqtt.Broker, func(), error) {
@@ -121,17 +130,17 @@ func filterRules(n int) rules.Config {
 	return cfg
 }
 
-// phase measures max throughput, then latency at a steady rate, with n
-// filter rules running.
-func phase(n int, dur time.Duration, rate int) (result, error) {
+// phase measures max throughput, then latency at a steady rate, with the
+// rules of cfg running.
+func phase(cfg rules.Config, dur time.Duration, rate int) (result, error) {
 	b, stop, err := startBroker()
 	if err != nil {
 		return result{}, err
 	}
 	defer stop()
 	var eng *rules.Engine
-	if n > 0 {
-		eng, err = rules.New(filterRules(n), rules.Options{Bus: b, Logger: quiet, StatsInterval: -1})
+	if len(cfg) > 0 {
+		eng, err = rules.New(cfg, rules.Options{Bus: b, Logger: quiet, StatsInterval: -1})
 		if err != nil {
 			return result{}, err
 		}
@@ -212,6 +221,7 @@ func phase(n int, dur time.Duration, rate int) (result, error) {
 		time.Sleep(500 * time.Millisecond)
 		after := eng.Stats()
 		for i, r := range after.Rules {
+			res.failed += r.Failed
 			res.evaluated += r.Matched - before.Rules[i].Matched
 			res.pacedDropped += r.Dropped - before.Rules[i].Dropped
 		}
