@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/fieldgate/fieldgate/internal/peertest"
+	"github.com/fieldgate/fieldgate/internal/testwait"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -122,18 +123,10 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// waitFor polls cond every few milliseconds until it is true or d passes.
+// waitFor polls cond until it is true or d passes (internal/testwait), and
+// reports whether it became true.
 func waitFor(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	return testwait.Until(d, cond)
 }
 
 // freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
@@ -613,7 +606,7 @@ func testRestart(t *testing.T, kill bool) {
 		// continuously in the background: a PUBACK does not wait for the
 		// fsync of the session's queue. Give the batch that holds the last
 		// message time to commit (fsync here is ~0.3 ms) before the kill.
-		time.Sleep(300 * time.Millisecond)
+		time.Sleep(300 * time.Millisecond) // kept sleep: the commit is not observable from outside the process (the store file is locked), and kill -9 must come after it
 		g.stop(syscall.SIGKILL)
 	} else {
 		code, took := g.stop(syscall.SIGTERM)

@@ -390,7 +390,9 @@ func TestFaultClockJump(t *testing.T) {
 		if modbusSkew.Abs() > 10*time.Second {
 			t.Errorf("offset %v: Modbus ts is %v from the shifted clock", off, modbusSkew)
 		}
-		time.Sleep(100 * time.Millisecond) // let the gateway re-read its clock file (every 20 ms) before the line is sent
+		// No wait here: the Modbus reading above arrived at least 100 ms
+		// after the clock file changed, 5 times the 20 ms after which every
+		// clock of the process reads the file again on its next Now.
 		if _, err := device.WriteString(nmeaGGA + "\r\n"); err != nil {
 			t.Fatal(err)
 		}
@@ -408,7 +410,7 @@ func TestFaultClockJump(t *testing.T) {
 		polls0 := len(w.payloads("southbound/plc/temp"))
 		acked0, _ := l.total()
 		window := 2 * time.Second
-		time.Sleep(window) // a measurement window, not synchronisation
+		time.Sleep(window) // kept sleep: a measurement window (CPU, polls and acknowledgements counted over it), not synchronisation
 		cpu1, _ := procCPU(pid)
 		polls := len(w.payloads("southbound/plc/temp")) - polls0
 		acked1, _ := l.total()
@@ -490,7 +492,7 @@ func TestFaultSIGSTOP(t *testing.T) {
 	gw.signal(syscall.SIGSTOP)
 	stopped := time.Now()
 	const pause = 60 * time.Second
-	time.Sleep(pause) // the fault's duration
+	time.Sleep(pause) // kept sleep: the fault's duration, a real 60 s outage
 	acked0, _ := l.total()
 	gw.signal(syscall.SIGCONT)
 	resumed := time.Now()
@@ -628,7 +630,12 @@ func (r *rtuLine) vanishMidRequest() time.Time {
 	if err := r.sim.Process.Signal(syscall.SIGSTOP); err != nil {
 		r.t.Fatal(err)
 	}
-	time.Sleep(150 * time.Millisecond) // a poll (every 100 ms) is now waiting for its reply
+	// A poll (every 100 ms) now sends a request that the stopped device
+	// never reads: wait until its bytes wait in the device's end.
+	if !waitFor(5*time.Second, func() bool { n, err := ptyPending(r.far); return err == nil && n > 0 }) {
+		n, err := ptyPending(r.far)
+		r.t.Fatalf("no request pending at the silenced device within 5 s (%d bytes queued, %v)", n, err)
+	}
 	gone := time.Now()
 	_ = r.socat.Process.Kill()
 	_ = r.socat.Wait()
@@ -685,7 +692,7 @@ func TestFaultSIGTERMWithVanishedRTU(t *testing.T) {
 	// 2. CPU while the port is gone.
 	cpu0, _ := procCPU(pid)
 	const window = 3 * time.Second
-	time.Sleep(window) // a measurement window
+	time.Sleep(window) // kept sleep: a measurement window for the CPU used while the port is gone
 	cpu1, _ := procCPU(pid)
 	cpuShare := (cpu1 - cpu0).Seconds() / window.Seconds()
 	if cpuShare > 0.10 {

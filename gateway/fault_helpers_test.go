@@ -21,8 +21,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/eclipse/paho.golang/paho"
 
@@ -772,4 +774,30 @@ func procCPU(pid int) (time.Duration, error) {
 	}
 	const hz = 100 // USER_HZ on Linux
 	return time.Duration(utime+stime) * time.Second / hz, nil
+}
+
+// ptyPending returns how many bytes wait, unread, in the input queue of
+// the pty at path (TIOCINQ): a request the device on that end has not read
+// yet. It opens its own descriptor, so the pty's owner is not disturbed.
+func ptyPending(path string) (int, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOCTTY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return 0, fmt.Errorf("open %s: %w", path, err)
+	}
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return 0, fmt.Errorf("pty %s: %w", path, err)
+	}
+	var n int32
+	var errno syscall.Errno
+	if err := rc.Control(func(fd uintptr) {
+		_, _, errno = syscall.Syscall(syscall.SYS_IOCTL, fd, syscall.TIOCINQ, uintptr(unsafe.Pointer(&n)))
+	}); err != nil {
+		return 0, fmt.Errorf("pty %s: %w", path, err)
+	}
+	if errno != 0 {
+		return 0, fmt.Errorf("TIOCINQ on %s: %w", path, errno)
+	}
+	return int(n), nil
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/fieldgate/fieldgate/gateway/config"
 	"github.com/fieldgate/fieldgate/gateway/supervise"
+	"github.com/fieldgate/fieldgate/internal/testwait"
 	"github.com/fieldgate/fieldgate/uplink"
 )
 
@@ -113,12 +114,7 @@ func TestOutboxWriterWedged(t *testing.T) {
 	poll := func(what string, d time.Duration, ok func() bool) time.Duration {
 		t.Helper()
 		start := time.Now()
-		for !ok() {
-			if time.Since(start) > d {
-				t.Fatalf("waited %v for %s", d, what)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		testwait.For(t, d, what, ok)
 		return time.Since(start)
 	}
 	// Healthy and idle: nothing waits, so an old last commit is no matter.

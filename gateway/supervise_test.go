@@ -22,6 +22,7 @@ import (
 
 	"github.com/fieldgate/fieldgate/gateway/config"
 	"github.com/fieldgate/fieldgate/gateway/supervise"
+	"github.com/fieldgate/fieldgate/internal/testwait"
 )
 
 // syncBuf is a log sink the test reads while the gateway writes.
@@ -132,13 +133,7 @@ func TestSupervisedPartRestarted(t *testing.T) {
 	}
 	poll := func(what string, ok func() bool) {
 		t.Helper()
-		deadline := time.Now().Add(15 * time.Second)
-		for !ok() {
-			if time.Now().After(deadline) {
-				t.Fatalf("waited for %s", what)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		testwait.For(t, 15*time.Second, what, ok)
 	}
 
 	var metrics string

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fieldgate/fieldgate/internal/testwait"
+
 	"github.com/fieldgate/fieldgate/bus"
 )
 
@@ -29,22 +31,17 @@ func BenchmarkFilterRules(b *testing.B) {
 	done := make(chan struct{})
 	go func() { defer close(done); _ = e.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	for len(e.Stats().Rules) == 0 || !e.Stats().Rules[99].Running {
-		time.Sleep(time.Millisecond)
-	}
+	testwait.Until(time.Minute, func() bool { return len(e.Stats().Rules) > 0 && e.Stats().Rules[99].Running })
 	payload := []byte(`{"v":500,"t":1733450000000000000}`)
 	b.ResetTimer()
 	for i := range b.N {
 		_ = mb.Publish(ctx, bus.Message{Topic: "bench/d" + strconv.Itoa(i%10) + "/v", Payload: payload, Origin: "$southbound"})
 	}
-	for {
+	testwait.Until(time.Minute, func() bool {
 		var n uint64
 		for _, r := range e.Stats().Rules {
 			n += r.Matched + r.Dropped
 		}
-		if n >= uint64(100*b.N) {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return n >= uint64(100*b.N)
+	})
 }

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fieldgate/fieldgate/internal/testwait"
+
 	"github.com/fieldgate/fieldgate/bus"
 )
 
@@ -68,12 +70,8 @@ func (h *harness) stop() {
 // waitFor polls cond for up to 10 s.
 func (h *harness) waitFor(what string, cond func() bool) {
 	h.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			h.t.Fatalf("timed out waiting for %s; stats %+v", what, h.engine.Stats())
-		}
-		time.Sleep(2 * time.Millisecond)
+	if !testwait.Until(10*time.Second, cond) {
+		h.t.Fatalf("timed out waiting for %s; stats %+v", what, h.engine.Stats())
 	}
 }
 

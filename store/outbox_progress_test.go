@@ -3,6 +3,8 @@ package store
 import (
 	"testing"
 	"time"
+
+	"github.com/fieldgate/fieldgate/internal/testwait"
 )
 
 // TestOutboxProgress wedges the writer with BeforeCommit: while an append
@@ -47,12 +49,7 @@ func TestOutboxProgress(t *testing.T) {
 	}
 	wedge = false // the writer is blocked in the hook: no race with its next call
 	close(gate)
-	for !q.Progress().After(deadline) {
-		if time.Now().After(deadline.Add(10 * time.Second)) {
-			t.Fatal("progress did not come back after the commit went through")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.For(t, 10*time.Second, "progress to come back after the commit went through", func() bool { return q.Progress().After(deadline) })
 	if st := q.Stats(); st.Depth != 1 {
 		t.Fatalf("depth %d after the commit, want 1", st.Depth)
 	}

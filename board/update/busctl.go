@@ -3,6 +3,7 @@ package update
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os/exec"
 	"strings"
@@ -16,7 +17,8 @@ const (
 )
 
 // Busctl is RAUC's D-Bus service on the system bus, reached with
-// systemd's busctl (`busctl --system --json=short`).
+// systemd's busctl (`busctl --system --json=short`). When busctl, the
+// system bus or RAUC's service is missing, its errors wrap ErrUnavailable.
 type Busctl struct {
 	// Run runs busctl with args and returns its standard output (nil:
 	// exec busctl). Tests give recorded answers.
@@ -29,10 +31,34 @@ func (b Busctl) run(ctx context.Context, args ...string) ([]byte, error) {
 	}
 	cmd := exec.CommandContext(ctx, "busctl", append([]string{"--system", "--json=short"}, args...)...)
 	out, err := cmd.Output()
+	if errors.Is(err, exec.ErrNotFound) {
+		return nil, fmt.Errorf("%w: busctl (systemd) is not installed", ErrUnavailable)
+	}
 	if ee, ok := err.(*exec.ExitError); ok {
-		return nil, fmt.Errorf("busctl %s: %w: %s", args[0], err, strings.TrimSpace(string(ee.Stderr)))
+		msg := strings.TrimSpace(string(ee.Stderr))
+		if serviceMissing(msg) {
+			return nil, fmt.Errorf("%w: busctl %s: %s", ErrUnavailable, args[0], msg)
+		}
+		return nil, fmt.Errorf("busctl %s: %w: %s", args[0], err, msg)
 	}
 	return out, err
+}
+
+// serviceMissing tells from busctl's error message that RAUC's service,
+// or the system bus itself, is not there (as opposed to a failed call).
+func serviceMissing(msg string) bool {
+	for _, s := range []string{
+		"was not provided by any .service files", // no RAUC on the bus, none to activate
+		"ServiceUnknown",
+		"Failed to connect to bus", // no system bus (a container, a development machine)
+		"Failed to connect to system scope bus",
+		"Could not activate remote peer", // activation failed (RAUC's unit cannot start)
+	} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // reply is busctl's JSON form of a D-Bus value.
@@ -102,6 +128,9 @@ func (b Busctl) Progress(ctx context.Context) (Progress, error) {
 // user do it.
 func (b Busctl) Reboot(ctx context.Context) error {
 	_, err := b.run(ctx, "call", "org.freedesktop.login1", "/org/freedesktop/login1", "org.freedesktop.login1.Manager", "Reboot", "b", "false")
+	if err != nil && (strings.Contains(err.Error(), "Access denied") || strings.Contains(err.Error(), "nteractive authentication required")) {
+		return fmt.Errorf("the gateway may not reboot the board (the image has no polkit rule for it): reboot it from the console or over SSH (sudo systemctl reboot): %w", err)
+	}
 	return err
 }
 

@@ -15,8 +15,10 @@
 // library in the binary); StandIn is a stand-in for where RAUC's service
 // cannot run (tests, development machines) and says so in its name.
 //
-// Status: the library and its tests; the admin API, the page and the
-// gateway's wiring are not built yet (see /work/notes/s3/appliance.md).
+// `fieldgate run -update rauc` wires a Manager over Busctl into the page
+// and the API; the appliance image (yocto/meta-fieldgate, fieldgate-os)
+// runs the gateway so. Without RAUC's service the gateway runs on and
+// reports ErrUnavailable.
 package update
 
 import (
@@ -73,6 +75,12 @@ type Status struct {
 
 // ErrBusy is returned by Install while an installation runs.
 var ErrBusy = errors.New("update: an installation is already running")
+
+// ErrUnavailable is wrapped by an Installer's errors when RAUC's D-Bus
+// service cannot be reached at all (no busctl, no system bus, no
+// de.pengutronix.rauc): the gateway runs on, and Status, Install and the
+// mark-good loop say so instead of failing it.
+var ErrUnavailable = errors.New("RAUC is not available on this system (its D-Bus service de.pengutronix.rauc does not answer)")
 
 // Manager runs installations and marks the booted slot good.
 type Manager struct {
@@ -131,7 +139,7 @@ func (m *Manager) Reboot(ctx context.Context) error {
 func (m *Manager) Install(ctx context.Context, source string) error {
 	op, err := m.inst.Operation(ctx)
 	if err != nil {
-		return fmt.Errorf("update: %w", err)
+		return fmt.Errorf("update: cannot install: %w", err)
 	}
 	if op != "idle" {
 		return ErrBusy
@@ -143,11 +151,16 @@ func (m *Manager) Install(ctx context.Context, source string) error {
 	return nil
 }
 
-// Status reads RAUC's state.
+// Status reads RAUC's state; its error wraps ErrUnavailable when RAUC's
+// service cannot be reached.
 func (m *Manager) Status(ctx context.Context) (Status, error) {
 	var s Status
 	var err, e error
 	if s.Operation, e = m.inst.Operation(ctx); e != nil {
+		if errors.Is(e, ErrUnavailable) {
+			// One answer, not four of the same.
+			return s, fmt.Errorf("update: %w", e)
+		}
 		err = errors.Join(err, e)
 	}
 	if s.Progress, e = m.inst.Progress(ctx); e != nil {
@@ -171,12 +184,18 @@ func (m *Manager) Status(ctx context.Context) (Status, error) {
 // RunMarkGood marks the booted slot good once healthy has reported true
 // at every check (every interval) for after without a break, then returns
 // nil; an unhealthy check starts the wait again. It returns ctx's error
-// when ctx ends first; a failed Mark is logged and tried again at the next
-// check.
+// when ctx ends first; a failed Mark is logged (once per distinct error)
+// and tried again at the next check. When RAUC is not available it says
+// so once at the start and keeps trying, so that a RAUC started later is
+// still used.
 func (m *Manager) RunMarkGood(ctx context.Context, healthy func() bool, after, interval time.Duration) error {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	if _, err := m.inst.BootSlot(ctx); errors.Is(err, ErrUnavailable) {
+		m.log.Warn("update: RAUC is not available: updates cannot be installed and the booted slot cannot be marked good until it is", "err", err)
+	}
 	var since time.Time
+	var lastErr string
 	for {
 		now := m.now()
 		switch {
@@ -197,7 +216,10 @@ func (m *Manager) RunMarkGood(ctx context.Context, healthy func() bool, after, i
 				m.log.Info("update: booted slot marked good", "slot", slot, "rauc", msg, "healthy_for", now.Sub(since))
 				return nil
 			}
-			m.log.Warn("update: marking the booted slot good failed; trying again", "err", err)
+			if err.Error() != lastErr {
+				m.log.Warn("update: marking the booted slot good failed; trying again", "err", err)
+				lastErr = err.Error()
+			}
 		}
 		select {
 		case <-ctx.Done():

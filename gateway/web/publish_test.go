@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fieldgate/fieldgate/internal/testwait"
+
 	"github.com/fieldgate/fieldgate/bus"
 )
 
@@ -57,15 +59,11 @@ func TestTestPublish(t *testing.T) {
 		t.Fatalf("publish: %d %v", code, body)
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testwait.Until(time.Until(deadline), func() bool {
 		mu.Lock()
-		n := len(got)
-		mu.Unlock()
-		if n > 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		defer mu.Unlock()
+		return len(got) > 0
+	})
 	mu.Lock()
 	defer mu.Unlock()
 	if len(got) != 1 || got[0].Topic != "plant/line1/test" || string(got[0].Payload) != `{"v":21.5}` || got[0].QoS != 1 || got[0].Origin != "$web" {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fieldgate/fieldgate/bus"
+	"github.com/fieldgate/fieldgate/internal/testwait"
 )
 
 // Issue 17, item 4: lockouts anyone can forge. Failed logins over plain UDP
@@ -191,15 +192,14 @@ func TestLoginAccountThrottle(t *testing.T) {
 	// Bounded: a new source gets in once the block (account_block_for)
 	// ends. Refused attempts do not count as failures.
 	var waited time.Duration
-	for {
+	if !testwait.Until(time.Until(blockedAt.Add(blockMax+3*time.Second)), func() bool {
 		if code := loginFrom(t, tb, "127.0.0.52", 5, secID("new"), "alice", "pw"); code == 0 {
 			waited = time.Since(blockedAt)
-			break
+			return true
 		}
-		if time.Since(blockedAt) > blockMax+3*time.Second {
-			t.Fatalf("alice from a new address still refused %s after the block began (account_block_max %s)", time.Since(blockedAt), blockMax)
-		}
-		time.Sleep(50 * time.Millisecond)
+		return false
+	}) {
+		t.Fatalf("alice from a new address still refused %s after the block began (account_block_max %s)", time.Since(blockedAt), blockMax)
 	}
 	t.Logf("account throttle lifted for a new source after %s (account_block_for %s)", waited.Round(time.Millisecond), blockFor)
 

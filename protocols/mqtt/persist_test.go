@@ -18,6 +18,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/fieldgate/fieldgate/internal/testwait"
 	"github.com/fieldgate/fieldgate/store"
 )
 
@@ -198,16 +199,27 @@ func TestPersistGracefulRestart(t *testing.T) {
 	b := startPersistServer(t, path)
 	checkRestored(t, b, n)
 
-	// Once delivered and acknowledged, nothing stays in flight.
-	time.Sleep(200 * time.Millisecond) // let the client's PUBACKs arrive
-	b.sync(t)
-	left := 0
-	if err := b.db.ForEach(inflightBucket, func(k, v []byte) error { left++; return nil }); err != nil {
-		t.Fatal(err)
-	}
-	if left != 0 {
-		t.Errorf("%d inflight records left after delivery", left)
-	}
+	// Once delivered and acknowledged, nothing stays in flight: the
+	// client's PUBACKs arrive and each deletes its record.
+	b.waitInflightEmpty(t)
+}
+
+// waitInflightEmpty waits (waitFor) until the store holds no inflight
+// record: every delivered message has been acknowledged and its record
+// deleted and committed.
+func (ps *persistServer) waitInflightEmpty(t *testing.T) {
+	t.Helper()
+	testwait.NoError(t, waitFor, func() error {
+		ps.sync(t)
+		left := 0
+		if err := ps.db.ForEach(inflightBucket, func(k, v []byte) error { left++; return nil }); err != nil {
+			return fmt.Errorf("read the inflight records: %w", err)
+		}
+		if left != 0 {
+			return fmt.Errorf("%d inflight records left after delivery", left)
+		}
+		return nil
+	})
 }
 
 // TestPersistCrash copies the store file while the first server still runs
@@ -269,8 +281,8 @@ func TestPersistHotPath(t *testing.T) {
 	for range 200 {
 		<-msgs
 	}
-	time.Sleep(100 * time.Millisecond)
-	ps.sync(t)
+	// Count the deletes too: wait until every PUBACK has removed its record.
+	ps.waitInflightEmpty(t)
 	st := ps.db.Stats()
 	t.Logf("200 QoS 1 messages to one persistent subscriber: %d ops enqueued, %d written in %d commits, %d value bytes",
 		st.Enqueued-before.Enqueued, st.Ops-before.Ops, st.Commits-before.Commits, st.Bytes-before.Bytes)

@@ -17,6 +17,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/fieldgate/fieldgate/bus"
+	"github.com/fieldgate/fieldgate/internal/testwait"
 )
 
 // Protocol behaviour of the broker, driven by real MQTT clients over
@@ -32,15 +33,10 @@ func intp(v int) *int      { return &v }
 // against the closing connection.
 func waitOffline(t testing.TB, tb *testBroker, id string) {
 	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for time.Now().Before(deadline) {
+	testwait.For(t, waitFor, "the broker to see client "+id+" disconnected", func() bool {
 		cl, ok := tb.srv.Clients.Get(id)
-		if !ok || cl.Closed() {
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatalf("client %s still connected after %v", id, waitFor)
+		return !ok || cl.Closed()
+	})
 }
 
 // ---- versions and QoS ----
@@ -351,7 +347,7 @@ func TestWillDelayCancelledByReconnect(t *testing.T) {
 	killed := time.Now()
 	c.kill()
 	waitOffline(t, tb, "wrc")
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(300 * time.Millisecond) // kept sleep: the will delay runs on the broker's real clock; the client comes back 0.3 s into its 2 s delay
 	again := connectV5(t, tb, "wrc", withWill(false))
 	if !again.Connack.SessionPresent {
 		t.Error("reconnect within the session expiry: session present = false")
@@ -561,7 +557,12 @@ func TestSessionExpiry(t *testing.T) {
 	waitOffline(t, tb, "sexp")
 	p := connectV5(t, tb, "sexppub", nil)
 	p.pub(t, &paho.Publish{Topic: "sexp/t", QoS: 1, Payload: []byte("for a dead session")})
-	time.Sleep(3 * time.Second)
+	// The broker drops the expired session (on its own clock): within the
+	// 3 s the test always allowed, and no longer a fixed 3 s wait.
+	testwait.For(t, 3*time.Second, "the session with expiry 1 s to be dropped", func() bool {
+		_, ok := tb.srv.Clients.Get("sexp")
+		return !ok
+	})
 	again := connectV5(t, tb, "sexp", func(cp *paho.Connect, _ *paho.ClientConfig) {
 		cp.CleanStart = false
 		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: u32(60)}
@@ -650,7 +651,7 @@ func TestKeepAlivePingKeepsConnection(t *testing.T) {
 	c := dialRaw(t, tb.Addr("tcp"), 4)
 	c.connect("kaping", 2, nil)
 	for range 3 {
-		time.Sleep(700 * time.Millisecond)
+		time.Sleep(700 * time.Millisecond) // kept sleep: pacing the pings at 0.7 s, inside the 2 s keep alive, on the broker's real clock
 		c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pingreq}})
 		c.readType(packets.Pingresp, waitFor)
 	}
@@ -725,7 +726,7 @@ func TestMessageExpiryOffline(t *testing.T) {
 		Properties: &paho.PublishProperties{MessageExpiry: u32(1)}})
 	p.pub(t, &paho.Publish{Topic: "mexp/t", QoS: 1, Payload: []byte("long"),
 		Properties: &paho.PublishProperties{MessageExpiry: u32(60)}})
-	time.Sleep(3 * time.Second)
+	time.Sleep(3 * time.Second) // kept sleep: message expiry is measured on the broker's real clock and only applied at delivery; the 1 s message must be 3 s old when the session resumes
 	again := connectV5(t, tb, "mexp", persistent(false))
 	got := drain(again.Msgs, quietFor, waitFor, 10)
 	if ps := payloads(got); !slices.Equal(ps, []string{"long"}) {

@@ -23,6 +23,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/fieldgate/fieldgate/internal/membudget"
+	"github.com/fieldgate/fieldgate/internal/testwait"
 	"github.com/fieldgate/fieldgate/store"
 )
 
@@ -322,10 +323,7 @@ func TestQueueBudgetShared(t *testing.T) {
 	// Delivering a session's messages gives their bytes back.
 	_, heldA := qb.heldFor("a")
 	sub := connectV3(t, qb.testBroker, "a", 4, func(o *pahov3.ClientOptions) { o.SetCleanSession(false) })
-	deadline := time.Now().Add(waitFor)
-	for qb.queueAccount() > acct-heldA && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond) // polling the acknowledgements
-	}
+	testwait.Until(waitFor, func() bool { return qb.queueAccount() <= acct-heldA }) // the acknowledgements; checked exactly below
 	if got := qb.queueAccount(); got != acct-heldA {
 		t.Fatalf("account %d after delivering session a (%d), want %d", got, heldA, acct-heldA)
 	}
@@ -350,14 +348,10 @@ func TestQueueQoS0Bounded(t *testing.T) {
 	}
 	// QoS 0 is fire and forget: wait until the broker saw all 20.
 	var queued int64
-	deadline := time.Now().Add(waitFor)
-	for time.Now().Before(deadline) {
+	testwait.Until(waitFor, func() bool { // checked exactly below
 		queued = qb.queues.qos0Bytes("z")
-		if qb.Stats().QueuedDropped.Load()+int64(qos0Len(qb.Broker, "z")) >= 20 {
-			break
-		}
-		time.Sleep(5 * time.Millisecond) // polling
-	}
+		return qb.Stats().QueuedDropped.Load()+int64(qos0Len(qb.Broker, "z")) >= 20
+	})
 	t.Logf("20 × 512 KiB QoS 0 for an offline session, limit 2.5 MiB: %d queued (%.2f MiB), %d dropped",
 		qos0Len(qb.Broker, "z"), float64(queued)/mib, qb.Stats().QueuedDropped.Load())
 	if queued > 2*mib+mib/2 || qos0Len(qb.Broker, "z") != 4 || qb.queueAccount() != queued {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fieldgate/fieldgate/internal/testwait"
 )
 
 // wireMarker is the secret of the hostile session below: alice's password,
@@ -143,7 +145,17 @@ func TestWireBadPacketLogs(t *testing.T) {
 		}
 		_ = c.Close()
 	}
-	time.Sleep(100 * time.Millisecond) // the last session's logs
+	// The last session's logs: wait until its connection is gone and the
+	// log has been quiet for 100 ms.
+	lastLen, quietSince := -1, time.Now()
+	testwait.For(t, wireWait, "the flood's last session to end and the log to go quiet", func() bool {
+		n := len(text.String())
+		if n != lastLen || flood.Info().ClientsConnected > 0 {
+			lastLen, quietSince = n, time.Now()
+			return false
+		}
+		return time.Since(quietSince) >= 100*time.Millisecond
+	})
 	after := wireLevelLines(text.String(), slog.LevelInfo)
 	flooded := after[len(before):]
 	t.Logf("%d bad packets from one client in %s: %d lines at info or above:\n%s",

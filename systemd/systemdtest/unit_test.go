@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fieldgate/fieldgate/internal/testwait"
+
 	"github.com/fieldgate/fieldgate/internal/peertest"
 )
 
@@ -431,17 +433,15 @@ func removeCgroup(t *testing.T, cg string) {
 // waitFor polls f until it reports done, or fails after d naming what.
 func waitFor[T any](t *testing.T, d time.Duration, what string, f func() (T, bool)) T {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		v, ok := f()
-		if ok {
-			return v
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s within %v", what, d)
-		}
-		time.Sleep(100 * time.Millisecond)
+	var v T
+	if !testwait.Until(d, func() bool {
+		var ok bool
+		v, ok = f()
+		return ok
+	}) {
+		t.Fatalf("no %s within %v", what, d)
 	}
+	return v
 }
 
 func readFile(p string) string {

@@ -83,7 +83,11 @@ async function updateCard() {
   const session = await api("GET", "session").catch(() => ({}));
   if (!session.logged_in) return;
   let s;
-  try { s = await api("GET", "update"); } catch { return; }
+  try { s = await api("GET", "update"); } catch (e) {
+    // 502: the gateway has an updater but RAUC does not answer: say why.
+    if (e.status === 502) { card.hidden = false; card.replaceChildren(el("h2", {}, "Update"), el("p", { class: "err" }, e.message)); }
+    return;
+  }
   if (!s.available) return;
   card.hidden = false;
   const state = el("p");

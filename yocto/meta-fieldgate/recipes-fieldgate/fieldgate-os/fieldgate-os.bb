@@ -15,9 +15,8 @@ SRC_URI = " \
     file://sshdgenkeys-data.conf \
     file://serial-getty-autologin.conf \
     file://sudoers-tech \
-    file://fieldgate-mark-good \
-    file://fieldgate-mark-good.service \
-    file://fieldgate-mark-good.timer \
+    file://fieldgate-rauc.conf \
+    file://fieldgate-rauc-dbus.conf \
 "
 S = "${UNPACKDIR}"
 
@@ -32,12 +31,15 @@ USERADD_PACKAGES = "${PN}"
 FIELDGATE_TECH_PASSWORD_OPT = "${@'--password \'%s\'' % d.getVar('FIELDGATE_TECH_PASSWORD_HASH') if d.getVar('FIELDGATE_TECH_PASSWORD_HASH') else ''}"
 USERADD_PARAM:${PN} = "--create-home --home-dir /home/tech --shell /bin/sh --groups dialout,systemd-journal,adm --user-group ${FIELDGATE_TECH_PASSWORD_OPT} tech"
 
-# A/B updates: the booted slot is marked good only once fieldgate has run
-# healthy (active, never restarted) this long after boot; RAUC's own
+# A/B updates: the gateway runs with `-update rauc` (the drop-in
+# fieldgate.service.d/10-rauc.conf) and marks the booted slot good itself
+# once its /readyz has answered healthy this long without a break (a Go
+# duration: 10m, 1h30m). It is the only mark-good on the image: RAUC's own
 # rauc-mark-good, which marks every boot good, is left out of the image.
-FIELDGATE_MARK_GOOD_AFTER ?= "10min"
+# Its D-Bus policy lets the fieldgate user call RAUC's Installer.
+FIELDGATE_MARK_GOOD_AFTER ?= "10m"
 
-SYSTEMD_SERVICE:${PN} = "fieldgate-data-init.service fieldgate-ssh-import.service fieldgate-mark-good.timer"
+SYSTEMD_SERVICE:${PN} = "fieldgate-data-init.service fieldgate-ssh-import.service"
 SYSTEMD_AUTO_ENABLE:${PN} = "enable"
 
 do_install() {
@@ -49,11 +51,9 @@ do_install() {
     install -D -m 0644 ${S}/fieldgate-data-init.service ${D}${systemd_system_unitdir}/fieldgate-data-init.service
     install -D -m 0644 ${S}/fieldgate-ssh-import.service ${D}${systemd_system_unitdir}/fieldgate-ssh-import.service
     install -D -m 0755 ${S}/fieldgate-ssh-import ${D}${libexecdir}/fieldgate-os/fieldgate-ssh-import
-    install -D -m 0755 ${S}/fieldgate-mark-good ${D}${libexecdir}/fieldgate-os/fieldgate-mark-good
-    install -D -m 0644 ${S}/fieldgate-mark-good.service ${D}${systemd_system_unitdir}/fieldgate-mark-good.service
-    install -D -m 0644 ${S}/fieldgate-mark-good.timer ${D}${systemd_system_unitdir}/fieldgate-mark-good.timer
-    sed -i -e 's|@LIBEXECDIR@|${libexecdir}|g' ${D}${systemd_system_unitdir}/fieldgate-mark-good.service
-    sed -i -e 's|@MARK_GOOD_AFTER@|${FIELDGATE_MARK_GOOD_AFTER}|g' ${D}${systemd_system_unitdir}/fieldgate-mark-good.timer
+    install -D -m 0644 ${S}/fieldgate-rauc.conf ${D}${systemd_system_unitdir}/fieldgate.service.d/10-rauc.conf
+    sed -i -e 's|@MARK_GOOD_AFTER@|${FIELDGATE_MARK_GOOD_AFTER}|g' ${D}${systemd_system_unitdir}/fieldgate.service.d/10-rauc.conf
+    install -D -m 0644 ${S}/fieldgate-rauc-dbus.conf ${D}${datadir}/dbus-1/system.d/fieldgate-rauc.conf
     sed -i -e 's|@LIBEXECDIR@|${libexecdir}|g' ${D}${systemd_system_unitdir}/fieldgate-ssh-import.service
 
     # sshd: keys only, host keys on the data partition, build-time keys in
@@ -89,5 +89,6 @@ FILES:${PN} += " \
     ${sysconfdir}/ssh/sshd_config.d \
     ${sysconfdir}/ssh/authorized_keys \
     ${sysconfdir}/sudoers.d \
+    ${datadir}/dbus-1/system.d \
 "
 RDEPENDS:${PN} = "fieldgate openssh-sshd sudo util-linux-agetty rauc"
