@@ -40,12 +40,15 @@ var columnNames = []string{"id", "topic", "clientid", "username", "qos", "retain
 
 func (c *columns) get(name string) (any, bool) {
 	m := c.msg
-	if c.event != "" && name != "payload" && name != "topic" && name != "event" && name != "gateway_id" {
-		// an event's fields are in its JSON payload
-		if obj, ok := c.payloadValue().(map[string]any); ok {
-			if v, ok := obj[name]; ok {
-				return v, true
-			}
+	if c.event != "" && name != "event" && name != "gateway_id" {
+		// An event's fields are in its JSON payload (protocols/mqtt,
+		// events.go); it has no payload of its own (message_dropped gives
+		// payload_size only).
+		if v, ok := c.eventFields()[name]; ok {
+			return v, true
+		}
+		if name == "payload" {
+			return nil, true
 		}
 	}
 	switch name {
@@ -65,7 +68,7 @@ func (c *columns) get(name string) (any, bool) {
 		return m.Time.UnixMilli(), true
 	case "peerhost":
 		return userProp(m, "peerhost"), true
-	case "gateway_id":
+	case "gateway_id", "node":
 		return c.gatewayID, true
 	case "event":
 		if c.event == "" {
@@ -76,6 +79,13 @@ func (c *columns) get(name string) (any, bool) {
 		return fmt.Sprintf("%x", m.Time.UnixNano()), true
 	}
 	return nil, false
+}
+
+// eventFields are an event's fields: its payload's JSON object (nil for
+// anything else).
+func (c *columns) eventFields() map[string]any {
+	obj, _ := c.payloadValue().(map[string]any)
+	return obj
 }
 
 // payloadValue is the payload parsed as JSON, or the payload as a string
@@ -356,7 +366,7 @@ func evalPath(x *pathExpr, en *env) (any, error) {
 			return nil, err
 		}
 		v = b
-	} else if x.root == "payload" && len(x.steps) > 0 && en.cols != nil {
+	} else if x.root == "payload" && len(x.steps) > 0 && en.cols != nil && en.cols.event == "" {
 		if _, shadowed := en.vars["payload"]; !shadowed {
 			v = en.cols.payloadValue()
 		} else {

@@ -202,7 +202,14 @@ func selectRow(fields []Field, en *env) (Row, error) {
 	row := Row{}
 	for _, f := range fields {
 		if f.Star {
-			if en.cols != nil {
+			if en.cols != nil && en.cols.event != "" {
+				// an event: its own fields (EMQX's), the event's name and
+				// the node (this gateway)
+				for n, v := range en.cols.eventFields() {
+					row[n] = v
+				}
+				row["event"], row["node"] = en.cols.event, en.cols.gatewayID
+			} else if en.cols != nil {
 				for _, n := range columnNames {
 					if v, ok := en.cols.get(n); ok && v != nil {
 						row[n] = v

@@ -73,6 +73,7 @@ type Broker struct {
 	queues  *sessionQueues
 	delayed *delayedQueue
 	wills   *willScheduler
+	events  *eventSubs // in-process subscribers of $events/ (events.go)
 	qos0    qos0Queue
 	stats   Stats
 
@@ -112,6 +113,12 @@ type Stats struct {
 	// restored at start, over the queue limits or the budget.
 	QueueBudgetDropped   atomic.Int64
 	QueuedRestoreDropped atomic.Int64
+
+	// Events counts the $events/ messages handed to in-process subscribers
+	// (events.go); EventsDropped the message_dropped events not published,
+	// over their rate limit.
+	Events        atomic.Int64
+	EventsDropped atomic.Int64
 }
 
 // New builds the broker and binds its listeners, so a busy port is an error
@@ -129,6 +136,7 @@ func New(cfg Config, opts Options) (*Broker, error) {
 		log:    log,
 		db:     opts.Store,
 		inline: make(map[string]*mochi.Client),
+		events: newEventSubs(),
 	}
 	b.rt.Store(rt)
 	b.taps.Store(&[]tapEntry{})
@@ -190,6 +198,9 @@ func New(cfg Config, opts Options) (*Broker, error) {
 	}
 	if b.persist != nil {
 		b.persist.srv, b.persist.queues = b.srv, b.queues
+	}
+	if err := b.srv.AddHook(&eventsHook{b: b}, nil); err != nil {
+		return nil, fmt.Errorf("mqtt: add events hook: %w", err)
 	}
 	if err := b.addListeners(cfg); err != nil {
 		b.closeListeners()
@@ -380,6 +391,14 @@ func (b *Broker) Publish(ctx context.Context, m bus.Message) error {
 	if !strings.HasPrefix(origin, "$") {
 		return fmt.Errorf("mqtt: publish %s: origin %q of a gateway part must start with $", m.Topic, origin)
 	}
+	if isEventTopic(m.Topic) { // in-process only (events.go)
+		m.Origin = origin
+		if m.Time.IsZero() {
+			m.Time = time.Now()
+		}
+		b.events.deliver(m)
+		return nil
+	}
 	if err := b.inject(origin, packetOf(m)); err != nil {
 		return fmt.Errorf("mqtt: publish %s: %w", m.Topic, err)
 	}
@@ -403,10 +422,14 @@ func (b *Broker) inlineClient(origin string) *mochi.Client {
 
 // Subscribe calls h for every message whose topic matches filter, including
 // the retained messages that match when it subscribes. h runs in the
-// publisher's goroutine and must not block.
+// publisher's goroutine and must not block. A filter under $events/ gets
+// the broker's events (events.go), which never pass through MQTT.
 func (b *Broker) Subscribe(filter string, h bus.Handler) (func(), error) {
 	if !bus.ValidFilter(filter) {
 		return nil, fmt.Errorf("mqtt: subscribe: invalid filter %q", filter)
+	}
+	if isEventTopic(filter) {
+		return b.events.subscribe(filter, h), nil
 	}
 	b.subMu.Lock()
 	b.subSeq++

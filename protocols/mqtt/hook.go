@@ -30,6 +30,7 @@ type gatewayHook struct {
 
 	mu         sync.Mutex
 	subOverlay map[*mochi.Client]map[uint16][]byte // SUBACK codes to set, per client and packet id
+	sentDisc   map[*mochi.Client]byte              // the reason code of the DISCONNECT sent to a client
 	exclusive  map[string]string                   // $exclusive filter → owning client id
 }
 
@@ -40,6 +41,7 @@ func newGatewayHook(b *Broker) *gatewayHook {
 		connects:   newIPRateLimiter(),
 		logs:       newLogLimiter(b.log, time.Minute),
 		subOverlay: make(map[*mochi.Client]map[uint16][]byte),
+		sentDisc:   make(map[*mochi.Client]byte),
 		exclusive:  make(map[string]string),
 	}
 }
@@ -229,6 +231,9 @@ func (h *gatewayHook) OnACLCheck(cl *mochi.Client, topic string, write bool) boo
 	if cl.Net.Inline {
 		return true
 	}
+	if isEventTopic(stripSharePrefix(topic)) {
+		return false // the broker's events are for the gateway's parts only (events.go)
+	}
 	rt := h.b.rt.Load()
 	if write {
 		if real, _, ok := parseDelayed(topic); ok {
@@ -259,6 +264,7 @@ func (h *gatewayHook) OnDeliveryACLCheck(cl *mochi.Client, sub packets.Subscript
 		return true
 	}
 	h.b.stats.ACLDropped.Add(1)
+	h.b.eventDroppedACL(cl, sub, topic)
 	return false
 }
 
@@ -379,6 +385,16 @@ var errRateTooHigh = errors.New("message rate too high")
 // reason codes decided by OnSubscribe (exclusive subscriptions, limits).
 func (h *gatewayHook) OnPacketEncode(cl *mochi.Client, pk packets.Packet) packets.Packet {
 	switch pk.FixedHeader.Type {
+	case packets.Publish:
+		if !pk.FixedHeader.Dup && publishTooLarge(cl, &pk) {
+			h.b.eventDropped(cl, &pk, "too_large")
+		}
+	case packets.Disconnect:
+		if pk.ReasonCode != 0 { // why the broker ends it, for client_disconnected (events.go)
+			h.mu.Lock()
+			h.sentDisc[cl] = pk.ReasonCode
+			h.mu.Unlock()
+		}
 	case packets.Connack:
 		if cl.Properties.ProtocolVersion == 5 && pk.ReasonCode < packets.ErrUnspecifiedError.Code {
 			if mp := h.b.rt.Load().limits.MaxPacketSize; mp > 0 {
@@ -658,11 +674,17 @@ func (h *gatewayHook) OnSessionEstablished(cl *mochi.Client, pk packets.Packet) 
 	if rt.queueQoS0 {
 		h.b.flushQoS0(cl)
 	}
+	h.b.eventConnected(cl)
 }
 
 // OnDisconnect forgets per-connection state; a session that ends releases
 // its exclusive subscriptions.
 func (h *gatewayHook) OnDisconnect(cl *mochi.Client, err error, expire bool) {
+	h.mu.Lock()
+	sent := h.sentDisc[cl]
+	delete(h.sentDisc, cl)
+	h.mu.Unlock()
+	h.b.eventDisconnected(cl, err, sent)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	delete(h.subOverlay, cl)

@@ -260,12 +260,12 @@ func (q *sessionQueues) OnQosPublish(cl *mochi.Client, pk packets.Packet, sent i
 	if dropNew {
 		overBudget = append(overBudget, queuedRef{id: pk.PacketID, size: size})
 	}
-	if n := q.drop(cl, overLimit); n > 0 {
+	if n := q.drop(cl, overLimit, "queue_full"); n > 0 {
 		q.b.stats.QueuedDropped.Add(int64(n))
 		q.b.hook.logs.warn("queue:"+cl.ID, "session queue full: oldest messages dropped", "client", logClip(cl.ID),
 			"dropped", n, "max_queued", l.MaxQueued, "max_queued_bytes", maxBytes)
 	}
-	if n := q.drop(cl, overBudget); n > 0 {
+	if n := q.drop(cl, overBudget, "memory_budget"); n > 0 {
 		q.b.stats.QueueBudgetDropped.Add(int64(n))
 		q.b.hook.logs.warn("queue-budget:"+cl.ID, "memory budget exhausted: session messages dropped", "client", logClip(cl.ID),
 			"dropped", n, "queued_bytes_total", q.acct.Used())
@@ -274,8 +274,8 @@ func (q *sessionQueues) OnQosPublish(cl *mochi.Client, pk packets.Packet, sent i
 
 // drop removes messages from cl's inflight state and from the store,
 // returning how many were still there (an acknowledgement may have come
-// first).
-func (q *sessionQueues) drop(cl *mochi.Client, refs []queuedRef) int {
+// first). Each is a message_dropped event with reason.
+func (q *sessionQueues) drop(cl *mochi.Client, refs []queuedRef, reason string) int {
 	n := 0
 	for _, r := range refs {
 		pk, ok := cl.State.Inflight.Get(r.id)
@@ -286,6 +286,7 @@ func (q *sessionQueues) drop(cl *mochi.Client, refs []queuedRef) int {
 		if q.b.persist != nil {
 			q.b.persist.OnQosDropped(cl, pk)
 		}
+		q.b.eventDropped(cl, &pk, reason)
 		n++
 	}
 	return n
