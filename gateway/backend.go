@@ -43,6 +43,10 @@ func (g *gateway) Status() web.Status {
 		Parts:       g.partsStatus(),
 		Restart:     g.restartStatus(),
 	}
+	if g.rules != nil {
+		rs := g.rules.Stats()
+		st.Rules = &rs
+	}
 	for _, c := range g.broker.Clients() {
 		st.Clients[c.Listener]++
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/fieldgate/fieldgate/bus"
 	"github.com/fieldgate/fieldgate/gateway/config"
+	"github.com/fieldgate/fieldgate/rules"
 	"github.com/fieldgate/fieldgate/uplink"
 )
 
@@ -86,6 +87,9 @@ type Status struct {
 	Parts []PartStatus `json:"parts"`
 	// Restart says which saved settings wait for a restart.
 	Restart RestartStatus `json:"restart"`
+	// Rules are the edge rules' counters (per rule and per action), when
+	// the rules engine runs.
+	Rules *rules.Stats `json:"rules,omitempty"`
 }
 
 // OutboxStatus is the durable queue towards the cloud.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/fieldgate/fieldgate/bus"
 	"github.com/fieldgate/fieldgate/gateway/config"
+	"github.com/fieldgate/fieldgate/rules"
 	"github.com/fieldgate/fieldgate/uplink"
 )
 
@@ -78,7 +79,29 @@ func (f *fakeBackend) Status() Status {
 		Board:   map[string]any{"model": "test board", "temperature_c": 41.5},
 		Clients: map[string]int{"tcp": len(f.clients)}, MessagesIn: 10 + f.msgs, MessagesOut: 5 + f.msgs/2,
 		Uplink: f.uplinkStatus(), Devices: []DeviceStatus{{Name: "meter", Kind: "modbus-tcp", Online: true}},
-		Parts: fakeParts(), Restart: f.restartStatus()}
+		Parts: fakeParts(), Restart: f.restartStatus(), Rules: fakeRuleStats(f.cfg.Rules)}
+}
+
+// fakeRuleStats gives every configured rule and action a few counters
+// (rules_test.go, e2e/rules.mjs).
+func fakeRuleStats(c rules.Config) *rules.Stats {
+	st := &rules.Stats{Rules: []rules.RuleStats{}, Actions: []rules.ActionStats{}}
+	for _, r := range c {
+		st.Rules = append(st.Rules, rules.RuleStats{ID: r.ID, Enabled: r.Enabled, Running: r.Enabled, Matched: 7, Passed: 5, Filtered: 1, Failed: 1})
+		for i, a := range r.Actions {
+			kind := "log"
+			switch {
+			case a.Republish != nil:
+				kind = "republish"
+			case a.Uplink != nil:
+				kind = "uplink"
+			case a.HTTP != nil:
+				kind = "http"
+			}
+			st.Actions = append(st.Actions, rules.ActionStats{Rule: r.ID, Index: i, Kind: kind, Success: 5})
+		}
+	}
+	return st
 }
 
 func (f *fakeBackend) Clients() []Client {

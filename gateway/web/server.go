@@ -283,6 +283,7 @@ func (s *Server) routes() http.Handler {
 		"PUT /api/v1/broker/users/{username}":                           s.setUser,
 		"DELETE /api/v1/broker/users/{username}":                        s.deleteUser,
 		"POST /api/v1/uplink/test":                                      s.testUplink,
+		"POST /api/v1/rules/test":                                       s.testRule,
 		"POST /api/v1/files/{name}":                                     s.uploadFile,
 		"GET /api/v1/southbound/serial-ports":                           s.serialPorts,
 		"POST /api/v1/southbound/devices/{device}/read":                 s.readNow,

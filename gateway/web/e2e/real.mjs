@@ -19,7 +19,7 @@ const PASSWORD = "field-tech-2026";
 const browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: ["--no-sandbox"], headless: true });
 const step = name => console.log("real e2e: " + name);
 const T = { timeout: 15000 };
-const tabs = ["overview", "uplink", "southbound", "broker", "live", "config", "diagnostics"];
+const tabs = ["overview", "uplink", "southbound", "broker", "live", "rules", "config", "diagnostics"];
 
 // ask prints a control line for the Go test and waits for its answer.
 const answers = readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]();
