@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/fieldgate/fieldgate/bus"
-	"github.com/fieldgate/fieldgate/internal/peertest"
 )
 
 // TestE2E drives the page in headless Chromium with Playwright
@@ -18,25 +17,10 @@ import (
 // is set, else in a temporary directory). It needs Debian's chromium and
 // `npm ci` in e2e/; without them it is skipped, or fails when CI is set.
 func TestE2E(t *testing.T) {
-	if testing.Short() {
-		t.Skip("short")
-	}
-	missing := func(what string) {
-		t.Helper()
-		peertest.Missing(t, what, "apt-get install chromium; cd gateway/web/e2e && npm ci")
-	}
-	if _, err := os.Stat("/usr/bin/chromium"); err != nil {
-		missing("no /usr/bin/chromium (apt-get install chromium)")
-	}
-	if _, err := os.Stat("e2e/node_modules/playwright-core"); err != nil {
-		missing("no playwright-core (cd gateway/web/e2e && npm ci)")
-	}
-	node, err := exec.LookPath("node")
-	if err != nil {
-		missing("no node (apt-get install nodejs)")
-	}
+	node := playwrightNode(t)
 	shots := t.TempDir()
 	if os.Getenv("FIELDGATE_SCREENSHOTS") != "" {
+		var err error
 		if shots, err = filepath.Abs("../../docs/screenshots"); err != nil {
 			t.Fatal(err)
 		}

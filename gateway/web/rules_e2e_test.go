@@ -2,12 +2,9 @@ package web
 
 import (
 	"context"
-	"os"
 	"os/exec"
 	"testing"
 	"time"
-
-	"github.com/fieldgate/fieldgate/internal/peertest"
 )
 
 // TestE2ERules drives the Rules tab in headless Chromium on a 390×844 phone
@@ -16,23 +13,7 @@ import (
 // with its line:col (from the test and from saving), the rule disabled
 // from the list, no sideways scroll and touch targets of at least 40 px.
 func TestE2ERules(t *testing.T) {
-	if testing.Short() {
-		t.Skip("short")
-	}
-	missing := func(what string) {
-		t.Helper()
-		peertest.Missing(t, what, "apt-get install chromium; cd gateway/web/e2e && npm ci")
-	}
-	if _, err := os.Stat("/usr/bin/chromium"); err != nil {
-		missing("no /usr/bin/chromium (apt-get install chromium)")
-	}
-	if _, err := os.Stat("e2e/node_modules/playwright-core"); err != nil {
-		missing("no playwright-core (cd gateway/web/e2e && npm ci)")
-	}
-	node, err := exec.LookPath("node")
-	if err != nil {
-		missing("no node (apt-get install nodejs)")
-	}
+	node := playwrightNode(t)
 	b := newFakeBackend()
 	h := start(t, testConfig(), b)
 	h.clock.useReal()
