@@ -165,7 +165,19 @@ func TestHTTPActionQueueSurvivesReload(t *testing.T) {
 	h.waitFor("queue drained", func() bool { return actionStats(h.engine, "hook", 0).Queued == 0 })
 	mu.Lock()
 	defer mu.Unlock()
-	if strings.Join(got, ",") != "0,1,2,3,4,5,6,7,8,9" {
+	// At least once, in order: the request in flight when the rule was
+	// replaced may have reached the hook although its sender was
+	// cancelled (the server handles it after the client gave up), and the
+	// successor sends it again. Nothing is lost or reordered, and only
+	// that one entry may repeat.
+	var uniq []string
+	for i, b := range got {
+		if i > 0 && b == got[i-1] {
+			continue
+		}
+		uniq = append(uniq, b)
+	}
+	if strings.Join(uniq, ",") != "0,1,2,3,4,5,6,7,8,9" || len(got) > 11 {
 		t.Fatalf("delivered %v", got)
 	}
 }
