@@ -1,9 +1,6 @@
 package gateway
 
 import (
-	"context"
-	"io"
-	"log/slog"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -72,44 +69,23 @@ func TestOutboxWriterWedged(t *testing.T) {
 	}
 	defer unwedge()
 
-	logs := &syncBuf{}
-	ready := make(chan struct{})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Options{
-			Config:      cfg,
-			Logger:      slog.New(slog.NewJSONHandler(logs, nil)),
-			Ready:       ready,
-			outboxHook:  hook,
-			outboxBound: bound,
-			supervise:   &supervise.Options{MinBackoff: 20 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, MaxFailures: 2, CheckEvery: 50 * time.Millisecond, ResetAfter: 2 * time.Second},
-		})
-	}()
+	g := startInProcess(t, Options{
+		Config:      cfg,
+		outboxHook:  hook,
+		outboxBound: bound,
+		supervise:   &supervise.Options{MinBackoff: 20 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, MaxFailures: 2, CheckEvery: 50 * time.Millisecond, ResetAfter: 2 * time.Second},
+	})
 	defer func() {
 		unwedge()
-		cancel()
-		if err := <-done; err != nil {
+		g.cancel()
+		if err := <-g.done; err != nil {
 			t.Errorf("run: %v", err)
 		}
 	}()
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("run: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("gateway not ready")
-	}
-	web := "http://" + logs.attr("fieldgate started", "web")
+	web := g.web(t)
 	get := func(path string) (int, string) {
 		t.Helper()
-		resp, err := http.Get(web + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(body)
+		return httpGet(t, web+path)
 	}
 	poll := func(what string, d time.Duration, ok func() bool) time.Duration {
 		t.Helper()
@@ -124,7 +100,7 @@ func TestOutboxWriterWedged(t *testing.T) {
 	mu.Lock()
 	wedged = true
 	mu.Unlock()
-	c := pahomqtt.NewClient(pahomqtt.NewClientOptions().AddBroker("tcp://" + logs.attr("fieldgate started", "mqtt_tcp")).SetClientID("wedge-pub"))
+	c := pahomqtt.NewClient(pahomqtt.NewClientOptions().AddBroker("tcp://" + g.logs.attr("fieldgate started", "mqtt_tcp")).SetClientID("wedge-pub"))
 	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatalf("connect: %v", tok.Error())
 	}
@@ -146,7 +122,7 @@ func TestOutboxWriterWedged(t *testing.T) {
 	if stuckAfter > bound+2*time.Second {
 		t.Errorf("stuck restart after %v, bound %v", stuckAfter, bound)
 	}
-	if !strings.Contains(logs.attr("part stuck: no progress within its bound; restarting it", "part"), "outbox") {
+	if !strings.Contains(g.logs.attr("part stuck: no progress within its bound; restarting it", "part"), "outbox") {
 		t.Error("the stuck restart is not logged with the part's name")
 	}
 	unhealthyAfter := poll("/readyz failing with the writer wedged past its restarts", 15*time.Second, func() bool {

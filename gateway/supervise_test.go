@@ -7,8 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -79,57 +77,32 @@ func TestSupervisedPartRestarted(t *testing.T) {
 	var brokenOnce sync.Once
 	fix := func() { brokenOnce.Do(func() { close(broken) }) }
 	defer fix()
-	logs := &syncBuf{}
-	ready := make(chan struct{})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Options{
-			Config: cfg,
-			Logger: slog.New(slog.NewJSONHandler(logs, nil)),
-			Ready:  ready,
-			extraParts: []supervise.Part{
-				{Name: "flaky", Run: func(ctx context.Context) error {
-					if flakyRuns.Add(1) <= 2 {
-						return errors.New("flaky failure")
-					}
+	g := startInProcess(t, Options{
+		Config: cfg,
+		extraParts: []supervise.Part{
+			{Name: "flaky", Run: func(ctx context.Context) error {
+				if flakyRuns.Add(1) <= 2 {
+					return errors.New("flaky failure")
+				}
+				<-ctx.Done()
+				return nil
+			}},
+			{Name: "broken", Run: func(ctx context.Context) error {
+				select {
+				case <-broken:
 					<-ctx.Done()
 					return nil
-				}},
-				{Name: "broken", Run: func(ctx context.Context) error {
-					select {
-					case <-broken:
-						<-ctx.Done()
-						return nil
-					default:
-						return errors.New("broken for good")
-					}
-				}},
-			},
-			supervise: &supervise.Options{MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, MaxFailures: 3, ResetAfter: 500 * time.Millisecond},
-		})
-	}()
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("run: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("gateway not ready")
-	}
-	web := "http://" + logs.attr("fieldgate started", "web")
-	if web == "http://" {
-		logs.mu.Lock()
-		t.Fatalf("no web address logged:\n%s", logs.buf.String())
-	}
+				default:
+					return errors.New("broken for good")
+				}
+			}},
+		},
+		supervise: &supervise.Options{MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, MaxFailures: 3, ResetAfter: 500 * time.Millisecond},
+	})
+	web := g.web(t)
 	get := func(path string) (int, string) {
 		t.Helper()
-		resp, err := http.Get(web + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(body)
+		return httpGet(t, web+path)
 	}
 	poll := func(what string, ok func() bool) {
 		t.Helper()
@@ -160,7 +133,7 @@ func TestSupervisedPartRestarted(t *testing.T) {
 	}
 
 	// $SYS/fieldgate/parts names the unhealthy part.
-	c := pahomqtt.NewClient(pahomqtt.NewClientOptions().AddBroker("tcp://" + logs.attr("fieldgate started", "mqtt_tcp")).SetClientID("parts-watcher"))
+	c := pahomqtt.NewClient(pahomqtt.NewClientOptions().AddBroker("tcp://" + g.logs.attr("fieldgate started", "mqtt_tcp")).SetClientID("parts-watcher"))
 	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatalf("connect: %v", tok.Error())
 	}
@@ -209,8 +182,8 @@ func TestSupervisedPartRestarted(t *testing.T) {
 		code, _ := get("/readyz")
 		return code == http.StatusOK
 	})
-	cancel()
-	if err := <-done; err != nil {
+	g.cancel()
+	if err := <-g.done; err != nil {
 		t.Fatalf("run: %v", err)
 	}
 }
@@ -228,33 +201,18 @@ func TestShutdownAbandonsPart(t *testing.T) {
 	cfg.Web.Enabled, cfg.MQTTSN.Enabled, cfg.CoAP.Enabled = false, false, false
 	release := make(chan struct{})
 	defer close(release)
-	logs := &syncBuf{}
-	ready := make(chan struct{})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Options{
-			Config: cfg,
-			Logger: slog.New(slog.NewJSONHandler(logs, nil)),
-			Ready:  ready,
-			extraParts: []supervise.Part{{Name: "deaf", Run: func(context.Context) error {
-				<-release
-				return nil
-			}}},
-		})
-	}()
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("run: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("gateway not ready")
-	}
+	g := startInProcess(t, Options{
+		Config: cfg,
+		extraParts: []supervise.Part{{Name: "deaf", Run: func(context.Context) error {
+			<-release
+			return nil
+		}}},
+	})
 	start := time.Now()
-	cancel()
+	g.cancel()
 	var err error
 	select {
-	case err = <-done:
+	case err = <-g.done:
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not return")
 	}
@@ -266,7 +224,7 @@ func TestShutdownAbandonsPart(t *testing.T) {
 	if took > cfg.Gateway.StopBudget+time.Second {
 		t.Fatalf("shutdown took %v, budget %v", took, cfg.Gateway.StopBudget)
 	}
-	if logs.attr("part did not stop in time; abandoned", "part") != "deaf" {
+	if g.logs.attr("part did not stop in time; abandoned", "part") != "deaf" {
 		t.Error("the abandoned part is not named in the log")
 	}
 	t.Logf("shutdown with an abandoned part took %v (budget %v)", took.Round(time.Millisecond), cfg.Gateway.StopBudget)
