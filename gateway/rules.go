@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"reflect"
 	"strconv"
+	"time"
 
 	"github.com/fieldgate/fieldgate/gateway/config"
 	"github.com/fieldgate/fieldgate/gateway/supervise"
@@ -29,9 +30,15 @@ func (g *gateway) newRules(cfg config.Config) (*rules.Engine, error) {
 	return e, nil
 }
 
+// rulesBound is how long the rules engine may hold waiting messages without
+// finishing one before it counts as stuck: a message's evaluation is
+// bounded and its actions only enqueue or publish locally, so 30 s means a
+// wedged worker, not a slow rule.
+const rulesBound = 30 * time.Second
+
 // rulesPart is the supervised part of the rules engine.
 func rulesPart(e *rules.Engine) supervise.Part {
-	return supervise.Part{Name: "rules", Run: e.Run}
+	return supervise.Part{Name: "rules", Run: e.Run, Progress: e.Progress, Bound: rulesBound}
 }
 
 // reloadRules applies a change of the rules section in place: changed rules

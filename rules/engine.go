@@ -159,6 +159,8 @@ type Engine struct {
 	queues   map[string]*queueHandle  // http queues by name, kept across reloads
 	fanouts  map[string]*fanout       // bus subscriptions by filter
 	ready    chan *ruleRun            // rules with mail, for the workers
+
+	drained atomic.Int64 // wall-clock Unix nanoseconds of the last message or tick a worker finished
 }
 
 // New checks cfg and returns an engine that runs it once Run is called.
@@ -626,6 +628,27 @@ func (r *ruleRun) scheduleLocked() {
 	}
 }
 
+// Progress reports when the engine last did useful work, for the
+// supervisor's health check: now while no rule has mail waiting (an idle
+// engine is healthy), else when a worker last finished a message or a
+// window tick. It reads the real clock, as the supervisor does, not
+// Options.Clock.
+func (e *Engine) Progress() time.Time {
+	e.mu.Lock()
+	waiting := false
+	for _, r := range e.running {
+		if r.queued() > 0 {
+			waiting = true
+			break
+		}
+	}
+	e.mu.Unlock()
+	if !waiting {
+		return time.Now()
+	}
+	return time.Unix(0, e.drained.Load())
+}
+
 // queued is how many messages wait.
 func (r *ruleRun) queued() int {
 	r.mu.Lock()
@@ -671,6 +694,7 @@ func (r *ruleRun) drain(e *Engine) {
 		} else {
 			r.handleTick(e, tick)
 		}
+		e.drained.Store(time.Now().UnixNano())
 	}
 	r.mu.Lock()
 	r.scheduled = false
