@@ -275,16 +275,24 @@ func (g *gateway) start() {
 	g.t.Helper()
 	g.log = &syncBuffer{}
 	g.logs = append(g.logs, g.log)
-	g.cmd = exec.Command(g.bin, "run", "-config", g.cfgPath)
-	g.cmd.Dir = g.dir
-	g.cmd.Stdout = g.log
-	g.cmd.Stderr = g.log
-	g.cmd.WaitDelay = 2 * time.Second
-	g.done = make(chan struct{})
-	g.started = time.Now()
-	if err := g.cmd.Start(); err != nil {
+	// A binary or wrapper script written a moment ago can fail to exec
+	// with ETXTBSY while a parallel test's fork still holds its write
+	// descriptor (golang/go#22315): try again until that fork has exec'd.
+	var err error
+	testwait.Until(10*time.Second, func() bool {
+		g.cmd = exec.Command(g.bin, "run", "-config", g.cfgPath)
+		g.cmd.Dir = g.dir
+		g.cmd.Stdout = g.log
+		g.cmd.Stderr = g.log
+		g.cmd.WaitDelay = 2 * time.Second
+		g.started = time.Now()
+		err = g.cmd.Start()
+		return !errors.Is(err, syscall.ETXTBSY)
+	})
+	if err != nil {
 		g.t.Fatalf("start fieldgate: %v", err)
 	}
+	g.done = make(chan struct{})
 	done := g.done
 	cmd := g.cmd
 	go func() {

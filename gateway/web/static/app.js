@@ -199,8 +199,15 @@ function show(name) {
   if (load) load().catch(e => banner(e.message));
 }
 
+// navSeq numbers navigations: an answer to route()'s session request that
+// arrives after a later navigation (a login that finished first) is stale
+// and must not send the page back to the login form.
+let navSeq = 0;
+
 async function route() {
+  const seq = ++navSeq;
   const s = await api("GET", "session");
+  if (seq !== navSeq) return;
   if (s.setup_required) return show("setup");
   if (!s.logged_in) return show("login");
   csrf = s.csrf; loggedIn = true;
@@ -227,7 +234,7 @@ $("#login-form").addEventListener("submit", async ev => {
   err.textContent = "";
   try {
     const r = await api("POST", "login", { password: f.password.value });
-    csrf = r.csrf; f.reset(); loggedIn = true;
+    csrf = r.csrf; f.reset(); loggedIn = true; navSeq++;
     if (/log in again/.test($("#banner").textContent)) banner("");
     const name = location.hash.slice(1);
     show(pages.includes(name) ? name : "overview");
