@@ -10,12 +10,14 @@
 // (no loops, regular expressions compiled when the rule is parsed, results
 // capped). docs/rules.md is the reference.
 //
-// The engine talks to the broker only through the bus: each rule
-// subscribes to its FROM filters with a handler that only enqueues (a
-// bounded queue per rule; a full queue drops and counts, never blocks the
-// publisher), and its own goroutine evaluates and runs the actions. State
-// (windows, changed, lag) is in memory, bounded per rule, and does not
-// survive a restart.
+// The engine talks to the broker only through the bus: it subscribes once
+// per distinct FROM filter with a handler that only enqueues (a bounded
+// queue per rule; a full queue drops and counts, never blocks the
+// publisher); the message's fields and parsed payload are built once and
+// shared read-only by the rules it reaches, and a small pool of workers
+// evaluates each rule's messages in order (up to 64 at a time) and runs
+// its actions. State (windows, changed, lag) is in memory, bounded per
+// rule, and does not survive a restart.
 package rules
 
 import (
@@ -160,7 +162,12 @@ type Engine struct {
 	fanouts  map[string]*fanout       // bus subscriptions by filter
 	ready    chan *ruleRun            // rules with mail, for the workers
 
-	drained atomic.Int64 // wall-clock Unix nanoseconds of the last message or tick a worker finished
+	// finished counts the messages and ticks the workers finished;
+	// Progress turns its changes into times (the hot path reads no clock).
+	finished     atomic.Uint64
+	progressMu   sync.Mutex
+	lastFinished uint64
+	lastProgress time.Time
 }
 
 // New checks cfg and returns an engine that runs it once Run is called.
@@ -180,6 +187,8 @@ func New(cfg Config, opts Options) (*Engine, error) {
 		counters: map[string]*ruleCounters{},
 		queues:   map[string]*queueHandle{},
 		fanouts:  map[string]*fanout{},
+		// the engine has not been stuck before it ran
+		lastProgress: time.Now(),
 		// every run is on it at most once; old and new runs coexist
 		// during a reload
 		ready: make(chan *ruleRun, 2*maxRules+16),
@@ -344,7 +353,7 @@ type ruleCounters struct {
 	matched, passed, failed, noResult, filtered, dropped, loops atomic.Uint64
 
 	mu         sync.Mutex
-	lastErr    string
+	lastErr    error // formatted only when read (Stats): a failing rule may fail on every message
 	lastLog    time.Time
 	suppressed int
 	actions    []*actionCounters
@@ -352,14 +361,14 @@ type ruleCounters struct {
 
 func (c *ruleCounters) setErr(err error) {
 	c.mu.Lock()
-	c.lastErr = err.Error()
+	c.lastErr = err
 	c.mu.Unlock()
 }
 
 // logLimited logs an evaluation error at most once per 10 s per rule.
 func (c *ruleCounters) logLimited(log *slog.Logger, now time.Time, id string, err error) {
 	c.mu.Lock()
-	c.lastErr = err.Error()
+	c.lastErr = err
 	if now.Sub(c.lastLog) < 10*time.Second {
 		c.suppressed++
 		c.mu.Unlock()
@@ -387,17 +396,21 @@ type actionCounters struct {
 // ruleRun is one running rule: its subscriptions, its queue, its goroutine
 // and its actions' goroutines.
 type ruleRun struct {
-	cfg    Rule
-	prog   *program
-	ctx    context.Context
-	ready  chan<- *ruleRun
-	mu     sync.Mutex // guards the mailbox and the flags below
-	box    []*sharedMsg
-	head   int
-	boxMax int
+	cfg   Rule
+	prog  *program
+	ctx   context.Context
+	ready chan<- *ruleRun
+	mu    sync.Mutex // guards the mailbox and the flags below
+	// box is the mailbox, a ring of n messages from head, grown up to
+	// boxMax.
+	box     []*sharedMsg
+	head, n int
+	boxMax  int
 	// scheduled: on the ready channel or being drained; tickPending: the
 	// windows are to be checked at tick; stopped: the rule is gone.
 	scheduled, tickPending, stopped bool
+	halted                          atomic.Bool  // stopped, read without mu by the draining worker
+	inBatch                         atomic.Int64 // messages a worker took and has not started yet
 	tick                            time.Time
 	busy                            sync.Mutex // held while a worker drains the rule
 	c                               *ruleCounters
@@ -464,10 +477,12 @@ func (e *Engine) start(r Rule) (*ruleRun, error) {
 // its filter: a message is converted once, and its payload parsed once
 // for all of them.
 type fanout struct {
-	filter string
-	event  string
-	unsub  func()
-	rules  atomic.Pointer[[]*ruleRun] // copy on write, under Engine.mu
+	filter    string
+	event     string
+	gatewayID string
+	now       func() time.Time // the engine's clock, for a message without a time
+	unsub     func()
+	rules     atomic.Pointer[[]*ruleRun] // copy on write, under Engine.mu
 }
 
 // attach adds run to the fanout of filter, subscribing on first use.
@@ -475,7 +490,7 @@ type fanout struct {
 func (e *Engine) attach(filter string, run *ruleRun) error {
 	fo, ok := e.fanouts[filter]
 	if !ok {
-		fo = &fanout{filter: filter}
+		fo = &fanout{filter: filter, gatewayID: e.opts.GatewayID, now: e.opts.Clock.Now}
 		if strings.HasPrefix(filter, "$events/") {
 			fo.event = strings.Replace(strings.TrimPrefix(filter, "$events/"), "_", ".", 1)
 		}
@@ -513,20 +528,33 @@ func (fo *fanout) deliver(m bus.Message) {
 	if len(rs) == 0 {
 		return
 	}
-	sm := &sharedMsg{m: m, event: fo.event, hops: hops(m)}
+	if m.Time.IsZero() { // the broker stamps its messages; the memory bus does not
+		m.Time = fo.now()
+	}
+	sm := newSharedMsg(m, fo.event, fo.gatewayID)
+	sm.hops = hops(m)
 	for _, r := range rs {
 		r.enqueue(sm, fo.filter)
 	}
 }
 
 // sharedMsg is a message as the rules see it, its payload parsed at most
-// once whatever the number of rules.
+// once whatever the number of rules, and its columns built once: every
+// rule reads it, none writes it.
 type sharedMsg struct {
 	m       bus.Message
 	event   string
 	hops    int
+	cols    columns
 	once    sync.Once
 	decoded any
+}
+
+// newSharedMsg wraps m (whose Time is set) for the rules.
+func newSharedMsg(m bus.Message, event, gatewayID string) *sharedMsg {
+	sm := &sharedMsg{m: m, event: event}
+	sm.cols = columns{msg: &sm.m, gatewayID: gatewayID, event: event, shared: sm}
+	return sm
 }
 
 func (s *sharedMsg) payload() any {
@@ -572,10 +600,11 @@ func (r *ruleRun) stop() {
 	r.unsubs = nil
 	r.mu.Lock()
 	r.stopped = true
-	left := len(r.box) - r.head
-	r.box, r.head = nil, 0
+	r.halted.Store(true)
+	left := r.n
+	r.box, r.head, r.n = nil, 0, 0
 	r.mu.Unlock()
-	r.busy.Lock() // wait for a worker draining the rule to finish its message
+	r.busy.Lock() // wait for a worker draining the rule to finish the message in hand
 	r.prog = nil  // release the state: no worker touches a stopped rule
 	r.busy.Unlock()
 	r.cancel()
@@ -593,17 +622,19 @@ func (r *ruleRun) stop() {
 // put adds sm to the mailbox (or counts it dropped) and schedules the rule.
 func (r *ruleRun) put(sm *sharedMsg) {
 	r.mu.Lock()
-	if r.stopped || len(r.box)-r.head >= r.boxMax {
+	if r.stopped || r.n+int(r.inBatch.Load()) >= r.boxMax { // a batch in hand still counts
 		r.mu.Unlock()
 		r.c.dropped.Add(1)
 		return
 	}
-	if r.head > 0 && len(r.box) == cap(r.box) { // compact before growing
-		n := copy(r.box, r.box[r.head:])
-		clear(r.box[n:])
-		r.box, r.head = r.box[:n], 0
+	if r.n == len(r.box) { // grow the ring, in order, up to boxMax
+		box := make([]*sharedMsg, min(max(16, 2*len(r.box)), r.boxMax))
+		k := copy(box, r.box[r.head:])
+		copy(box[k:], r.box[:r.head])
+		r.box, r.head = box, 0
 	}
-	r.box = append(r.box, sm)
+	r.box[(r.head+r.n)%len(r.box)] = sm
+	r.n++
 	r.scheduleLocked()
 	r.mu.Unlock()
 }
@@ -630,9 +661,10 @@ func (r *ruleRun) scheduleLocked() {
 
 // Progress reports when the engine last did useful work, for the
 // supervisor's health check: now while no rule has mail waiting (an idle
-// engine is healthy), else when a worker last finished a message or a
-// window tick. It reads the real clock, as the supervisor does, not
-// Options.Clock.
+// engine is healthy), else the first call that saw the workers' count of
+// finished messages and ticks where it is (so the time is as fine as the
+// supervisor's polling, and the workers read no clock). It reads the real
+// clock, as the supervisor does, not Options.Clock.
 func (e *Engine) Progress() time.Time {
 	e.mu.Lock()
 	waiting := false
@@ -643,62 +675,67 @@ func (e *Engine) Progress() time.Time {
 		}
 	}
 	e.mu.Unlock()
-	if !waiting {
-		return time.Now()
+	now := time.Now()
+	e.progressMu.Lock()
+	defer e.progressMu.Unlock()
+	if n := e.finished.Load(); n != e.lastFinished || !waiting {
+		e.lastFinished, e.lastProgress = n, now
 	}
-	return time.Unix(0, e.drained.Load())
+	return e.lastProgress
 }
 
-// queued is how many messages wait.
+// queued is how many messages wait: in the mailbox, or taken by a worker
+// in a batch and not started yet.
 func (r *ruleRun) queued() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return len(r.box) - r.head
+	return r.n + int(r.inBatch.Load())
 }
 
-// maxBatch is how many messages a worker takes from one rule before it
-// lets the other ready rules go first.
+// maxBatch is how many messages a worker takes from one rule at once (one
+// lock for all of them) before it lets the other ready rules go first.
 const maxBatch = 64
 
-// drain processes the rule's mail (at most maxBatch messages), then
-// reschedules it if mail is left.
+// drain processes the rule's mail: a pending window tick first, then at
+// most maxBatch messages taken from the mailbox in one go; it reschedules
+// the rule if mail is left.
 func (r *ruleRun) drain(e *Engine) {
 	r.busy.Lock()
 	defer r.busy.Unlock()
-	for range maxBatch {
-		r.mu.Lock()
-		if r.stopped {
-			r.mu.Unlock()
-			return
-		}
-		var sm *sharedMsg
-		var tick time.Time
-		switch {
-		case r.tickPending:
-			tick, r.tickPending = r.tick, false
-		case r.head < len(r.box):
-			sm = r.box[r.head]
-			r.box[r.head] = nil
-			r.head++
-			if r.head == len(r.box) {
-				r.box, r.head = r.box[:0], 0
-			}
-		default:
-			r.scheduled = false
-			r.mu.Unlock()
-			return
-		}
+	var batch [maxBatch]*sharedMsg
+	r.mu.Lock()
+	if r.stopped {
 		r.mu.Unlock()
-		if sm != nil {
-			r.handle(e, sm)
-		} else {
-			r.handleTick(e, tick)
+		return
+	}
+	tickPending, tick := r.tickPending, r.tick
+	r.tickPending = false
+	n := min(r.n, maxBatch)
+	for i := range n {
+		batch[i] = r.box[r.head]
+		r.box[r.head] = nil
+		r.head = (r.head + 1) % len(r.box)
+	}
+	r.n -= n
+	r.inBatch.Store(int64(n))
+	r.mu.Unlock()
+	if tickPending {
+		r.handleTick(e, tick)
+		e.finished.Add(1)
+	}
+	for i, sm := range batch[:n] {
+		if r.halted.Load() { // stopped meanwhile: what is left was queued, not evaluated
+			r.c.dropped.Add(uint64(n - i))
+			r.inBatch.Store(0)
+			break
 		}
-		e.drained.Store(time.Now().UnixNano())
+		r.inBatch.Add(-1)
+		r.handle(e, sm)
+		e.finished.Add(1) // per message: a batch of slow actions is not a stall
 	}
 	r.mu.Lock()
 	r.scheduled = false
-	if !r.stopped && (r.tickPending || r.head < len(r.box)) {
+	if !r.stopped && (r.tickPending || r.n > 0) {
 		r.scheduleLocked()
 	}
 	r.mu.Unlock()
@@ -803,7 +840,9 @@ func (e *Engine) Stats() Stats {
 			rs.Queued = run.queued()
 		}
 		c.mu.Lock()
-		rs.LastError = c.lastErr
+		if c.lastErr != nil {
+			rs.LastError = c.lastErr.Error()
+		}
 		c.mu.Unlock()
 		st.Rules = append(st.Rules, rs)
 		for i, a := range r.Actions {

@@ -39,6 +39,7 @@ type program struct {
 	whereFirst bool // WHERE uses no alias of SELECT: evaluate it first
 	st         stateStore
 	win        *windows
+	en         env // the env of the message being processed (processShared)
 	// windowErrs counts window output rows that failed to evaluate, the
 	// last such error in lastWindowErr.
 	windowErrs    uint64
@@ -124,23 +125,24 @@ const (
 // (a windowed rule returns the rows of the windows the message's time
 // closed).
 func (p *program) process(m bus.Message, event string) ([]output, result, error) {
-	return p.processShared(&sharedMsg{m: m, event: event})
+	if m.Time.IsZero() {
+		m.Time = p.now()
+	}
+	return p.processShared(newSharedMsg(m, event, p.gatewayID))
 }
 
 // processShared is process for a message shared with other rules (its
 // payload parsed once).
 func (p *program) processShared(sm *sharedMsg) ([]output, result, error) {
-	m := &sm.m
-	if m.Time.IsZero() {
-		c := *m
-		c.Time = p.now()
-		m = &c
-	}
-	cols := &columns{msg: m, gatewayID: p.gatewayID, event: sm.event, shared: sm}
-	en := &env{cols: cols, st: &p.st, now: p.now}
+	cols := &sm.cols // built once for every rule (newSharedMsg); Time is set
+	// the env is the program's, reused: only its aliases are per message
+	vars := p.en.vars
+	clear(vars)
+	p.en = env{cols: cols, vars: vars, st: &p.st, now: p.now}
+	en := &p.en
 	q := p.q
 	if p.win != nil {
-		closed := p.win.advance(m.Time, p)
+		closed := p.win.advance(cols.msg.Time, p)
 		if q.Where != nil {
 			ok, err := cond(q.Where, en)
 			if err != nil || !ok {

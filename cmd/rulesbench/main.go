@@ -10,7 +10,11 @@
 //     subscriber, p50/p99, with and without the 100 rules;
 //   - one windowed rule (avg/min/max/count per device, 10 s tumbling
 //     window) over 10,000 distinct devices: heap per open group and CPU
-//     per message.
+//     per message;
+//   - through the binary (binary.go): the fieldgate process without rules
+//     and with one rule that fails on every message, MQTT clients over TCP
+//     publishing QoS 1 as fast as it acknowledges, one subscriber counting
+//     what it delivers; the ratio of the two.
 //
 // The publishers use the broker's in-process Publish (what southbound and
 // the other parts use), not MQTT clients over TCP: the broker's own cost
@@ -26,10 +30,12 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/fieldgate/fieldgate/bus"
@@ -51,7 +57,45 @@ func run() error {
 	nrules := flag.Int("rules", 100, "filter rules")
 	rate := flag.Int("rate", 10_000, "messages/s of the latency phases")
 	devices := flag.Int("devices", 10_000, "devices of the window phase")
+	binPath := flag.String("bin", "", "fieldgate binary of the binary phase (default: built from ./cmd/fieldgate)")
+	publishers := flag.Int("publishers", 4, "MQTT publishers of the binary phase")
+	withBinary := flag.Bool("binary", true, "run the binary phase")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the in-process phases to this file")
+	only := flag.String("only", "", "run only this phase: rules (100 rules), base, failing (in-process), binary (twice each, -bin needed)")
+	flag.StringVar(&binProfileDir, "binprofile", "", "write a CPU profile of each fieldgate run of the binary phase into this directory")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	if *only == "binary" {
+		for _, y := range []string{"", failingRuleYAML, "", failingRuleYAML} {
+			res, err := binaryPhase(*binPath, y, *dur, *publishers, *rate)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("binary, failing rule %v: saturation acked %.0f, delivered %.0f msg/s, CPU %s per message; at %d msg/s: %.0f acked, CPU %s per message\n",
+				y != "", res.acked, res.delivered, res.cpuPerMsg, *rate, res.pacedDelivered, res.pacedCPUPerMsg)
+		}
+		return nil
+	}
+	if *only != "" {
+		cfg := map[string]rules.Config{"rules": filterRules(*nrules), "base": nil, "failing": failingRule()}[*only]
+		res, err := phase(cfg, *dur, *rate)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("%s: saturation %.0f msg/s, dropped %d, CPU %s per message; at %d msg/s: delivered %.0f, evaluated %d (dropped %d), p99 %s, CPU %s per message\n",
+			*only, res.throughput, res.dropped, perMsg(res.satCPU, res.published), *rate, res.delivered, res.evaluated, res.pacedDropped, res.p99, perMsg(res.pacedCPU, int64(res.paced)))
+		return nil
+	}
 
 	base, err := phase(nil, *dur, *rate)
 	if err != nil {
@@ -61,15 +105,32 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	failing, err := phase(rules.Config{{ID: "fails", Enabled: true,
-		SQL:     `SELECT payload.v * 'x' as v FROM "bench/+/v"`, // an error on every message
-		Actions: []rules.Action{{Log: &rules.LogAction{}}}}}, *dur, *rate)
+	failing, err := phase(failingRule(), *dur, *rate)
 	if err != nil {
 		return err
 	}
 	groupBytes, nsPerMsg, err := windowPhase(*devices)
 	if err != nil {
 		return err
+	}
+	var binBase, binFail binaryResult
+	if *withBinary && *binPath == "" {
+		dir, err := os.MkdirTemp("", "rulesbench-bin-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		if *binPath, err = buildFieldgate(dir); err != nil {
+			return err
+		}
+	}
+	if *withBinary {
+		if binBase, err = binaryPhase(*binPath, "", *dur, *publishers, *rate); err != nil {
+			return fmt.Errorf("binary phase without rules: %w", err)
+		}
+		if binFail, err = binaryPhase(*binPath, failingRuleYAML, *dur, *publishers, *rate); err != nil {
+			return fmt.Errorf("binary phase with the failing rule: %w", err)
+		}
 	}
 	loss := 100 * (1 - with.throughput/base.throughput)
 	pacedLoss := 100 * (1 - with.delivered/base.delivered)
@@ -83,25 +144,54 @@ func run() error {
 	row(fmt.Sprintf("saturation throughput, %d filter rules (msg/s)", *nrules), fmt.Sprintf("%.0f", with.throughput), "")
 	row("saturation throughput loss (rules share the cores)", fmt.Sprintf("%.1f %%", loss), "")
 	row("rule messages dropped (full queues) at saturation", strconv.FormatUint(with.dropped, 10), "counted, never blocking")
+	satEval := float64(with.published)*float64(*nrules) - float64(with.dropped)
+	row(fmt.Sprintf("saturation, %d rules: rule evaluations per CPU-second", *nrules), fmt.Sprintf("%.0f", satEval/with.satCPU.Seconds()), "")
+	row("saturation: CPU per published message, no rules / failing rule", fmt.Sprintf("%s / %s",
+		perMsg(base.satCPU, base.published), perMsg(failing.satCPU, failing.published)), "")
+	row(fmt.Sprintf("CPU per message at %d msg/s, no rules / %d rules", *rate, *nrules), fmt.Sprintf("%s / %s",
+		perMsg(base.pacedCPU, int64(base.paced)), perMsg(with.pacedCPU, int64(with.paced))), "")
+	if with.evaluated > 0 {
+		row(fmt.Sprintf("CPU per rule evaluation at %d msg/s", *rate),
+			perMsg(with.pacedCPU-base.pacedCPU, int64(with.evaluated)).String(), "")
+	}
 	row(fmt.Sprintf("latency at %d msg/s, no rules, p50/p99", *rate), fmt.Sprintf("%s / %s", base.p50, base.p99), "")
 	row(fmt.Sprintf("latency at %d msg/s, %d rules, p50/p99", *rate, *nrules), fmt.Sprintf("%s / %s", with.p50, with.p99), "")
 	row("added p99 latency", (with.p99 - base.p99).String(), "≤ 1 ms")
 	row("a rule failing on every message: saturation throughput (msg/s)", fmt.Sprintf("%.0f (%.1f %% loss)", failing.throughput, 100*(1-failing.throughput/base.throughput)), "")
 	row(fmt.Sprintf("a rule failing on every message: delivered at %d msg/s", *rate), fmt.Sprintf("%.0f, %d failures counted", failing.delivered, failing.failed), "unchanged")
 	row(fmt.Sprintf("rule evaluations at %d msg/s (dropped)", *rate), fmt.Sprintf("%d (%d)", with.evaluated, with.pacedDropped), "")
+	if *withBinary {
+		row(fmt.Sprintf("binary, %d QoS 1 publishers over TCP, no rules: acked / delivered (msg/s)", *publishers),
+			fmt.Sprintf("%.0f / %.0f", binBase.acked, binBase.delivered), "")
+		row("binary, a rule failing on every message: acked / delivered (msg/s)",
+			fmt.Sprintf("%.0f / %.0f", binFail.acked, binFail.delivered), "")
+		row("binary, failing rule / no rules (delivered)", fmt.Sprintf("%.2f", binFail.delivered/binBase.delivered), "unchanged (≈ 1)")
+		row("binary, CPU per message: no rules / failing rule", fmt.Sprintf("%s / %s (ratio %.2f)", binBase.cpuPerMsg, binFail.cpuPerMsg,
+			float64(binFail.cpuPerMsg)/float64(max(binBase.cpuPerMsg, 1))), "")
+		row(fmt.Sprintf("binary at %d msg/s offered: acked, no rules / failing rule", *rate), fmt.Sprintf("%.0f / %.0f (ratio %.2f)",
+			binBase.pacedDelivered, binFail.pacedDelivered, binFail.pacedDelivered/binBase.pacedDelivered), "unchanged (≈ 1)")
+		row(fmt.Sprintf("binary at %d msg/s: CPU per message, no rules / failing rule", *rate), fmt.Sprintf("%s / %s",
+			binBase.pacedCPUPerMsg, binFail.pacedCPUPerMsg), "")
+	}
 	row(fmt.Sprintf("window rule, %d devices: heap per open group", *devices), fmt.Sprintf("%d B", groupBytes), "")
 	row("window rule: CPU per message", fmt.Sprintf("%.0f ns", nsPerMsg), "")
 	return nil
 }
 
 type result struct {
-	throughput   float64
-	delivered    float64
-	p50, p99     time.Duration
-	dropped      uint64
-	evaluated    uint64
-	pacedDropped uint64
-	failed       uint64
+	// satCPU and pacedCPU are the process's CPU time (user + system) during
+	// the saturation and the paced parts: unlike rates, they barely move
+	// with the other load of a shared machine.
+	satCPU, pacedCPU time.Duration
+	published        int64 // messages published at saturation
+	paced            int   // messages published at the steady rate
+	throughput       float64
+	delivered        float64
+	p50, p99         time.Duration
+	dropped          uint64
+	evaluated        uint64
+	pacedDropped     uint64
+	failed           uint64
 }
 
 func startBroker() (*mqtt.Broker, func(), error) {
@@ -116,6 +206,13 @@ func startBroker() (*mqtt.Broker, func(), error) {
 	done := make(chan struct{})
 	go func() { defer close(done); _ = b.Run(ctx) }()
 	return b, func() { cancel(); <-done }, nil
+}
+
+// failingRule is one rule whose evaluation fails on every message.
+func failingRule() rules.Config {
+	return rules.Config{{ID: "fails", Enabled: true,
+		SQL:     `SELECT payload.v * 'x' as v FROM "bench/+/v"`,
+		Actions: []rules.Action{{Log: &rules.LogAction{}}}}}
 }
 
 func filterRules(n int) rules.Config {
@@ -175,6 +272,7 @@ func phase(cfg rules.Config, dur time.Duration, rate int) (result, error) {
 	}
 	// max throughput
 	ctx := context.Background()
+	cpu0 := cpuTime()
 	var count atomic.Int64
 	deadline := time.Now().Add(dur)
 	var wg sync.WaitGroup
@@ -192,6 +290,8 @@ func phase(cfg rules.Config, dur time.Duration, rate int) (result, error) {
 		})
 	}
 	wg.Wait()
+	res.satCPU = cpuTime() - cpu0
+	res.published = count.Load()
 	res.throughput = float64(count.Load()) / dur.Seconds()
 	if eng != nil {
 		for _, r := range eng.Stats().Rules {
@@ -209,6 +309,7 @@ func phase(cfg rules.Config, dur time.Duration, rate int) (result, error) {
 	interval := time.Second / time.Duration(rate)
 	start := time.Now()
 	total := int(dur.Seconds() * float64(rate))
+	cpu0 = cpuTime()
 	for i := range total {
 		if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
 			time.Sleep(d)
@@ -217,8 +318,12 @@ func phase(cfg rules.Config, dur time.Duration, rate int) (result, error) {
 	}
 	measuring.Store(false)
 	dur = time.Since(start)
+	res.paced = total
 	if eng != nil {
 		time.Sleep(500 * time.Millisecond)
+	}
+	res.pacedCPU = cpuTime() - cpu0 // with the rules' queues drained
+	if eng != nil {
 		after := eng.Stats()
 		for i, r := range after.Rules {
 			res.failed += r.Failed
@@ -235,6 +340,23 @@ func phase(cfg rules.Config, dur time.Duration, rate int) (result, error) {
 	}
 	latMu.Unlock()
 	return res, nil
+}
+
+// perMsg is d / n, rounded to 10 ns.
+func perMsg(d time.Duration, n int64) time.Duration {
+	if n <= 0 {
+		return 0
+	}
+	return (d / time.Duration(n)).Round(10 * time.Nanosecond)
+}
+
+// cpuTime is the CPU time (user + system) this process used so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // windowPhase runs one windowed rule over devices distinct devices through
