@@ -35,8 +35,11 @@ test: deps dist check-units check-yocto lint engine-patches ## peers (make deps)
 	@# the patched MQTT engine is a module of its own (third_party/); its
 	@# upstream tests have data races of their own, so they run without -race
 	cd third_party/mochi-mqtt-server && $(GO) vet ./... && $(GO) test -count=1 ./...
+	@# the OPC UA codec with fieldgate's decoder bounds (upstream's other
+	@# packages' tests need its Python and server fixtures, left out of the copy)
+	cd third_party/gopcua-opcua && $(GO) test -count=1 ./ua/
 
-bench: build ## run every benchmark and print their tables (broker vs mosquitto, uplink, Modbus, MQTT-SN, CoAP, rules, setup page)
+bench: build ## run every benchmark and print their tables (broker vs mosquitto, uplink, Modbus, MQTT-SN, CoAP, rules, setup page, OPC UA)
 	$(GO) run ./cmd/mqttbench -fieldgate $(CURDIR)/bin/fieldgate -json bin/bench.json
 	$(GO) run ./cmd/uplinkbench
 	$(GO) run ./cmd/modbusbench
@@ -44,6 +47,7 @@ bench: build ## run every benchmark and print their tables (broker vs mosquitto,
 	$(GO) run ./cmd/coapbench
 	$(GO) run ./cmd/rulesbench
 	$(GO) run ./cmd/webbench -fieldgate $(CURDIR)/bin/fieldgate
+	$(GO) run ./cmd/opcuabench -fieldgate $(CURDIR)/bin/fieldgate
 
 # ADRs 0002 and 0003: cost and benefit of raw socket I/O and adaptive cores on
 # arm64, emulated by qemu-user (relative numbers only).
@@ -52,12 +56,13 @@ bench-qemu: ## broker benchmark of the arm64 build under qemu-aarch64-static, br
 	internal/rawio/armbench.sh $(ROUNDS) 5s latency-qos0,latency-qos1,fanin-qos0
 
 # ADR 0001: third_party/mochi-mqtt-server is pristine upstream + patches/.
-engine-patches: ## check that pristine mochi-mqtt (module proxy) + third_party/mochi-mqtt-server/patches reproduces the tree exactly
+engine-patches: ## check that pristine upstream (module proxy) + patches/ reproduces each patched copy in third_party/ exactly (mochi-mqtt, gopcua)
 	third_party/mochi-mqtt-server/patches/apply.sh check
+	third_party/gopcua-opcua/patches/apply.sh check
 
-engine-patch: ## record the engine tree's changes beyond the series as the next patch: make engine-patch NAME=short-name
-	@test -n "$(NAME)" || { echo "usage: make engine-patch NAME=short-name"; exit 1; }
-	third_party/mochi-mqtt-server/patches/apply.sh new $(NAME)
+engine-patch: ## record a patched copy's changes beyond its series as the next patch: make engine-patch NAME=short-name [TREE=gopcua-opcua]
+	@test -n "$(NAME)" || { echo "usage: make engine-patch NAME=short-name [TREE=mochi-mqtt-server|gopcua-opcua]"; exit 1; }
+	third_party/$(or $(TREE),mochi-mqtt-server)/patches/apply.sh new $(NAME)
 
 cross: ## build static, stripped linux/armv7 (GOARM=7) and linux/arm64 binaries into dist/, version-stamped
 	@mkdir -p dist

@@ -8,6 +8,7 @@ require (
 	github.com/eclipse/paho.golang v0.23.0
 	github.com/eclipse/paho.mqtt.golang v1.5.1
 	github.com/goburrow/modbus v0.1.0
+	github.com/gopcua/opcua v0.8.0
 	github.com/gorilla/websocket v1.5.3
 	github.com/hashicorp/mdns v1.0.7
 	github.com/miekg/dns v1.1.72
@@ -47,3 +48,6 @@ require (
 )
 
 replace github.com/mochi-mqtt/server/v2 => ./third_party/mochi-mqtt-server
+
+// gopcua v0.8.0 with decoder bounds (third_party/gopcua-opcua/PATCHES.md)
+replace github.com/gopcua/opcua => ./third_party/gopcua-opcua

@@ -29,8 +29,11 @@ set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
 tree=$(dirname "$here")
-module=github.com/mochi-mqtt/server/v2
+# UPSTREAM: line 1 the release, line 2 the module (default the MQTT engine;
+# third_party/gopcua-opcua/patches links to this script).
 version=${UPSTREAM:-$(sed -n '1p' "$here/UPSTREAM")}
+module=$(sed -n '2p' "$here/UPSTREAM")
+module=${module:-github.com/mochi-mqtt/server/v2}
 
 die() { echo "engine-patches: $*" >&2; exit 1; }
 
@@ -73,7 +76,7 @@ check)
 		die "the tree differs from $module@$version + patches/ (record a change with: make engine-patch NAME=short-name)"
 	fi
 	n=$(find "$here" -name '[0-9][0-9][0-9][0-9]-*.patch' | wc -l)
-	echo "engine-patches: $module@$version + $n patches = third_party/mochi-mqtt-server"
+	echo "engine-patches: $module@$version + $n patches = third_party/$(basename "$tree")"
 	;;
 new)
 	name=${2:-}
@@ -170,12 +173,12 @@ export)
 		git -C "$repo" diff --no-renames --no-color --no-ext-diff --src-prefix=a/ --dst-prefix=b/ "$c^" "$c" \
 			>"$here/$name.patch"
 	done
-	echo "$target" >"$here/UPSTREAM"
+	printf '%s\n%s\n' "$target" "$module" >"$here/UPSTREAM"
 	# The tree becomes the rebased result; PATCHES.md and patches/ stay.
 	find "$tree" -mindepth 1 -maxdepth 1 ! -name patches ! -name PATCHES.md -exec rm -rf {} +
 	git -C "$repo" archive HEAD | tar -x -C "$tree"
 	"$0" check
-	echo "engine-patches: now set github.com/mochi-mqtt/server/v2 $target in go.mod, update PATCHES.md, and test (ADR 0001)"
+	echo "engine-patches: now set $module $target in go.mod, update PATCHES.md, and test (ADR 0001)"
 	;;
 *)
 	die "unknown command $cmd (check, new NAME, build DIR, pristine DIR, rebase vX.Y.Z DIR, export DIR)"

@@ -1,0 +1,1 @@
+../../mochi-mqtt-server/patches/apply.sh
