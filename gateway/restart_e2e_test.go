@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -169,4 +171,64 @@ broker:
 		t.Fatalf("exit %d for the restart under systemd, want 0", c)
 	}
 	t.Logf("restart now: re-executed and serving again in %v (same pid); under systemd exited 0 in %v", took.Round(time.Millisecond), exitTook.Round(time.Millisecond))
+}
+
+// TestE2EWebRestart drives the page of the real binary in headless
+// Chromium at 390×844 (gateway/web/e2e/restart.mjs): the Overview's
+// history keeps its range and series across a reload; "read before save"
+// of a device that does not answer says so in words at the address input;
+// "Restart now" shows a countdown, "still not back" past the page's bound
+// while its requests are dropped, then the login and the same tab once
+// the binary, executed again, answers. Its screenshots go to
+// docs/screenshots/ when FIELDGATE_SCREENSHOTS is set.
+func TestE2EWebRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short")
+	}
+	node, e2eDir := requireBrowser(t)
+	shots := t.TempDir()
+	if os.Getenv("FIELDGATE_SCREENSHOTS") != "" {
+		var err error
+		if shots, err = filepath.Abs(filepath.Join("..", "docs", "screenshots")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("INVOCATION_ID", "") // not under systemd: the binary executes itself again
+	t.Setenv("NOTIFY_SOCKET", "")
+	webAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+	g := startGatewayWith(t, "", func(g *gateway) string {
+		return fmt.Sprintf(`version: 1
+gateway: {data_dir: %q, stop_budget: 5s}
+web: {enabled: true, address: %q, mdns: false}
+mqttsn: {enabled: false}
+coap: {enabled: false}
+broker:
+  listeners:
+    tcp: {enabled: true, address: "127.0.0.1:%d"}
+    websocket: {enabled: false}
+`, g.dataDir, webAddr, g.port)
+	})
+	if !waitFor(10*time.Second, func() bool {
+		c, err := net.DialTimeout("tcp", webAddr, 100*time.Millisecond)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}) {
+		t.Fatal("the page does not accept")
+	}
+	code, err := os.ReadFile(filepath.Join(g.dataDir, "setup-code"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	closed := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t))) // nothing listens there
+	cmd := exec.CommandContext(ctx, node, filepath.Join(e2eDir, "restart.mjs"), "http://"+webAddr, shots, closed)
+	cmd.Env = append(os.Environ(), "FIELDGATE_SETUP_CODE="+strings.TrimSpace(string(code)))
+	cmd.Dir = e2eDir
+	runPageScript(t, cmd, nil)
+	if !g.waitLog("fieldgate started", 2, 10*time.Second) {
+		t.Fatal("the page's restart did not start the gateway again")
+	}
 }

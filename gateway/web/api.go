@@ -32,7 +32,13 @@ import (
 )
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, s.b.Status())
+	st := s.b.Status()
+	st.Devices = slices.Clone(st.Devices)
+	for i, d := range st.Devices {
+		st.Devices[i].LastError = plainOr(d.LastError)
+	}
+	st.Uplink.LastError = plainNetwork(st.Uplink.LastError)
+	writeJSON(w, http.StatusOK, st)
 }
 
 // getConfig returns the running config, redacted, as the JSON form of its
@@ -89,7 +95,7 @@ func (s *Server) putSection(w http.ResponseWriter, r *http.Request) {
 	}
 	c, err := withSection(s.b.Config(), name, section)
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, apiError{Error: "invalid config", Fields: fieldErrors(err)})
+		writeJSON(w, http.StatusBadRequest, apiError{Error: "invalid config", Fields: sectionFieldErrors(s.b.Config(), name, section, err)})
 		return
 	}
 	s.applyConfig(w, r, c)
@@ -179,7 +185,7 @@ func (s *Server) testUplink(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, apiError{Error: "invalid uplink settings", Fields: fieldErrors(err)})
+		writeJSON(w, http.StatusBadRequest, apiError{Error: "invalid uplink settings", Fields: sectionFieldErrors(running, "uplink", section, err)})
 		return
 	}
 	if stored := storedUplinkSecrets(running, c, section); len(stored) > 0 {
@@ -196,7 +202,7 @@ func (s *Server) testUplink(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	defer cancel()
 	if err := s.b.TestUplink(ctx, c.Uplink); err != nil {
-		writeJSON(w, http.StatusOK, map[string]any{"ok": false, "error": err.Error()})
+		writeJSON(w, http.StatusOK, map[string]any{"ok": false, "error": plainNetwork(err.Error())})
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"ok": true})
@@ -369,8 +375,11 @@ func (s *Server) readNow(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	rd, err := s.b.ReadNow(ctx, r.PathValue("device"))
 	if err != nil {
-		writeError(w, http.StatusBadGateway, err.Error())
+		writeError(w, http.StatusBadGateway, plainOr(err.Error()))
 		return
+	}
+	for i, p := range rd.Points {
+		rd.Points[i].Error = plainOr(p.Error)
 	}
 	writeJSON(w, http.StatusOK, rd)
 }
@@ -392,7 +401,12 @@ func (s *Server) writePoint(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	dev, pt := r.PathValue("device"), r.PathValue("point")
 	if err := s.b.WritePoint(ctx, dev, pt, req.Value); err != nil {
-		writeError(w, http.StatusBadGateway, err.Error())
+		words, field := plainError(err.Error())
+		if field == "value" {
+			writeFields(w, words, FieldError{Field: "value", Error: words, Words: words})
+			return
+		}
+		writeError(w, http.StatusBadGateway, plainOr(err.Error()))
 		return
 	}
 	s.log.Info("web: point written", "device", dev, "point", pt, "address", clientAddr(r))

@@ -325,7 +325,7 @@ func (s *Server) deleteToken(w http.ResponseWriter, r *http.Request) {
 // refused; dry runs only validate.
 func (s *Server) applyConfig(w http.ResponseWriter, r *http.Request, c config.Config) {
 	if err := c.Validate(); err != nil {
-		writeJSON(w, http.StatusBadRequest, apiError{Error: "invalid config", Fields: fieldErrors(err)})
+		writeJSON(w, http.StatusBadRequest, apiError{Error: "invalid config", Fields: configFieldErrors(c, err)})
 		return
 	}
 	if r.URL.Query().Get("dry_run") != "" {
@@ -334,7 +334,7 @@ func (s *Server) applyConfig(w http.ResponseWriter, r *http.Request, c config.Co
 	}
 	restart, err := s.b.ApplyConfig(r.Context(), c)
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, apiError{Error: "config refused", Fields: fieldErrors(err)})
+		writeJSON(w, http.StatusBadRequest, apiError{Error: "config refused", Fields: configFieldErrors(c, err)})
 		return
 	}
 	s.log.Info("web: config applied", "address", clientAddr(r), "restart", restart)

@@ -89,21 +89,10 @@ var lineRef = regexp.MustCompile(` \(line \d+(, column \d+)?\)`)
 // YAML keys, e.g. "uplink" or "southbound.modbus") replaced by section,
 // parsed strictly and with redacted secrets restored.
 func withSection(running config.Config, path string, section any) (config.Config, error) {
-	m, err := configMap(running)
+	m, err := sectionTree(running, path, section)
 	if err != nil {
 		return config.Config{}, err
 	}
-	keys := strings.Split(path, ".")
-	node := m
-	for _, k := range keys[:len(keys)-1] {
-		next, ok := node[k].(map[string]any)
-		if !ok {
-			next = map[string]any{}
-			node[k] = next
-		}
-		node = next
-	}
-	node[keys[len(keys)-1]] = section
 	data, err := yaml.Marshal(m)
 	if err != nil {
 		return config.Config{}, fmt.Errorf("encode config: %w", err)
@@ -117,6 +106,27 @@ func withSection(running config.Config, path string, section any) (config.Config
 		return config.Config{}, errors.Join(lines...)
 	}
 	return c, nil
+}
+
+// sectionTree is the running config as its generic YAML tree with the
+// section at path replaced by section.
+func sectionTree(running config.Config, path string, section any) (map[string]any, error) {
+	m, err := configMap(running)
+	if err != nil {
+		return nil, err
+	}
+	keys := strings.Split(path, ".")
+	node := m
+	for _, k := range keys[:len(keys)-1] {
+		next, ok := node[k].(map[string]any)
+		if !ok {
+			next = map[string]any{}
+			node[k] = next
+		}
+		node = next
+	}
+	node[keys[len(keys)-1]] = section
+	return m, nil
 }
 
 // restoreSecrets walks next and old (same type) in parallel and puts old's
@@ -197,11 +207,40 @@ func counterpart(elem, old reflect.Value, i int) reflect.Value {
 type FieldError struct {
 	Field string `json:"field"`
 	Error string `json:"error"`
+	// Words is the whole error as the page shows it: where, in the forms'
+	// words, then the reason ("Device 2 “boiler”, point “temp”: Scale must
+	// be a number"). See errwords.go.
+	Words string `json:"words,omitempty"`
 }
 
-// fieldErrors splits an error of "path: reason" lines into field errors.
-// Lines without a path get the field "".
+// fieldErrors splits an error of "path: reason" lines into field errors,
+// with their words (list elements by number only: fieldErrorsIn names
+// them). Lines without a path get the field "".
 func fieldErrors(err error) []FieldError {
+	return describeFields(nil, splitFieldErrors(err))
+}
+
+// fieldErrorsIn is fieldErrors for an error of the config tree (a
+// configMap, or a sectionTree): its list elements are named ("Device 2
+// “boiler”").
+func fieldErrorsIn(tree map[string]any, err error) []FieldError {
+	return describeFields(tree, splitFieldErrors(err))
+}
+
+// configFieldErrors is fieldErrorsIn for an error of c.
+func configFieldErrors(c config.Config, err error) []FieldError {
+	tree, _ := configMap(c)
+	return fieldErrorsIn(tree, err)
+}
+
+// sectionFieldErrors is fieldErrorsIn for an error of the running config
+// with a section replaced (see withSection).
+func sectionFieldErrors(running config.Config, path string, section any, err error) []FieldError {
+	tree, _ := sectionTree(running, path, section)
+	return fieldErrorsIn(tree, err)
+}
+
+func splitFieldErrors(err error) []FieldError {
 	var out []FieldError
 	for _, l := range strings.Split(err.Error(), "\n") {
 		if l == "" {

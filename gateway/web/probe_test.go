@@ -81,7 +81,8 @@ func probeSection(addr string) map[string]any {
 // TestProbeDevice: "read before save" reads a device that is not saved,
 // once, and answers like "read now" (values without float noise, raw
 // registers, a point's error); a bad section is refused with the field's
-// path like a save; a serial device is refused in words; nothing is saved.
+// path like a save; a device that does not answer is named in words at
+// its address's input; nothing is saved (TestProbeRTU: serial devices).
 func TestProbeDevice(t *testing.T) {
 	bank := &probeBank{}
 	addr := startProbeSlave(t, bank)
@@ -114,13 +115,11 @@ func TestProbeDevice(t *testing.T) {
 		t.Errorf("a bad address: %d %v", code, body)
 	}
 
-	rtu := probeSection(addr)
-	d := rtu["devices"].([]any)[0].(map[string]any)
-	delete(d, "tcp")
-	d["rtu"] = map[string]any{"port": "/dev/ttyUSB9", "baud": 9600}
-	code, body, _ = c.do("POST", "/api/v1/southbound/probe", map[string]any{"device": "m1", "modbus": rtu})
-	if code != 400 || !strings.Contains(body["fields"].([]any)[0].(map[string]any)["error"].(string), "TCP") {
-		t.Errorf("a serial device: %d %v", code, body)
+	// Nothing listens: the address's input is named, in words.
+	closed := probeSection(closedAddr(t))
+	code, body, _ = c.do("POST", "/api/v1/southbound/probe", map[string]any{"device": "m1", "modbus": closed})
+	if f := firstField(body); code != 502 || f["field"] != "southbound.modbus.devices[0].tcp.address" || !strings.HasPrefix(f["words"].(string), "Cannot reach 127.0.0.1:") {
+		t.Errorf("a device that is not there: %d %v", code, body)
 	}
 
 	if code, _, _ := c.do("POST", "/api/v1/southbound/probe", map[string]any{"device": "other", "modbus": probeSection(addr)}); code != 400 {
@@ -137,4 +136,16 @@ func TestProbeDevice(t *testing.T) {
 	if code, _, _ := noCSRF.do("POST", "/api/v1/southbound/probe", map[string]any{"device": "m1", "modbus": probeSection(addr)}); code != 403 {
 		t.Errorf("probe without CSRF: %d", code)
 	}
+}
+
+// closedAddr is a loopback address where nothing listens (a port free a
+// moment ago).
+func closedAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
 }

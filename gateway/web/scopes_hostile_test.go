@@ -59,6 +59,7 @@ func TestHostileTokenScopes(t *testing.T) {
 		{"GET", "/api/v1/config.yaml", nil, scopeRead},
 		{"GET", "/api/v1/clients", nil, scopeRead},
 		{"GET", "/api/v1/logs", nil, scopeRead},
+		{"GET", "/api/v1/history", nil, scopeRead},
 		{"GET", "/api/v1/diagnostics", nil, scopeRead},
 		{"GET", "/api/v1/southbound/serial-ports", nil, scopeRead},
 		{"GET", "/api/v1/live", nil, scopeRead},

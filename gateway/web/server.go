@@ -120,6 +120,7 @@ type Server struct {
 	conns   int           // connections allowed at once
 	metrics *webMetrics
 	logSome *ratelog.Logger // failed login log lines: one per 10 s each
+	hist    *history        // the Overview's numbers over the last 24 h
 }
 
 // New opens the auth state, binds cfg.Address (a busy port is an error
@@ -156,6 +157,7 @@ func New(cfg Config, b Backend, opts Options) (*Server, error) {
 		logins:  make(chan struct{}, cfg.LoginConcurrency),
 		metrics: newWebMetrics(),
 		logSome: ratelog.New(opts.Logger, ratelog.Config{Every: 10 * time.Second, Now: opts.Now}),
+		hist:    newHistory(),
 	}
 	var tlsConf *tls.Config
 	if cfg.TLS.Cert != "" {
@@ -218,6 +220,10 @@ func (s *Server) Run(ctx context.Context) error {
 	s.srv.BaseContext = func(net.Listener) context.Context { return ctx }
 	errc := make(chan error, 1)
 	go func() { errc <- s.srv.Serve(s.ln) }()
+	histCtx, stopHist := context.WithCancel(ctx)
+	histDone := make(chan struct{})
+	go func() { defer close(histDone); s.runHistory(histCtx) }()
+	defer func() { stopHist(); <-histDone }()
 	if s.cfg.MDNS {
 		mdnsCtx, stopMDNS := context.WithCancel(ctx)
 		mdnsDone := make(chan struct{})
@@ -292,6 +298,7 @@ func (s *Server) routes() http.Handler {
 		"GET /api/v1/logs":                                              s.logs,
 		"GET /api/v1/diagnostics":                                       s.diagnostics,
 		"POST /api/v1/restart":                                          s.restart,
+		"GET /api/v1/history":                                           s.getHistory,
 	}
 	maps.Copy(api, s.tagRoutes())
 	maps.Copy(api, s.publishRoutes())
@@ -513,6 +520,11 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 }
 
 func writeFields(w http.ResponseWriter, msg string, fields ...FieldError) {
+	for i, f := range fields {
+		if f.Words == "" {
+			fields[i] = describeFields(nil, []FieldError{f})[0]
+		}
+	}
 	writeJSON(w, http.StatusBadRequest, apiError{Error: msg, Fields: fields})
 }
 

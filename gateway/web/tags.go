@@ -111,12 +111,12 @@ func (s *Server) importTags(w http.ResponseWriter, r *http.Request) {
 	devs[i] = dev
 	c.Southbound.Modbus.Devices = devs
 	if err := c.Validate(); err != nil {
-		writeJSON(w, http.StatusBadRequest, apiError{Error: "the imported points do not fit the device", Fields: fieldErrors(err)})
+		writeJSON(w, http.StatusBadRequest, apiError{Error: "the imported points do not fit the device", Fields: configFieldErrors(c, err)})
 		return
 	}
 	restart, err := s.b.ApplyConfig(r.Context(), c)
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, apiError{Error: "config refused", Fields: fieldErrors(err)})
+		writeJSON(w, http.StatusBadRequest, apiError{Error: "config refused", Fields: configFieldErrors(c, err)})
 		return
 	}
 	s.log.Info("web: tags imported", "device", dev.Name, "points", len(good), "bad_rows", len(rowErrs), "address", clientAddr(r))

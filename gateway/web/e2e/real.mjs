@@ -19,6 +19,9 @@ const PASSWORD = "field-tech-2026";
 const browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: ["--no-sandbox"], headless: true });
 const step = name => console.log("real e2e: " + name);
 const T = { timeout: 15000 };
+// A password check (bcrypt at cost 12 in the -race build) can take many
+// seconds on a loaded test machine: the steps right after one wait longer.
+const AFTER_PASSWORD = { timeout: 90000 };
 const tabs = ["overview", "uplink", "southbound", "broker", "live", "rules", "config", "diagnostics"];
 
 // ask prints a control line for the Go test and waits for its answer.
@@ -123,7 +126,7 @@ try {
   await page.fill("#setup-form [name=password]", PASSWORD);
   await page.fill("#setup-form [name=password2]", PASSWORD);
   await page.click("#setup-form button");
-  await page.locator("#p-overview").waitFor();
+  await page.locator("#p-overview").waitFor(AFTER_PASSWORD);
   await page.locator("#gwid", { hasText: "plant-7" }).waitFor();
   await page.locator("#ov-gw dd", { hasText: "plant-7" }).first().waitFor();
   // Clients at zero show 0, not a blank card.
@@ -305,6 +308,8 @@ try {
   await srv.locator("[name=tcp_port]").fill("1");
   await page.click("#uplink-test");
   await page.locator("#uplink-result.err", { hasText: "Failed" }).waitFor();
+  assert.match(await page.textContent("#uplink-result"), /connection refused \(nothing listens on that port\)/);
+  assert.doesNotMatch(await page.textContent("#uplink-result"), /dial tcp/);
   await srv.locator("[name=tcp_port]").fill(cloudPort);
 
   step("overview with everything running");
@@ -320,7 +325,7 @@ try {
   await page.fill("#user-form [name=username]", "plc-1");
   await page.fill("#user-form [name=password]", "plc-secret");
   await page.click("#user-form button");
-  await page.locator("#users tbody tr", { hasText: "plc-1" }).waitFor();
+  await page.locator("#users tbody tr", { hasText: "plc-1" }).waitFor(AFTER_PASSWORD); // hashed at cost 12
   assert.ok(!(await page.content()).includes("$2a$"), "a password hash is shown");
   await page.click("#add-acl");
   const acl = page.locator("#acl-rules .rule").last();
@@ -356,7 +361,7 @@ try {
   await p2.goto(base + "/");
   await p2.fill("#login-form [name=password]", PASSWORD);
   await p2.click("#login-form button");
-  await p2.locator("#ov-devices tbody tr", { hasText: "meter1" }).waitFor();
+  await p2.locator("#ov-devices tbody tr", { hasText: "meter1" }).waitFor(AFTER_PASSWORD);
   await p2.locator("#ov-uplink .on", { hasText: "connected" }).waitFor();
   await noOverflow(p2, "overview on a phone");
   await p2.screenshot({ path: `${shots}/phone-overview.png` });
@@ -397,7 +402,7 @@ try {
   await page.locator("#p-login").waitFor(T);
   await page.fill("#login-form [name=password]", PASSWORD);
   await page.click("#login-form button");
-  await page.locator("#p-southbound").waitFor();
+  await page.locator("#p-southbound").waitFor(AFTER_PASSWORD);
   assert.equal(await page.evaluate(() => location.hash), "#southbound");
   await card.locator(".state.on", { hasText: "online" }).waitFor(T);
   const t1 = await row("temp").locator(".time").textContent();
@@ -415,7 +420,7 @@ try {
     await page.fill("#login-form [name=password]", "wrong-" + i);
     await page.evaluate(() => { document.querySelector("#login-form .err").textContent = ""; });
     await page.click("#login-form button");
-    await page.waitForFunction(() => document.querySelector("#login-form .err").textContent !== "");
+    await page.waitForFunction(() => document.querySelector("#login-form .err").textContent !== "", null, AFTER_PASSWORD);
     text = await page.textContent("#login-form .err");
   }
   assert.match(text, /too many wrong passwords/);

@@ -89,8 +89,12 @@ function showErrors(form, err, fieldFor) {
   if (fields.length === 0) ul.append(el("li", {}, err.message));
   for (const f of fields) {
     const hit = f.field && fieldFor ? fieldFor(f.field) : null;
-    const words = hit && hit.words ? hit.words + ": " + f.error : (f.field ? f.field + ": " + f.error : f.error);
-    ul.append(el("li", {}, words));
+    // The form's own label for a field it knows, else the gateway's words
+    // (f.words: where, as the forms name it, and the reason); never a
+    // config path.
+    const words = hit && hit.input && hit.words ? hit.words + ": " + f.error : (f.words || (f.field ? f.field + ": " + f.error : f.error));
+    // A config file's errors also give the key, to find it in the file.
+    ul.append(el("li", {}, hit && hit.key ? words + " (" + hit.key + " in the file)" : words));
     if (hit && hit.input) markField(hit.input, f.error);
   }
   const first = $("[aria-invalid]", root);
@@ -128,8 +132,10 @@ function restartNote(res) {
 // that comes back to the same page.
 
 let reachable = true, loggedIn = false;
+// restartingNow is true while "Restart now" (parts.js) waits for the gateway.
+const restartingNow = () => typeof partsRestarting !== "undefined" && partsRestarting;
 function unreachable() {
-  if (!reachable) return;
+  if (!reachable || restartingNow()) return;
   reachable = false;
   $("#offline-since").textContent = new Date().toLocaleTimeString();
   $("#offline").hidden = false;
@@ -153,6 +159,7 @@ function recovered() {
 // board is not an outage) and coming back, and a session lost to a restart.
 let missed = 0;
 async function heartbeat() {
+  if (restartingNow()) return; // parts.js's "Restart now" reconnects on its own
   let s;
   try {
     const r = await fetchT("api/v1/session", { credentials: "same-origin" }, 5000);
@@ -225,7 +232,10 @@ $("#setup-form").addEventListener("submit", async ev => {
   try {
     const r = await api("POST", "setup", { setup_code: f.setup_code.value, password: f.password.value, gateway_id: f.gateway_id.value, lan: window.setupLAN && window.setupLAN() });
     csrf = r.csrf; loggedIn = true; f.reset(); location.hash = "#overview"; route();
-  } catch (e) { err.textContent = (e.body.fields || []).map(x => x.field + ": " + x.error).join("; ") || e.message; }
+  } catch (e) {
+    const label = { setup_code: "Setup code", password: "Admin password", gateway_id: "Gateway id (site name)" };
+    err.textContent = (e.body.fields || []).map(x => label[x.field] ? label[x.field] + ": " + x.error : x.words || x.error).join("; ") || e.message;
+  }
 });
 
 $("#login-form").addEventListener("submit", async ev => {
@@ -278,13 +288,33 @@ function pct(part, whole) { return whole ? Math.round(100 * part / whole) + " %"
 // num shows a number without float noise (at most 3 decimals, trailing zeros cut).
 function num(v) { return typeof v === "number" ? String(+v.toFixed(3)) : String(v); }
 
-// The rate history is kept in the browser (localStorage) so that the chart
-// and its range survive a reload: one sample every 2 s, at most an hour.
-const histKey = "fieldgate.rates", rangeKey = "fieldgate.chartRange";
-let rateHistory = [];
-try { rateHistory = JSON.parse(localStorage.getItem(histKey) || "[]").filter(p => Date.now() - p.t < 3600e3); } catch { rateHistory = []; }
-$("#chart-range").value = localStorage.getItem(rangeKey) || "120";
-$("#chart-range").addEventListener("change", ev => { localStorage.setItem(rangeKey, ev.target.value); drawChart(); });
+// The history comes from the gateway (GET api/v1/history: one sample
+// every 5 s for 24 h, kept in its memory), so that a reload or another
+// device draws the same chart; the chosen range and series are kept in
+// this browser (localStorage).
+const rangeKey = "fieldgate.chartRange", seriesKey = "fieldgate.chartSeries";
+const ranges = { "15m": 900, "1h": 3600, "6h": 21600, "24h": 86400 };
+const chartSeries = {
+  msgs: { unit: "messages/s", lines: [["in", "#0b6bcb", "in"], ["out", "#c25e00", "out"]] },
+  clients: { unit: "clients", lines: [["clients", "#0b6bcb", "clients"]] },
+  cpu: { unit: "% of one core", lines: [["cpu", "#0b6bcb", "CPU"]] },
+  memory: { unit: "MB", scale: 1 / 1048576, lines: [["memory", "#0b6bcb", "memory"]] },
+  outbox: { unit: "messages", lines: [["outbox", "#c25e00", "waiting"]] },
+};
+let histSamples = [];
+try { $("#chart-range").value = ranges[localStorage.getItem(rangeKey)] ? localStorage.getItem(rangeKey) : "15m"; } catch { }
+try { $("#chart-series").value = chartSeries[localStorage.getItem(seriesKey)] ? localStorage.getItem(seriesKey) : "msgs"; } catch { }
+$("#chart-range").addEventListener("change", ev => { try { localStorage.setItem(rangeKey, ev.target.value); } catch { } loadHistory().catch(() => { }); });
+$("#chart-series").addEventListener("change", ev => { try { localStorage.setItem(seriesKey, ev.target.value); } catch { } drawChart(); });
+
+async function loadHistory() {
+  const r = await api("GET", "history?range=" + encodeURIComponent($("#chart-range").value));
+  histSamples = (r.samples || []).map(p => Object.assign({}, p, { t: new Date(p.t).getTime() }));
+  drawChart();
+}
+
+// clock is a time of day for an axis label: hours and minutes.
+function clock(t) { const d = new Date(t); return String(d.getHours()).padStart(2, "0") + ":" + String(d.getMinutes()).padStart(2, "0"); }
 
 function drawChart() {
   const c = $("#chart"), g = c.getContext("2d");
@@ -293,36 +323,46 @@ function drawChart() {
   const dpr = window.devicePixelRatio || 1, w = c.clientWidth || 300, h = c.clientHeight || 180;
   if (c.width !== Math.round(w * dpr) || c.height !== Math.round(h * dpr)) { c.width = Math.round(w * dpr); c.height = Math.round(h * dpr); }
   g.setTransform(dpr, 0, 0, dpr, 0, 0);
-  const left = 44, bottom = 24, top = 8, right = 10;
-  const range = +$("#chart-range").value * 1000, now = Date.now();
-  const pts = rateHistory.filter(p => now - p.t <= range);
+  const left = 48, bottom = 34, top = 18, right = 10;
+  const name = $("#chart-series").value, ser = chartSeries[name] || chartSeries.msgs, k = ser.scale || 1;
+  const range = (ranges[$("#chart-range").value] || 900) * 1000, now = Date.now();
+  const pts = histSamples.filter(p => now - p.t <= range);
   g.clearRect(0, 0, w, h);
-  const raw = Math.max(1, ...pts.flatMap(p => [p.in, p.out]));
+  const raw = Math.max(name === "cpu" ? 10 : 1, ...pts.flatMap(p => ser.lines.map(([key]) => p[key] * k)));
   const mag = Math.pow(10, Math.floor(Math.log10(raw)));
   const max = Math.ceil(raw / mag) * mag;
   const X = t => left + (w - left - right) * (1 - (now - t) / range), Y = v => h - bottom - (h - bottom - top) * v / max;
   g.font = "12px system-ui, sans-serif"; g.fillStyle = "#4a5361"; g.strokeStyle = "#c4cad3"; g.lineWidth = 1;
+  // The y axis: its unit above it, gridlines with values.
+  g.textAlign = "left"; g.textBaseline = "top"; g.fillText(ser.unit, 4, 2);
   for (let i = 0; i <= 4; i++) {
     const v = max * i / 4, y = Math.round(Y(v)) + .5;
     g.beginPath(); g.moveTo(left, y); g.lineTo(w - right, y); g.stroke();
     g.textAlign = "right"; g.textBaseline = "middle"; g.fillText(num(v), left - 6, y);
   }
-  g.textAlign = "center"; g.textBaseline = "top";
+  // The x axis: times of day, "now" at the right, and what it is.
+  g.textBaseline = "top";
   for (let i = 0; i <= 4; i++) {
-    const ago = range * (4 - i) / 4 / 1000;
     g.textAlign = i === 0 ? "left" : i === 4 ? "right" : "center";
-    g.fillText(i === 4 ? "now" : "-" + (ago >= 60 ? num(+(ago / 60).toFixed(1)) + " min" : ago + " s"), X(now - range + range * i / 4), h - bottom + 6);
+    const t = now - range + range * i / 4;
+    g.fillText(i === 4 ? "now" : clock(t), X(t), h - bottom + 4);
   }
-  for (const [key, color] of [["in", "#0b6bcb"], ["out", "#c25e00"]]) {
+  g.textAlign = "center"; g.fillText("time of day (this browser's clock)", left + (w - left - right) / 2, h - 14);
+  for (const [key, color] of ser.lines) {
     g.strokeStyle = color; g.lineWidth = 2; g.beginPath();
-    pts.forEach((p, i) => { i ? g.lineTo(X(p.t), Y(p[key])) : g.moveTo(X(p.t), Y(p[key])); });
+    pts.forEach((p, i) => { i ? g.lineTo(X(p.t), Y(p[key] * k)) : g.moveTo(X(p.t), Y(p[key] * k)); });
     g.stroke();
   }
+  $("#chart").setAttribute("aria-label", `${$("#chart-series").selectedOptions[0].text}, ${$("#chart-range").selectedOptions[0].text}: ${pts.length} samples` +
+    (pts.length ? ", latest " + ser.lines.map(([key, , label]) => label + " " + num(+(pts[pts.length - 1][key] * k).toFixed(1))).join(", ") : ""));
+  $("#chart-legend").firstElementChild.hidden = name !== "msgs";
+  $("#chart-legend").children[1].hidden = name !== "msgs";
 }
 
 let last = null;
 async function loadOverview() {
   drawChart();
+  last = null;
   poll(async () => {
     const s = await api("GET", "status");
     $("#gwid").textContent = s.gateway_id || "";
@@ -349,15 +389,12 @@ async function loadOverview() {
     const now = Date.now();
     if (last && now > last.t) {
       const dt = (now - last.t) / 1000;
-      rateHistory.push({ t: now, in: Math.max(0, (s.messages_in - last.in) / dt), out: Math.max(0, (s.messages_out - last.out) / dt) });
-      while (rateHistory.length && now - rateHistory[0].t > 3600e3) rateHistory.shift();
-      try { localStorage.setItem(histKey, JSON.stringify(rateHistory)); } catch { }
-      const p = rateHistory[rateHistory.length - 1];
-      $("#rates").textContent = `now ${num(+p.in.toFixed(1))} in, ${num(+p.out.toFixed(1))} out`;
-      drawChart();
+      const pin = Math.max(0, (s.messages_in - last.in) / dt), pout = Math.max(0, (s.messages_out - last.out) / dt);
+      $("#rates").textContent = `now ${num(+pin.toFixed(1))} in, ${num(+pout.toFixed(1))} out`;
     }
     last = { t: now, in: s.messages_in, out: s.messages_out };
   }, 2000);
+  poll(loadHistory, 5000);
 }
 
 // ---- uplink ----
@@ -1216,7 +1253,7 @@ $("#upload-form").addEventListener("submit", async ev => {
     diff.hidden = !changes.length;
     apply.hidden = !changes.length;
     uploadText = text;
-  } catch (e) { showErrors(f, e); }
+  } catch (e) { showErrors(f, e, key => ({ input: null, key })); }
 });
 $("#upload-apply").addEventListener("click", async () => {
   const f = $("#upload-form"), ok = $(".ok", f);
@@ -1226,7 +1263,7 @@ $("#upload-apply").addEventListener("click", async () => {
     const r = await api("PUT", "config", uploadText, "application/yaml");
     ok.textContent = "Applied."; restartNote(r);
     $("#upload-diff").hidden = true; $("#upload-apply").hidden = true; uploadText = null;
-  } catch (e) { showErrors(f, e); }
+  } catch (e) { showErrors(f, e, key => ({ input: null, key })); }
 });
 
 async function loadConfigPage() {

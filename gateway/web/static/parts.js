@@ -61,34 +61,78 @@ async function pollParts() {
   renderRestart(s.restart);
 }
 
-// awaitRestart waits for the gateway to come back (a new start time, or a
-// session that is gone: sessions live in memory), then reloads the page.
-async function awaitRestart(before) {
-  const give = Date.now() + 120000;
-  while (Date.now() < give) {
-    await new Promise(res => setTimeout(res, 1000));
-    try {
-      const r = await fetch("api/v1/session", { credentials: "same-origin" });
-      if (!r.ok) continue;
-      const s = await r.json();
-      if (!s.logged_in) { location.reload(); return; }
-      const st = await fetch("api/v1/status", { credentials: "same-origin" });
-      if (st.ok && (await st.json()).started !== before) { location.reload(); return; }
-    } catch { /* down while it restarts */ }
+// restartBound is how long (in seconds) the page waits for a restarted
+// gateway before it says that it is still not back; it keeps trying after
+// that. data-bound on #restart-marker overrides it (the page tests).
+const restartBound = 60;
+
+function restartSay(text) { $("#restart-which").textContent = text; }
+const restartSleep = ms => new Promise(res => setTimeout(res, ms));
+
+// restartBack asks whether the restarted gateway is back: it answers and
+// either the session is gone (sessions live in memory) or its start time
+// changed. It returns the session's answer, or null.
+async function restartBack(before) {
+  try {
+    const r = await fetchT("api/v1/session", { credentials: "same-origin" }, 3000);
+    if (!r.ok) return null;
+    const s = await r.json();
+    if (!s.logged_in) return s;
+    const st = await fetchT("api/v1/status", { credentials: "same-origin" }, 3000);
+    if (st.ok && (await st.json()).started !== before) return s;
+  } catch { /* down while it restarts */ }
+  return null;
+}
+
+// awaitRestart counts down to each attempt to reach the gateway again
+// ("Restarting… reconnecting in 3 s", announced by the marker's
+// aria-live), says so when it is not back after restartBound seconds and
+// keeps trying, then comes back to the tab the user was on: at once when
+// the session survived, after the login when it did not.
+async function awaitRestart(before, tab) {
+  const bound = +($("#restart-marker").dataset.bound || restartBound);
+  const t0 = Date.now();
+  let wait = 3; // the gateway first stops its parts
+  for (;;) {
+    for (let n = wait; n > 0; n--) {
+      const took = Math.round((Date.now() - t0) / 1000);
+      restartSay(took >= bound
+        ? `The gateway is still not back after ${took} s — check its power and its logs (journalctl -u fieldgate). Retrying in ${n} s…`
+        : `Restarting… reconnecting in ${n} s`);
+      await restartSleep(1000);
+    }
+    const s = await restartBack(before);
+    if (s) return restartDone(s, tab, Math.round((Date.now() - t0) / 1000));
+    wait = 2;
   }
-  $("#restart-which").textContent = "The gateway did not come back within 2 minutes: reload the page.";
+}
+
+function restartDone(s, tab, took) {
+  partsRestarting = false;
+  $("#restart-now").hidden = false;
+  $("#restart-marker").hidden = true;
+  location.hash = "#" + tab;
+  if (s.logged_in) {
+    banner(`The gateway restarted in ${took} s and is back.`);
+    show(tab);
+    return;
+  }
+  loggedIn = false;
+  banner(`The gateway restarted in ${took} s: log in again to go on where you were.`);
+  show("login");
 }
 
 $("#restart-now").addEventListener("click", async () => {
   const which = $("#restart-which").textContent.replace(/^Restart needed: /, "");
   if (!confirm("Restart the gateway now to apply the saved settings (" + which + ")?\n\nClients and devices are disconnected for a few seconds; nothing already accepted is lost.")) return;
   const before = partsStarted;
+  const tab = pages.includes(location.hash.slice(1)) ? location.hash.slice(1) : "overview";
   try { await api("POST", "restart"); }
   catch (e) { banner("Restart refused: " + e.message); return; }
   partsRestarting = true;
-  $("#restart-which").textContent = "Restarting…";
+  stopPolling(); // the tab's polls would only fail while it restarts
   $("#restart-now").hidden = true;
-  awaitRestart(before);
+  awaitRestart(before, tab);
 });
 
 pollParts();
