@@ -74,6 +74,9 @@ func (g *gateway) Status() web.Status {
 	for _, s := range sr.Stats() {
 		st.Devices = append(st.Devices, web.DeviceStatus{Name: s.Name, Kind: "serial", Online: s.Online, LastError: s.LastError})
 	}
+	for _, s := range g.OPCUAServers() {
+		st.Devices = append(st.Devices, web.DeviceStatus{Name: s.Name, Kind: "opcua", Online: s.State == "online", LastError: s.LastError})
+	}
 	return st
 }
 

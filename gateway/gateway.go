@@ -43,6 +43,7 @@ import (
 	"github.com/fieldgate/fieldgate/protocols/mqttsn"
 	"github.com/fieldgate/fieldgate/rules"
 	"github.com/fieldgate/fieldgate/southbound/modbus"
+	"github.com/fieldgate/fieldgate/southbound/opcua"
 	"github.com/fieldgate/fieldgate/southbound/serial"
 	"github.com/fieldgate/fieldgate/store"
 	"github.com/fieldgate/fieldgate/uplink"
@@ -124,6 +125,7 @@ type gateway struct {
 	coap       *coap.Gateway
 	modbus     *modbus.Service
 	serial     *serial.Service
+	opcua      *opcua.Service // nil while no OPC UA server is configured
 	rules      *rules.Engine
 	sup        *supervise.Supervisor // runs every long-lived part
 	probeSeen  atomic.Int64          // Unix nanoseconds of the last probe through the bus
@@ -221,6 +223,9 @@ func Run(ctx context.Context, opts Options) error {
 	if g.serial, err = serial.New(cfg.Southbound.Serial, g.broker, log.With("part", "serial"), serial.WithClock(g.clk.Now)); err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
+	if g.opcua, err = g.newOPCUA(cfg); err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
 	if g.rules, err = g.newRules(cfg); err != nil {
 		return err
 	}
@@ -253,6 +258,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	g.start(modbusPart(g.modbus, cfg.Southbound.Modbus))
 	g.start(serialPart(g.serial))
+	g.startOPCUA(g.opcua, cfg.Southbound.OPCUA)
 	g.start(rulesPart(g.rules))
 	if webSrv != nil {
 		g.start(supervise.Part{Name: "web", Run: webSrv.Run})
@@ -321,7 +327,7 @@ func Run(ctx context.Context, opts Options) error {
 
 // intakeParts are the parts stopped before the broker: the page and
 // whatever brings data in.
-var intakeParts = []string{"web", "mqttsn", "coap", "modbus", "serial", "probe"}
+var intakeParts = []string{"web", "mqttsn", "coap", "modbus", "serial", "opcua", "probe"}
 
 // shutdown stops everything within the stop budget: intake first, then
 // the broker, then the uplink, then what is left (the board); the store
@@ -544,7 +550,7 @@ func (g *gateway) probe(ctx context.Context) error {
 // updateBoard tells systemd and the LEDs how the gateway is.
 func (g *gateway) updateBoard() {
 	g.mu.Lock()
-	br, q, mb, sr := g.bridge, g.obox, g.modbus, g.serial
+	br, q, mb, sr, ua := g.bridge, g.obox, g.modbus, g.serial, g.opcua
 	g.mu.Unlock()
 	st := br.Status()
 	line := board.StatusLine{Uplink: st.State}
@@ -564,6 +570,14 @@ func (g *gateway) updateBoard() {
 		line.Devices++
 		if s.Online {
 			line.DevicesOK++
+		}
+	}
+	if ua != nil {
+		for _, s := range ua.Stats() {
+			line.Devices++
+			if s.Online {
+				line.DevicesOK++
+			}
 		}
 	}
 	g.board.Status(line.String())

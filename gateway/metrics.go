@@ -39,7 +39,7 @@ func (partsCollector) Describe(chan<- *prometheus.Desc) {}
 func (c partsCollector) Collect(ch chan<- prometheus.Metric) {
 	g := c.g
 	g.mu.Lock()
-	br, q, sn, cp, mb, sr := g.bridge, g.obox, g.sn, g.coap, g.modbus, g.serial
+	br, q, sn, cp, mb, sr, ua := g.bridge, g.obox, g.sn, g.coap, g.modbus, g.serial, g.opcua
 	g.mu.Unlock()
 	e := emitter{ch: ch}
 	e.walk("fieldgate_broker", nil, reflect.ValueOf(g.broker.Info()))
@@ -62,6 +62,11 @@ func (c partsCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, s := range sr.Stats() {
 		e.walk("fieldgate_serial", []string{"sensor", s.Name}, reflect.ValueOf(s))
+	}
+	if ua != nil {
+		for _, s := range ua.Stats() {
+			e.walk("fieldgate_opcua", []string{"server", s.Name}, reflect.ValueOf(s))
+		}
 	}
 	e.collectRules(g.rules)
 	for _, p := range g.sup.Stats() {

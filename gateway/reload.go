@@ -64,6 +64,7 @@ var reloaders = []reloader{
 	{key: "uplink", part: "uplink", reload: reloadUplink, also: []string{"gateway.id"}},
 	{key: "southbound.modbus", part: "modbus", reload: reloadModbus},
 	{key: "southbound.serial", part: "serial", reload: reloadSerial},
+	{key: "southbound.opcua", part: "opcua", reload: reloadOPCUA},
 	{key: "rules", part: "rules", reload: reloadRules},
 }
 

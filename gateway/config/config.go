@@ -31,6 +31,7 @@ import (
 	"github.com/fieldgate/fieldgate/protocols/mqttsn"
 	"github.com/fieldgate/fieldgate/rules"
 	"github.com/fieldgate/fieldgate/southbound/modbus"
+	"github.com/fieldgate/fieldgate/southbound/opcua"
 	"github.com/fieldgate/fieldgate/southbound/serial"
 	"github.com/fieldgate/fieldgate/uplink"
 )
@@ -68,6 +69,8 @@ type Config struct {
 type Southbound struct {
 	Modbus modbus.Config `yaml:"modbus"`
 	Serial serial.Config `yaml:"serial"`
+	// OPCUA are the OPC UA servers read (docs/southbound.md).
+	OPCUA opcua.Config `yaml:"opcua"`
 }
 
 // Gateway is the identity and storage of this gateway.
@@ -118,6 +121,7 @@ func Default() Config {
 		Southbound: Southbound{
 			Modbus: modbus.DefaultConfig(),
 			Serial: serial.DefaultConfig(),
+			OPCUA:  opcua.DefaultConfig(),
 		},
 		Uplink: uplink.DefaultConfig(),
 		Rules:  rules.DefaultConfig(),
@@ -163,6 +167,7 @@ func (c Config) sections() []section {
 		{key: "coap", validate: c.CoAP.Validate},
 		{key: "southbound.modbus", validate: c.Southbound.Modbus.Validate},
 		{key: "southbound.serial", validate: c.Southbound.Serial.Validate},
+		{key: "southbound.opcua", validate: c.Southbound.OPCUA.Validate},
 		{key: "uplink", validate: c.Uplink.Validate},
 		{key: "board", validate: c.Board.Validate},
 	}
@@ -237,6 +242,7 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s.%w", s.key, err))
 		}
 	}
+	errs = append(errs, c.Southbound.opcuaClashes()...)
 	for _, err := range unjoin(c.Rules.Validate()) { // a list: "rules[0].sql: ..."
 		errs = append(errs, fmt.Errorf("rules%w", err))
 	}

@@ -28,6 +28,8 @@ var filePathKeys = map[string]bool{
 	"broker.listeners.quic.key":      true,
 	"coap.dtls.key":                  true,
 	"uplink.tls.key":                 true,
+
+	"southbound.opcua.servers[].auth.key": true, // the OPC UA user certificate's key
 }
 
 // wantSecrets is every secret of the config, as documented in
@@ -36,6 +38,7 @@ var filePathKeys = map[string]bool{
 var wantSecrets = []string{
 	"broker.auth.users[].password_hash",
 	"coap.dtls.psk[].key",
+	"southbound.opcua.servers[].auth.password",
 	"uplink.password",
 }
 

@@ -103,7 +103,7 @@ type OutboxStatus struct {
 // DeviceStatus is one southbound device.
 type DeviceStatus struct {
 	Name      string    `json:"name"`
-	Kind      string    `json:"kind"` // modbus-tcp, modbus-rtu, serial
+	Kind      string    `json:"kind"` // modbus-tcp, modbus-rtu, serial, opcua
 	Online    bool      `json:"online"`
 	LastError string    `json:"last_error,omitempty"`
 	LastSeen  time.Time `json:"last_seen,omitzero"`

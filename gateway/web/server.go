@@ -303,6 +303,7 @@ func (s *Server) routes() http.Handler {
 	maps.Copy(api, s.tagRoutes())
 	maps.Copy(api, s.publishRoutes())
 	maps.Copy(api, s.probeRoutes())
+	maps.Copy(api, s.opcuaRoutes())
 	for pattern, h := range api {
 		mux.Handle(pattern, s.authed(routeScope(pattern), h))
 	}
