@@ -113,6 +113,12 @@ type Stats struct {
 	// restored at start, over the queue limits or the budget.
 	QueueBudgetDropped   atomic.Int64
 	QueuedRestoreDropped atomic.Int64
+	// QueueWaits counts the publishes that waited for room in a connected
+	// subscriber's full queue (flow control instead of a drop);
+	// QueueWaitTimeouts those that stopped waiting because the subscriber
+	// took nothing for 5 s (the drop policy then applied).
+	QueueWaits        atomic.Int64
+	QueueWaitTimeouts atomic.Int64
 
 	// Events counts the $events/ messages handed to in-process subscribers
 	// (events.go); EventsDropped the message_dropped events not published,
@@ -151,6 +157,10 @@ func New(cfg Config, opts Options) (*Broker, error) {
 	// The engine's inflight store holds both what is in flight and what is
 	// queued for a session; our hook drops the oldest beyond MaxQueued.
 	caps.MaximumInflight = uint16(min(cfg.Limits.MaxInflight+cfg.Limits.MaxQueued+1, math.MaxUint16))
+	// Queued messages take no packet id until sent, so a session may hold
+	// more than 65,535: the engine's hard bound leaves room above the
+	// hook's limit for the one message each publisher waiting for room adds.
+	caps.MaximumQueued = cfg.Limits.MaxInflight + cfg.Limits.MaxQueued + cfg.Limits.MaxConnections + 1024
 	caps.MaximumSessionExpiryInterval = uint32(cfg.Limits.MaxSessionExpiry / time.Second)
 	caps.MaximumMessageExpiryInterval = int64(cfg.Limits.MaxMessageExpiry / time.Second)
 	// The engine's per-client outbound queue is a channel of this many

@@ -159,6 +159,12 @@ type ACLRule struct {
 	Permission string `yaml:"permission"` // allow or deny
 }
 
+// QueueDropOldest and QueueDropNewest are the values of Limits.QueueDrop.
+const (
+	QueueDropOldest = "oldest"
+	QueueDropNewest = "newest"
+)
+
 // Limits bound resource use. Zero means "no limit" only where noted.
 type Limits struct {
 	// MaxPacketSize in bytes; larger packets get v5 DISCONNECT 0x95 (v3: close).
@@ -185,6 +191,12 @@ type Limits struct {
 	// counted. 0: no per-session byte limit (the memory budget still
 	// applies to all sessions together).
 	MaxQueuedBytes int64 `yaml:"max_queued_bytes"`
+	// QueueDrop is what a full session queue drops: "oldest" (the default,
+	// also when empty) or "newest" (the message that did not fit). Drops
+	// are counted (Stats.QueuedDropped). While the session's client is
+	// connected, publishers first wait for it to take messages (up to 5 s
+	// without progress) instead.
+	QueueDrop string `yaml:"queue_drop"`
 	// PublishRate is the per-client publish rate (messages/s, 0 = no limit)
 	// with PublishBurst; a client over it for PublishRateGrace gets v5
 	// DISCONNECT 0x96.
@@ -264,6 +276,7 @@ func DefaultConfig() Config {
 			MaxInflight:      1024,
 			MaxQueued:        10000,
 			MaxQueuedBytes:   16 << 20,
+			QueueDrop:        QueueDropOldest,
 			PublishRate:      0,
 			PublishBurst:     1000,
 			PublishRateGrace: 10 * time.Second,

@@ -79,6 +79,11 @@ type persistHook struct {
 	// session: the late events of an older connection with the same id
 	// (its disconnect racing a reconnect) must not rewrite the records.
 	owners map[string]*mochi.Client
+	// stored is the set of client ids that may have records in the store:
+	// those loaded at start and those of persistent sessions written since.
+	// A clean session whose id is not in it has nothing to remove, so its
+	// connect and disconnect write nothing (no commit, no fsync).
+	stored map[string]bool
 
 	sysMu      sync.Mutex
 	sysLast    *system.Info // latest counters, written at Stop
@@ -107,7 +112,7 @@ func newPersistHook(db Store, log *slog.Logger) *persistHook {
 	}
 	log = log.With("part", "mqtt-persist")
 	logs := ratelog.New(log, ratelog.Config{Every: persistLogEvery, Burst: 1, Total: 1})
-	return &persistHook{db: db, log: log, logs: logs, owners: make(map[string]*mochi.Client)}
+	return &persistHook{db: db, log: log, logs: logs, owners: make(map[string]*mochi.Client), stored: make(map[string]bool)}
 }
 
 // ID identifies the hook to the engine.
@@ -191,6 +196,13 @@ func (h *persistHook) current(cl *mochi.Client) bool {
 	return !ok || owner == cl
 }
 
+// markStored notes that id may now have records in the store.
+func (h *persistHook) markStored(id string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.stored[id] = true
+}
+
 // release forgets the owner of a session that ended.
 func (h *persistHook) release(cl *mochi.Client) {
 	h.mu.Lock()
@@ -222,6 +234,27 @@ func inflightKey(id string, packetID uint16, inbound bool) []byte {
 	return k
 }
 
+// queuedKey is the key of a message held for session id (queued or in
+// flight, a PUBLISH or its PUBREL): the session's queue sequence
+// (packets.Packet.QueueSeq), which the engine keeps from queueing to
+// acknowledgement, while the packet id is only given when the message is
+// sent. Layout: id, 0, 'q', 8 bytes big-endian. Records written before
+// (keyed by packet id, inflightKey) are rewritten under it when restored.
+func queuedKey(id string, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(append(clientPrefix(id), 'q'), seq)
+}
+
+// heldKey is the key of the record of pk, a message held for session id,
+// or the state of an inbound QoS 2 flow (its PUBREC, with the client's
+// packet id; completed by the client's PUBREL).
+func heldKey(id string, pk *packets.Packet) []byte {
+	inbound := pk.FixedHeader.Type == packets.Pubrec || pk.FixedHeader.Type == packets.Pubrel && pk.QueueSeq == 0
+	if inbound || pk.QueueSeq == 0 {
+		return inflightKey(id, pk.PacketID, inbound)
+	}
+	return queuedKey(id, pk.QueueSeq)
+}
+
 // ---- sessions ----
 
 // OnSessionEstablish runs after authentication and before the engine
@@ -233,10 +266,17 @@ func (h *persistHook) OnSessionEstablish(cl *mochi.Client, pk packets.Packet) {
 	if cl.Net.Inline || strings.IndexByte(cl.ID, 0) >= 0 {
 		return
 	}
+	persists := sessionPersists(cl)
 	h.mu.Lock()
 	h.owners[cl.ID] = cl
+	stored := h.stored[cl.ID]
+	if !persists {
+		// Its records are enqueued for removal below, before anything
+		// new could be written for this id.
+		delete(h.stored, cl.ID)
+	}
 	h.mu.Unlock()
-	if persists := sessionPersists(cl); cl.Properties.Clean || !persists {
+	if stored && (cl.Properties.Clean || !persists) {
 		h.deletePrefix(subsBucket, clientPrefix(cl.ID))
 		h.deletePrefix(inflightBucket, clientPrefix(cl.ID))
 		if !persists {
@@ -288,12 +328,20 @@ func (h *persistHook) deleteSession(id string) {
 	if strings.IndexByte(id, 0) >= 0 {
 		return
 	}
+	h.mu.Lock()
+	stored := h.stored[id]
+	delete(h.stored, id)
+	h.mu.Unlock()
+	if !stored {
+		return // a clean session: nothing of it was ever written
+	}
 	h.del(clientsBucket, []byte(id))
 	h.deletePrefix(subsBucket, clientPrefix(id))
 	h.deletePrefix(inflightBucket, clientPrefix(id))
 }
 
 func (h *persistHook) putClient(cl *mochi.Client) {
+	h.markStored(cl.ID)
 	props := cl.Properties.Props.Copy(false)
 	h.put(clientsBucket, []byte(cl.ID), storage.Client{
 		ID:              cl.ID,
@@ -328,6 +376,7 @@ func (h *persistHook) OnSubscribed(cl *mochi.Client, pk packets.Packet, reasonCo
 	if !sessionPersists(cl) {
 		return
 	}
+	h.markStored(cl.ID)
 	for i, f := range pk.Filters {
 		if i >= len(reasonCodes) || reasonCodes[i] >= packets.ErrUnspecifiedError.Code {
 			continue
@@ -397,8 +446,11 @@ func (h *persistHook) OnQosPublish(cl *mochi.Client, pk packets.Packet, sent int
 	m := storedMessage(cl.ID, pk)
 	m.T = storage.InflightKey
 	m.Sent = sent
-	inbound := pk.FixedHeader.Type == packets.Pubrec
-	h.put(inflightBucket, inflightKey(cl.ID, pk.PacketID, inbound), inflightRecord{Message: m, Seq: h.nextSeq()})
+	seq := pk.QueueSeq // the record's key and place in the queue
+	if pk.FixedHeader.Type == packets.Pubrec || seq == 0 {
+		seq = h.nextSeq()
+	}
+	h.put(inflightBucket, heldKey(cl.ID, &pk), inflightRecord{Message: m, Seq: seq})
 }
 
 var errTopicAliasOnly = errors.New("topic replaced by an outbound topic alias")
@@ -436,7 +488,7 @@ func (h *persistHook) nextSeq() uint64 {
 // (PUBREL).
 func (h *persistHook) OnQosComplete(cl *mochi.Client, pk packets.Packet) {
 	if sessionPersists(cl) {
-		h.del(inflightBucket, inflightKey(cl.ID, pk.PacketID, pk.FixedHeader.Type == packets.Pubrel))
+		h.del(inflightBucket, heldKey(cl.ID, &pk))
 	}
 }
 
@@ -444,7 +496,7 @@ func (h *persistHook) OnQosComplete(cl *mochi.Client, pk packets.Packet) {
 // clean start), except for an old connection whose session was taken over.
 func (h *persistHook) OnQosDropped(cl *mochi.Client, pk packets.Packet) {
 	if sessionPersists(cl) && !takenOver(cl) && h.current(cl) {
-		h.del(inflightBucket, inflightKey(cl.ID, pk.PacketID, pk.FixedHeader.Type == packets.Pubrec))
+		h.del(inflightBucket, heldKey(cl.ID, &pk))
 	}
 }
 
@@ -510,6 +562,9 @@ func (h *persistHook) StoredClients() ([]storage.Client, error) {
 	})
 	h.mu.Lock()
 	h.loaded = loaded
+	for id := range loaded {
+		h.stored[id] = true
+	}
 	h.mu.Unlock()
 	return out, err
 }
@@ -540,28 +595,75 @@ func (h *persistHook) StoredInflightMessages() ([]storage.Message, error) {
 	if h.srv != nil && h.queues != nil {
 		return nil, h.restoreInflight()
 	}
-	var recs []inflightRecord
+	type loaded struct {
+		key []byte
+		r   inflightRecord
+	}
+	var recs []loaded
 	err := h.load(inflightBucket, func(k, v []byte) error {
 		var r inflightRecord
-		if err := json.Unmarshal(v, &r); err != nil || !bytes.Equal(k, inflightKey(r.Client, r.PacketID, r.FixedHeader.Type == packets.Pubrec)) {
+		if err := json.Unmarshal(v, &r); err != nil {
+			return errBadRecord
+		}
+		if _, ok := recordKeyOK(k, &r); !ok {
 			return errBadRecord
 		}
 		if !h.isLoaded(r.Client) {
 			return errOrphan
 		}
-		recs = append(recs, r)
+		recs = append(recs, loaded{key: bytes.Clone(k), r: r})
 		return nil
 	})
 	// Stable: records without a sequence (older versions) stay in key order.
-	slices.SortStableFunc(recs, func(a, b inflightRecord) int { return cmp.Compare(a.Seq, b.Seq) })
+	slices.SortStableFunc(recs, func(a, b loaded) int { return cmp.Compare(a.r.Seq, b.r.Seq) })
+	prev := make(map[string]uint64)
 	out := make([]storage.Message, len(recs))
-	for i, r := range recs {
-		out[i] = r.Message
+	for i := range recs {
+		r := &recs[i].r
 		if r.Seq > h.seq.Load() {
 			h.seq.Store(r.Seq) // before any new record: the engine loads before it serves
 		}
+		if r.FixedHeader.Type != packets.Pubrec {
+			r.Message.QueueSeq = h.requeue(recs[i].key, r.Client, r.Seq, prev, func(seq uint64) inflightRecord {
+				rec := *r
+				rec.Seq = seq
+				return rec
+			})
+		}
+		out[i] = r.Message
 	}
 	return out, err
+}
+
+// recordKeyOK tells whether k is the key of record r: its queue key, or
+// the key by packet id of an inbound QoS 2 state or of a message written
+// before queue keys existed (legacy).
+func recordKeyOK(k []byte, r *inflightRecord) (legacy, ok bool) {
+	if r.FixedHeader.Type == packets.Pubrec {
+		return false, bytes.Equal(k, inflightKey(r.Client, r.PacketID, true))
+	}
+	if bytes.Equal(k, queuedKey(r.Client, r.Seq)) {
+		return false, true
+	}
+	return true, bytes.Equal(k, inflightKey(r.Client, r.PacketID, false))
+}
+
+// requeue returns the queue sequence of a restored message of session cid,
+// stored under key with sequence seq, given the session's messages before
+// it (oldest first; prev holds the last sequence given per session): its
+// own sequence if it follows the one before, else the next one. A record
+// whose key changes (one keyed by packet id, written by an older version;
+// or out of order) is rewritten under its queue key (rec builds it).
+func (h *persistHook) requeue(key []byte, cid string, seq uint64, prev map[string]uint64, rec func(seq uint64) inflightRecord) uint64 {
+	if seq <= prev[cid] {
+		seq = prev[cid] + 1
+	}
+	prev[cid] = seq
+	if nk := queuedKey(cid, seq); !bytes.Equal(key, nk) {
+		h.del(inflightBucket, key)
+		h.put(inflightBucket, nk, rec(seq))
+	}
+	return seq
 }
 
 // restoreCandidate is one persisted inflight record, before it is decoded.
@@ -612,7 +714,8 @@ func (h *persistHook) restoreInflight() error {
 	err := h.db.ForEach(inflightBucket, func(k, v []byte) error {
 		i := bytes.IndexByte(k, 0)
 		seq, ok := recordSeq(v)
-		if i <= 0 || (len(k) != i+3 && !(len(k) == i+4 && k[i+3] == 'i')) || !ok {
+		queueKey := len(k) == i+10 && k[i+1] == 'q'
+		if i <= 0 || (len(k) != i+3 && !(len(k) == i+4 && k[i+3] == 'i') && !queueKey) || !ok {
 			bad++
 			remove = append(remove, bytes.Clone(k))
 			return nil
@@ -660,6 +763,7 @@ func (h *persistHook) restoreInflight() error {
 		}
 		rs := h.queues.newRestoreSession()
 		var kept []packets.Packet
+		var keptKeys [][]byte
 		dropped := 0
 		for j, c := range cands {
 			var r inflightRecord
@@ -674,7 +778,7 @@ func (h *persistHook) restoreInflight() error {
 			if err != nil {
 				return err
 			}
-			if decodeErr != nil || !bytes.Equal(c.key, inflightKey(r.Client, r.PacketID, r.FixedHeader.Type == packets.Pubrec)) {
+			if _, keyOK := recordKeyOK(c.key, &r); decodeErr != nil || !keyOK {
 				bad++
 				remove = append(remove, c.key)
 				continue
@@ -694,9 +798,21 @@ func (h *persistHook) restoreInflight() error {
 				dropped = len(cands) - j
 				break
 			}
+			pk.QueueSeq = r.Seq
 			kept = append(kept, pk)
+			keptKeys = append(keptKeys, c.key)
 		}
 		slices.Reverse(kept)
+		slices.Reverse(keptKeys)
+		prev := make(map[string]uint64, 1)
+		for j := range kept {
+			pk := &kept[j]
+			pk.QueueSeq = h.requeue(keptKeys[j], id, pk.QueueSeq, prev, func(seq uint64) inflightRecord {
+				m := storedMessage(id, *pk)
+				m.T = storage.InflightKey
+				return inflightRecord{Message: m, Seq: seq}
+			})
+		}
 		h.queues.adopt(cl, kept)
 		if dropped > 0 {
 			h.queues.logRestoreDrops(id, dropped, rs.refusal)

@@ -8,13 +8,18 @@ package mqtt
 // every message held for a session:
 //
 //   - per session, bounded by limits.max_queued_bytes (and, as before, by
-//     max_inflight + max_queued messages): beyond either, the oldest message
-//     is dropped and counted (Stats.QueuedDropped), as max_queued always did;
+//     max_inflight + max_queued messages): beyond either, a publisher to a
+//     connected session waits for room (flow control, waitRoom), and for an
+//     offline one the oldest message (or the newest: limits.queue_drop) is
+//     dropped and counted (Stats.QueuedDropped);
 //   - all sessions together against the gateway's memory budget (account
 //     "mqtt_queues", on /metrics): when the budget refuses a new message,
 //     the session's oldest messages are dropped until it fits, or the new
 //     one when nothing older is left (Stats.QueueBudgetDropped);
 //   - the QoS 0 queue of offline sessions (queue_qos0) the same way.
+//
+// Messages are known by the engine's queue sequence (Packet.QueueSeq): a
+// queued message has no packet id until it is sent.
 //
 // A message counts its payload, topic and property bytes plus
 // queuedOverhead for the engine's bookkeeping. The hook runs after the
@@ -72,20 +77,25 @@ type sessionQueues struct {
 }
 
 // sessionQueue is one session's held messages, in queue order.
+//
+// Messages are known by the engine's queue sequence (packets.Packet
+// QueueSeq), not by packet id: a queued message takes its packet id only
+// when it is sent. Every operation is O(1) (amortised): add appends, remove
+// forgets, oldest skips the refs already removed at the head.
 type sessionQueue struct {
 	bytes int64                // QoS 1/2 messages held
-	ids   map[uint16]queuedRef // packet id → the message now under it
-	order []queuedRef          // queue order; stale refs (gone, or id reused) are skipped
+	seqs  map[uint64]queuedRef // queue sequence → the message
+	order []queuedRef          // queue order; removed refs are skipped
 	head  int
-	gen   uint64
 	qos0  int64 // bytes of the QoS 0 queue (extensions.go)
+	// drained, when not nil, is closed when a message leaves the queue:
+	// publishers waiting for room (waitRoom) wake up.
+	drained chan struct{}
 }
 
-// queuedRef is one held message: its packet id, a generation that tells it
-// from a later message under the same id, and its counted size.
+// queuedRef is one held message: its queue sequence and counted size.
 type queuedRef struct {
-	id   uint16
-	gen  uint64
+	seq  uint64
 	size int64
 }
 
@@ -125,67 +135,85 @@ func (q *sessionQueues) Init(config any) error {
 func (q *sessionQueues) session(id string) *sessionQueue {
 	sq := q.m[id]
 	if sq == nil {
-		sq = &sessionQueue{ids: make(map[uint16]queuedRef)}
+		sq = &sessionQueue{seqs: make(map[uint64]queuedRef)}
 		q.m[id] = sq
 	}
 	return sq
 }
 
-// add records a message under id at the end of the queue. q.mu held.
-func (sq *sessionQueue) add(id uint16, size int64) {
-	sq.gen++
-	r := queuedRef{id: id, gen: sq.gen, size: size}
-	sq.ids[id] = r
+// add records message seq at the end of the queue. q.mu held.
+func (sq *sessionQueue) add(seq uint64, size int64) {
+	r := queuedRef{seq: seq, size: size}
+	sq.seqs[seq] = r
 	sq.order = append(sq.order, r)
 	sq.bytes += size
 }
 
-// remove forgets the message under id, returning its size (0: none).
-// q.mu held.
-func (sq *sessionQueue) remove(id uint16) int64 {
-	r, ok := sq.ids[id]
+// remove forgets message seq, returning its size (0: none), and wakes the
+// publishers waiting for room. q.mu held.
+func (sq *sessionQueue) remove(seq uint64) int64 {
+	r, ok := sq.seqs[seq]
 	if !ok {
 		return 0
 	}
-	delete(sq.ids, id)
+	delete(sq.seqs, seq)
 	sq.bytes -= r.size
+	if sq.drained != nil {
+		close(sq.drained)
+		sq.drained = nil
+	}
+	sq.trim()
 	return r.size
 }
 
-// oldest returns the oldest held message other than except, dropping stale
-// refs from the head of the queue. q.mu held.
-func (sq *sessionQueue) oldest(except uint16) (queuedRef, bool) {
+// trim drops the removed refs at the head of the order and compacts it,
+// so that it does not grow while messages are acknowledged. q.mu held.
+func (sq *sessionQueue) trim() {
 	for sq.head < len(sq.order) {
-		r := sq.order[sq.head]
-		if cur, ok := sq.ids[r.id]; ok && cur.gen == r.gen {
+		if _, ok := sq.seqs[sq.order[sq.head].seq]; ok {
 			break
 		}
 		sq.head++
 	}
-	if sq.head > 1024 && sq.head > len(sq.order)/2 {
+	switch {
+	case sq.head == len(sq.order):
+		sq.order = sq.order[:0]
+		sq.head = 0
+	case sq.head > 1024 && sq.head > len(sq.order)/2:
 		sq.order = append(sq.order[:0:0], sq.order[sq.head:]...)
 		sq.head = 0
 	}
+}
+
+// oldest returns the oldest held message other than except, dropping the
+// removed refs from the head of the queue: O(1) amortised (a ref is skipped
+// once; except, the message being added, is the newest, so at most one
+// live ref is passed over). q.mu held.
+func (sq *sessionQueue) oldest(except uint64) (queuedRef, bool) {
+	sq.trim()
 	for i := sq.head; i < len(sq.order); i++ {
 		r := sq.order[i]
-		if cur, ok := sq.ids[r.id]; ok && cur.gen == r.gen && r.id != except {
+		if _, ok := sq.seqs[r.seq]; ok && r.seq != except {
 			return r, true
 		}
 	}
 	return queuedRef{}, false
 }
 
-// empty tells whether the session holds nothing any more. q.mu held.
-func (sq *sessionQueue) empty() bool { return len(sq.ids) == 0 && sq.qos0 == 0 }
+// count is the number of QoS 1/2 messages held. q.mu held.
+func (sq *sessionQueue) count() int { return len(sq.seqs) }
 
-// release forgets the message under id of session cid and gives its bytes
-// back to the budget.
-func (q *sessionQueues) release(cid string, id uint16) {
+// empty tells whether the session holds nothing any more. q.mu held.
+func (sq *sessionQueue) empty() bool { return len(sq.seqs) == 0 && sq.qos0 == 0 && sq.drained == nil }
+
+// release forgets message seq of session cid and gives its bytes back to
+// the budget.
+func (q *sessionQueues) release(cid string, seq uint64) {
 	q.mu.Lock()
 	sq := q.m[cid]
 	var size int64
 	if sq != nil {
-		size = sq.remove(id)
+		size = sq.remove(seq)
 		if sq.empty() {
 			delete(q.m, cid)
 		}
@@ -195,80 +223,157 @@ func (q *sessionQueues) release(cid string, id uint16) {
 }
 
 // OnQosPublish accounts for a QoS 1/2 message now held for cl and applies
-// the limits: over max_inflight + max_queued messages or max_queued_bytes,
-// or refused by the memory budget, the session's oldest messages are
-// dropped (the new one last). A message already counted (a resend after a
-// reconnect) changes nothing.
+// the limits. Refused by the memory budget, the session's oldest messages
+// are dropped (the new one last). Over max_inflight + max_queued messages
+// or max_queued_bytes:
+//
+//   - while cl is connected, the publishing goroutine waits for the
+//     subscriber to take messages (flow control: the publisher's reader
+//     stops, so its PUBACKs and its next publishes wait); it waits as long
+//     as the subscriber makes progress, and at most queueStallTimeout
+//     without any (see waitRoom);
+//   - then, or when cl is offline, messages are dropped by the configured
+//     policy (limits.queue_drop: the oldest held, or the new one), counted
+//     in Stats.QueuedDropped and reported as message_dropped events.
+//
+// A message already counted (a resend after a reconnect) changes nothing.
+// Every step is O(1) in the queue length.
 func (q *sessionQueues) OnQosPublish(cl *mochi.Client, pk packets.Packet, sent int64, resends int) {
-	if resends != 0 || pk.FixedHeader.Type != packets.Publish || cl.Net.Inline {
+	if resends != 0 || pk.FixedHeader.Type != packets.Publish || cl.Net.Inline || pk.QueueSeq == 0 {
 		return
 	}
 	l := q.b.rt.Load().limits
 	maxCount, maxBytes := l.MaxInflight+l.MaxQueued, l.MaxQueuedBytes
+	dropNewest := l.QueueDrop == QueueDropNewest
 	size := queuedSize(&pk)
+	seq := pk.QueueSeq
 
 	var overLimit, overBudget []queuedRef
 	dropNew := false
 	q.mu.Lock()
 	sq := q.session(cl.ID)
-	if r, ok := sq.ids[pk.PacketID]; ok && r.size == size {
+	if _, ok := sq.seqs[seq]; ok {
 		q.mu.Unlock()
 		return
 	}
-	q.acct.Release(sq.remove(pk.PacketID)) // a stale entry under a reused id (missed event)
 	// The budget first: drop this session's oldest until the new one fits.
 	reconciled := false
 	for !q.reserve(size) {
 		if !reconciled && time.Since(q.reconciled) >= queueReconcileEvery {
 			reconciled = true
-			q.reconcileLocked(cl.ID, pk.PacketID)
+			q.reconcileLocked(cl.ID, seq)
 			sq = q.session(cl.ID)
 			continue
 		}
-		r, ok := sq.oldest(pk.PacketID)
+		r, ok := sq.oldest(seq)
 		if !ok {
 			dropNew = true
 			break
 		}
-		sq.remove(r.id)
+		sq.remove(r.seq)
 		q.acct.Release(r.size)
 		overBudget = append(overBudget, r)
 	}
 	if !dropNew {
-		sq.add(pk.PacketID, size)
-		for (maxBytes > 0 && sq.bytes > maxBytes) || len(sq.ids) > maxCount {
-			r, ok := sq.oldest(pk.PacketID)
-			if !ok {
+		sq.add(seq, size)
+		over := func() bool { return (maxBytes > 0 && sq.bytes > maxBytes) || sq.count() > maxCount }
+		if over() && q.mayWait(cl, &pk) {
+			q.mu.Unlock()
+			room := q.waitRoom(cl, maxCount, maxBytes)
+			q.mu.Lock()
+			sq = q.session(cl.ID)
+			if _, ok := sq.seqs[seq]; !ok || room {
+				// There was room for it (what is over the limit now is a
+				// later publisher's, which waits in turn), or it was
+				// acknowledged or dropped meanwhile.
+				sq = nil
+			}
+		}
+		for sq != nil && over() {
+			r, ok := sq.oldest(seq)
+			if dropNewest || !ok {
 				break
 			}
-			sq.remove(r.id)
+			sq.remove(r.seq)
 			q.acct.Release(r.size)
 			overLimit = append(overLimit, r)
 		}
-		if maxBytes > 0 && sq.bytes > maxBytes {
-			// The new message alone is over the limit.
-			sq.remove(pk.PacketID)
+		if sq != nil && over() {
+			// The new message alone is over the limit, or the policy
+			// drops the newest.
+			sq.remove(seq)
 			q.acct.Release(size)
-			overLimit = append(overLimit, queuedRef{id: pk.PacketID, size: size})
+			overLimit = append(overLimit, queuedRef{seq: seq, size: size})
 		}
 	}
-	if sq.empty() {
+	if sq := q.m[cl.ID]; sq != nil && sq.empty() {
 		delete(q.m, cl.ID)
 	}
 	q.mu.Unlock()
 
 	if dropNew {
-		overBudget = append(overBudget, queuedRef{id: pk.PacketID, size: size})
+		overBudget = append(overBudget, queuedRef{seq: seq, size: size})
 	}
 	if n := q.drop(cl, overLimit, "queue_full"); n > 0 {
 		q.b.stats.QueuedDropped.Add(int64(n))
-		q.b.hook.logs.warn("queue:"+cl.ID, "session queue full: oldest messages dropped", "client", logClip(cl.ID),
-			"dropped", n, "max_queued", l.MaxQueued, "max_queued_bytes", maxBytes)
+		q.b.hook.logs.warn("queue:"+cl.ID, "session queue full: messages dropped", "client", logClip(cl.ID),
+			"dropped", n, "policy", l.QueueDrop, "max_queued", l.MaxQueued, "max_queued_bytes", maxBytes)
 	}
 	if n := q.drop(cl, overBudget, "memory_budget"); n > 0 {
 		q.b.stats.QueueBudgetDropped.Add(int64(n))
 		q.b.hook.logs.warn("queue-budget:"+cl.ID, "memory budget exhausted: session messages dropped", "client", logClip(cl.ID),
 			"dropped", n, "queued_bytes_total", q.acct.Used())
+	}
+}
+
+// queueStallTimeout is how long a publisher waits for room in a connected
+// subscriber's full queue while the subscriber takes nothing; then the
+// queue's drop policy applies.
+const queueStallTimeout = 5 * time.Second
+
+// queueWaitPoll bounds each wait for room, so that a subscriber that
+// disconnects (or a broker that stops) ends the wait soon.
+const queueWaitPoll = 100 * time.Millisecond
+
+// mayWait tells whether the publisher of pk may wait for room in cl's
+// queue: cl is connected, and is not the publisher itself (its own reader
+// takes its acknowledgements: it would wait for itself).
+func (q *sessionQueues) mayWait(cl *mochi.Client, pk *packets.Packet) bool {
+	return cl.Net.Conn != nil && !cl.Closed() && pk.Origin != cl.ID && !cl.IsTakenOver()
+}
+
+// waitRoom waits until cl's queue is within its limits (true), or cl
+// disconnects or queueStallTimeout passes without any message leaving the
+// queue (false).
+func (q *sessionQueues) waitRoom(cl *mochi.Client, maxCount int, maxBytes int64) bool {
+	q.b.stats.QueueWaits.Add(1)
+	stall := time.NewTimer(queueStallTimeout)
+	defer stall.Stop()
+	poll := time.NewTicker(queueWaitPoll)
+	defer poll.Stop()
+	for {
+		q.mu.Lock()
+		sq := q.session(cl.ID)
+		if (maxBytes <= 0 || sq.bytes <= maxBytes) && sq.count() <= maxCount {
+			q.mu.Unlock()
+			return true
+		}
+		if sq.drained == nil {
+			sq.drained = make(chan struct{})
+		}
+		drained := sq.drained
+		q.mu.Unlock()
+		select {
+		case <-drained:
+			stall.Reset(queueStallTimeout) // progress
+		case <-poll.C:
+			if cl.Closed() || cl.IsTakenOver() {
+				return false
+			}
+		case <-stall.C:
+			q.b.stats.QueueWaitTimeouts.Add(1)
+			return false
+		}
 	}
 }
 
@@ -278,8 +383,11 @@ func (q *sessionQueues) OnQosPublish(cl *mochi.Client, pk packets.Packet, sent i
 func (q *sessionQueues) drop(cl *mochi.Client, refs []queuedRef, reason string) int {
 	n := 0
 	for _, r := range refs {
-		pk, ok := cl.State.Inflight.Get(r.id)
-		if !ok || pk.FixedHeader.Type != packets.Publish || !cl.State.Inflight.Delete(r.id) {
+		if cur, ok := cl.State.Inflight.GetSeq(r.seq); !ok || cur.FixedHeader.Type != packets.Publish {
+			continue // acknowledged, or a PUBREL: the client has the message
+		}
+		pk, ok := cl.State.Inflight.DeleteSeq(r.seq)
+		if !ok {
 			continue
 		}
 		atomic.AddInt64(&q.b.srv.Info.Inflight, -1)
@@ -296,7 +404,7 @@ func (q *sessionQueues) drop(cl *mochi.Client, refs []queuedRef, reason string) 
 // completes an inbound QoS 2 flow (the client's packet ids): not held here.
 func (q *sessionQueues) OnQosComplete(cl *mochi.Client, pk packets.Packet) {
 	if pk.FixedHeader.Type != packets.Pubrel {
-		q.release(cl.ID, pk.PacketID)
+		q.release(cl.ID, pk.QueueSeq)
 	}
 }
 
@@ -307,7 +415,7 @@ func (q *sessionQueues) OnQosDropped(cl *mochi.Client, pk packets.Packet) {
 	if cl.IsTakenOver() || pk.FixedHeader.Type == packets.Pubrec {
 		return
 	}
-	q.release(cl.ID, pk.PacketID)
+	q.release(cl.ID, pk.QueueSeq)
 }
 
 // OnClientExpired releases everything an expired session held (the engine
@@ -334,16 +442,16 @@ func (q *sessionQueues) forgetSession(cid string) {
 // reconcileLocked recounts every session from the engine's state, so that
 // an event the hook missed can never leave the budget short for good. It
 // runs at most once a second, when the budget refuses, and leaves out the
-// message being added (skipCID, skipID), which the caller accounts for.
+// message being added (skipCID, skipSeq), which the caller accounts for.
 // q.mu held.
-func (q *sessionQueues) reconcileLocked(skipCID string, skipID uint16) {
+func (q *sessionQueues) reconcileLocked(skipCID string, skipSeq uint64) {
 	q.reconciled = time.Now()
 	var before, after int64
 	next := make(map[string]*sessionQueue, len(q.m))
 	for id, sq := range q.m {
 		before += sq.bytes
 		if sq.qos0 > 0 {
-			next[id] = &sessionQueue{ids: make(map[uint16]queuedRef), qos0: sq.qos0}
+			next[id] = &sessionQueue{seqs: make(map[uint64]queuedRef), qos0: sq.qos0}
 		}
 	}
 	for id, cl := range q.b.srv.Clients.GetAll() {
@@ -351,16 +459,16 @@ func (q *sessionQueues) reconcileLocked(skipCID string, skipID uint16) {
 			continue
 		}
 		for _, pk := range cl.State.Inflight.GetAll(false) {
-			if pk.FixedHeader.Type != packets.Publish || (id == skipCID && pk.PacketID == skipID) {
+			if pk.FixedHeader.Type != packets.Publish || (id == skipCID && pk.QueueSeq == skipSeq) {
 				continue
 			}
 			sq := next[id]
 			if sq == nil {
-				sq = &sessionQueue{ids: make(map[uint16]queuedRef)}
+				sq = &sessionQueue{seqs: make(map[uint64]queuedRef)}
 				next[id] = sq
 			}
 			size := queuedSize(&pk)
-			sq.add(pk.PacketID, size)
+			sq.add(pk.QueueSeq, size)
 			after += size
 		}
 	}
@@ -455,13 +563,14 @@ func (r *restoreSession) admit(size int64) bool {
 	return false
 }
 
-// adopt puts the admitted messages (oldest first) in cl's inflight state and
-// records them in the session's queue, their bytes being reserved already.
+// adopt puts the admitted messages (oldest first, each with the QueueSeq it
+// is stored under) in cl's inflight state and records them in the
+// session's queue, their bytes being reserved already.
 func (q *sessionQueues) adopt(cl *mochi.Client, pks []packets.Packet) {
 	q.mu.Lock()
 	sq := q.session(cl.ID)
 	for i := range pks {
-		sq.add(pks[i].PacketID, queuedSize(&pks[i]))
+		sq.add(pks[i].QueueSeq, queuedSize(&pks[i]))
 	}
 	q.mu.Unlock()
 	for _, pk := range pks {

@@ -280,6 +280,9 @@ func (l Limits) validate(v *validator) {
 	if l.MaxQueuedBytes != 0 && (l.MaxQueuedBytes < int64(l.MaxPacketSize) || l.MaxQueuedBytes > maxQueuedBytes) {
 		v.Addf("limits.max_queued_bytes", "must be 0 (no limit) or from limits.max_packet_size (%d) to %d, got %d", l.MaxPacketSize, int64(maxQueuedBytes), l.MaxQueuedBytes)
 	}
+	if l.QueueDrop != "" && l.QueueDrop != QueueDropOldest && l.QueueDrop != QueueDropNewest {
+		v.Addf("limits.queue_drop", "must be %q or %q, got %q", QueueDropOldest, QueueDropNewest, l.QueueDrop)
+	}
 	v.rate("limits.publish_rate", l.PublishRate)
 	v.IntRange("limits.publish_burst", l.PublishBurst, 1, maxBurst)
 	v.nonNegative("limits.publish_rate_grace", l.PublishRateGrace)

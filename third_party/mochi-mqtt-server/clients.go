@@ -5,13 +5,13 @@
 package mqtt
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -116,7 +116,7 @@ type Client struct {
 // ClientConnection contains the connection transport and metadata for the client.
 type ClientConnection struct {
 	Conn   net.Conn      // the net.Conn used to establish the connection
-	bconn  *bufio.Reader // a buffered net.Conn for reading packets
+	bconn  *connReader   // a buffered net.Conn for reading packets; fieldgate patch (idle memory): was a bufio.Reader
 	outbuf *bytes.Buffer // a buffer for writing packets
 	// fieldgate patch (deferred acks): true while the reading goroutine
 	// handles a packet; what is written meanwhile (its PUBACKs, PUBRECs…)
@@ -191,7 +191,7 @@ type ClientState struct {
 	InboundQos2     *Inflight            // fieldgate patch (inbound QoS 2 state): PUBRECs of client publishes awaiting PUBREL, by the client's packet id
 	Subscriptions   *Subscriptions       // a map of the subscription filters a client maintains
 	disconnected    int64                // the time the client disconnected in unix time, for calculating expiry
-	outbound        chan *packets.Packet // queue for pending outbound packets
+	outbound        *outboundPacketQueue // queue for pending outbound packets; fieldgate patch (idle memory): grows as needed, was a channel
 	endOnce         sync.Once            // only end once
 	isTakenOver     atomic.Bool          // used to identify orphaned clients
 	packetID        uint32               // the current highest packetID
@@ -203,6 +203,10 @@ type ClientState struct {
 	outboundQty     int32                // number of messages currently in the outbound queue
 	Keepalive       uint16               // the number of seconds the connection can wait
 	ServerKeepalive bool                 // keepalive was set by the server
+
+	// fieldgate patch (retained flow control): pending retained
+	// deliveries, nil until a subscription has more than fit at once.
+	retained atomic.Pointer[retainedFeed]
 }
 
 // newClient returns a new instance of Client. This is almost exclusively used by Server
@@ -218,7 +222,7 @@ func newClient(c net.Conn, o *ops) *Client {
 			open:          ctx,
 			cancelOpen:    cancel,
 			Keepalive:     defaultKeepalive,
-			outbound:      make(chan *packets.Packet, writesPending(c, o)),
+			outbound:      newOutboundPacketQueue(int(writesPending(c, o))), // fieldgate patch (idle memory)
 		},
 		Properties: ClientProperties{
 			ProtocolVersion: defaultClientProtocolVersion, // default protocol version
@@ -229,7 +233,7 @@ func newClient(c net.Conn, o *ops) *Client {
 	if c != nil {
 		cl.Net = ClientConnection{
 			Conn:   c,
-			bconn:  bufio.NewReaderSize(c, o.options.ClientNetReadBufferSize),
+			bconn:  newConnReader(c, o.options.ClientNetReadBufferSize), // fieldgate patch (idle memory)
 			Remote: c.RemoteAddr().String(),
 		}
 	}
@@ -258,9 +262,14 @@ func (cl *Client) WriteLoop() {
 	cl.writeLoop()
 }
 
-// startWriter starts the write loop the first time a packet is queued for
-// the client: an idle connection does not hold a writer goroutine and its
-// stack. Call it after queueing. fieldgate patch (idle memory).
+// writerIdle is how long a write loop waits for a packet before it ends
+// (a variable for tests). fieldgate patch (idle memory).
+var writerIdle = 10 * time.Second
+
+// startWriter starts the write loop when a packet is queued for the client
+// and none runs (the first time, or after it ended idle): an idle
+// connection does not hold a writer goroutine and its stack. Call it after
+// queueing. fieldgate patch (idle memory).
 func (cl *Client) startWriter() {
 	if !cl.State.writerStarted.Load() && cl.State.writerStarted.CompareAndSwap(false, true) {
 		go cl.writeLoop()
@@ -268,22 +277,38 @@ func (cl *Client) startWriter() {
 }
 
 func (cl *Client) writeLoop() {
+	// fieldgate patch (idle memory): the loop ends after writerIdle with
+	// nothing to write (its stack, often 8 KiB, is freed); the next packet
+	// queued starts it again (startWriter).
+	idle := time.NewTimer(writerIdle)
+	defer idle.Stop()
 	for {
-		select {
-		case pk := <-cl.State.outbound:
-			if err := cl.WritePacket(*pk); err != nil {
-				// TODO : Figure out what to do with error
-				cl.ops.log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
-			}
-			atomic.AddInt32(&cl.State.outboundQty, -1)
-			putPacket(pk) // fieldgate patch (hot path): queued packets are pooled
-			// fieldgate patch (no QoS>0 drop): packets that found the queue
-			// full wait in the inflight store; refill from them.
-			if cl.State.Inflight.Waiting() > 0 && len(cl.State.outbound) <= cap(cl.State.outbound)/2 {
-				cl.sendWaiting()
-			}
-		case <-cl.State.open.Done():
+		pk, res := cl.State.outbound.pop(cl.State.open.Done(), idle, writerIdle) // fieldgate patch (idle memory): a queue, not a channel
+		switch res {
+		case popClosed:
 			return
+		case popIdle:
+			cl.State.writerStarted.Store(false)
+			// A packet queued before the flag was cleared found the loop
+			// running: carry on for it, unless a new loop took it.
+			if cl.State.outbound.Len() == 0 || !cl.State.writerStarted.CompareAndSwap(false, true) {
+				return
+			}
+			continue
+		}
+		if err := cl.WritePacket(*pk); err != nil {
+			// TODO : Figure out what to do with error
+			cl.ops.log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
+		}
+		atomic.AddInt32(&cl.State.outboundQty, -1)
+		putPacket(pk) // fieldgate patch (hot path): queued packets are pooled
+		if cl.State.outbound.Len() <= retainedQueueRoom/2 {
+			cl.wakeRetained() // fieldgate patch (retained flow control)
+		}
+		// fieldgate patch (no QoS>0 drop): packets that found the queue
+		// full wait in the inflight store; refill from them.
+		if cl.State.Inflight.Waiting() > 0 && cl.State.outbound.Len() <= cl.State.outbound.Cap()/2 {
+			cl.sendWaiting()
 		}
 	}
 }
@@ -406,7 +431,7 @@ func (cl *Client) sendWaiting() {
 		if atomic.LoadInt32(&in.maximumSendQuota) > 0 && atomic.LoadInt32(&in.sendQuota) <= 0 {
 			return
 		}
-		if len(cl.State.outbound) >= cap(cl.State.outbound) {
+		if cl.State.outbound.Len() >= cl.State.outbound.Cap() {
 			return // the write loop calls again when it has drained the queue
 		}
 		pk, ok := in.TakeImmediate()
@@ -416,16 +441,14 @@ func (cl *Client) sendWaiting() {
 		in.DecreaseSendQuota()
 		out := getPacket()
 		*out = pk
-		select {
-		case cl.State.outbound <- out:
-			atomic.AddInt32(&cl.State.outboundQty, 1)
-			cl.startWriter()
-		default: // only this function and publishers fill the queue: put it back in front
+		if !cl.State.outbound.push(out) { // only this function and publishers fill the queue: put it back in front
 			putPacket(out)
 			in.IncreaseSendQuota()
 			in.Untake(pk)
 			return
 		}
+		atomic.AddInt32(&cl.State.outboundQty, 1)
+		cl.startWriter()
 	}
 }
 
@@ -488,32 +511,31 @@ func (cl *Client) ClearInflights() {
 			atomic.AddInt64(&cl.ops.info.Inflight, -1)
 		}
 	}
-	for _, tk := range cl.State.Inflight.GetAll(false) {
-		if ok := cl.State.Inflight.Delete(tk.PacketID); ok {
-			cl.ops.hooks.OnQosDropped(cl, tk)
-			atomic.AddInt64(&cl.ops.info.Inflight, -1)
-		}
-	}
+	// fieldgate patch (queue without ids): the queue is taken whole, not
+	// copied and sorted first.
+	cl.State.Inflight.TakeAll(func(tk packets.Packet) {
+		cl.ops.hooks.OnQosDropped(cl, tk)
+		atomic.AddInt64(&cl.ops.info.Inflight, -1)
+	})
 }
 
 // ClearExpiredInflights deletes any inflight messages which have expired.
 func (cl *Client) ClearExpiredInflights(now, maximumExpiry int64) []uint16 {
 	deleted := []uint16{}
-	for _, tk := range cl.State.Inflight.GetAllWithExpiry() { // fieldgate patch (first delivery): waiting ones expire too
-		expired := tk.ProtocolVersion == 5 && tk.Expiry > 0 && tk.Expiry < now // [MQTT-3.3.2-5]
-
-		// If the maximum message expiry interval is set (greater than 0), and the message
-		// retention period exceeds the maximum expiry, the message will be forcibly removed.
-		enforced := maximumExpiry > 0 && now-tk.Created > maximumExpiry
-
-		if expired || enforced {
-			if ok := cl.State.Inflight.Delete(tk.PacketID); ok {
-				cl.ops.hooks.OnQosDropped(cl, tk)
-				atomic.AddInt64(&cl.ops.info.Inflight, -1)
+	// fieldgate patch (first delivery): waiting ones expire too.
+	// fieldgate patch (queue without ids): the expired ones are picked
+	// without sorting the whole queue, and removed by sequence (a queued
+	// message has no packet id yet: 0 in the list returned).
+	for _, tk := range cl.State.Inflight.Expired(now, maximumExpiry) { // [MQTT-3.3.2-5]
+		if _, ok := cl.State.Inflight.DeleteSeq(tk.QueueSeq); ok {
+			cl.ops.hooks.OnQosDropped(cl, tk)
+			atomic.AddInt64(&cl.ops.info.Inflight, -1)
+			if tk.PacketID != 0 { // a queued message has no id yet
 				deleted = append(deleted, tk.PacketID)
 			}
 		}
 	}
+	slices.Sort(deleted)
 
 	return deleted
 }
@@ -545,12 +567,7 @@ func (cl *Client) Read(packetHandler ReadFn) error {
 			return err
 		}
 
-		pk, err := cl.ReadPacket(fh)
-		if err != nil {
-			return err
-		}
-
-		err = cl.handle(packetHandler, pk) // Process inbound packet.
+		err = cl.readAndHandle(packetHandler, fh) // fieldgate patch (idle memory): the packet lives in its frame
 		if err != nil {
 			return err
 		}
@@ -840,7 +857,7 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 			}
 			return int64(n), err
 		}
-		if len(cl.State.outbound) == 0 {
+		if cl.State.outbound.Len() == 0 {
 			if cl.Net.outbuf == nil {
 				return buf.WriteTo(cl.Net.Conn)
 			}

@@ -313,7 +313,7 @@ func TestClientNextPacketIDInUse(t *testing.T) {
 func TestClientNextPacketIDExhausted(t *testing.T) {
 	cl, _, _ := newTestClient()
 	for i := uint32(1); i <= cl.ops.options.Capabilities.maximumPacketID; i++ {
-		cl.State.Inflight.internal[uint16(i)] = inflightEntry{pk: packets.Packet{PacketID: uint16(i)}} // fieldgate patch: entries carry a sequence
+		cl.State.Inflight.Set(packets.Packet{PacketID: uint16(i)}) // fieldgate patch: entries are keyed by sequence
 	}
 
 	i, err := cl.NextPacketID()
@@ -325,14 +325,14 @@ func TestClientNextPacketIDExhausted(t *testing.T) {
 func TestClientNextPacketIDOverflow(t *testing.T) {
 	cl, _, _ := newTestClient()
 	for i := uint32(0); i < cl.ops.options.Capabilities.maximumPacketID; i++ {
-		cl.State.Inflight.internal[uint16(i)] = inflightEntry{} // fieldgate patch
+		cl.State.Inflight.Set(packets.Packet{PacketID: uint16(i)}) // fieldgate patch
 	}
 
 	cl.State.packetID = cl.ops.options.Capabilities.maximumPacketID - 1
 	i, err := cl.NextPacketID()
 	require.NoError(t, err)
 	require.Equal(t, cl.ops.options.Capabilities.maximumPacketID, i)
-	cl.State.Inflight.internal[uint16(cl.ops.options.Capabilities.maximumPacketID)] = inflightEntry{} // fieldgate patch
+	cl.State.Inflight.Set(packets.Packet{PacketID: uint16(cl.ops.options.Capabilities.maximumPacketID)}) // fieldgate patch
 
 	cl.State.packetID = cl.ops.options.Capabilities.maximumPacketID
 	_, err = cl.NextPacketID()
@@ -792,7 +792,7 @@ func TestClientWritePacketBuffer(t *testing.T) {
 	small := packets.TPacketData[packets.Publish].Get(packets.TPublishNoPayload).Packet
 	large := packets.TPacketData[packets.Publish].Get(packets.TPublishBasic).Packet
 
-	cl.State.outbound <- small
+	cl.State.outbound.push(small) // fieldgate patch (idle memory): a queue, not a channel
 
 	tt := []struct {
 		pks  []*packets.Packet

@@ -47,12 +47,12 @@ func TestInflightGetAllAndImmediate(t *testing.T) {
 		{PacketID: 3, Created: 3, Expiry: -1},
 		{PacketID: 4, Created: 4, Expiry: -1},
 		{PacketID: 5, Created: 5},
-	}, cl.State.Inflight.GetAll(false))
+	}, withoutSeq(cl.State.Inflight.GetAll(false)))
 
 	require.Equal(t, []packets.Packet{
 		{PacketID: 3, Created: 3, Expiry: -1},
 		{PacketID: 4, Created: 4, Expiry: -1},
-	}, cl.State.Inflight.GetAll(true))
+	}, withoutSeq(cl.State.Inflight.GetAll(true)))
 }
 
 func TestInflightLen(t *testing.T) {
@@ -196,4 +196,13 @@ func TestNextImmediate(t *testing.T) {
 
 	_, ok = cl.State.Inflight.NextImmediate()
 	require.False(t, ok)
+}
+
+// withoutSeq clears the QueueSeq of the packets (fieldgate patch: queue
+// without ids), so they compare with packets written without one.
+func withoutSeq(pks []packets.Packet) []packets.Packet {
+	for i := range pks {
+		pks[i].QueueSeq = 0
+	}
+	return pks
 }

@@ -63,6 +63,12 @@ type Capabilities struct {
 	RetainAvailable              byte            `yaml:"retain_available" json:"retain_available"`                 // support of retain messages
 	WildcardSubAvailable         byte            `yaml:"wildcard_sub_available" json:"wildcard_sub_available"`     // support of wildcard subscriptions
 	SubIDAvailable               byte            `yaml:"sub_id_available" json:"sub_id_available"`                 // support of subscription identifiers
+
+	// MaximumQueued, when above 0, replaces MaximumInflight as the number
+	// of QoS > 0 messages a session may hold (queued and in flight): queued
+	// messages take no packet id, so it may exceed 65,535. fieldgate patch
+	// (queue without ids).
+	MaximumQueued int `yaml:"maximum_queued" json:"maximum_queued"`
 }
 
 // NewDefaultServerCapabilities defines the default features and capabilities provided by the server.
@@ -624,7 +630,9 @@ func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 			cl.State.InboundQos2 = existing.State.InboundQos2.Clone()
 		}
 		if existing.State.Inflight.Len() > 0 {
-			cl.State.Inflight = existing.State.Inflight.Clone() // [MQTT-3.1.2-5]
+			// fieldgate patch (queue without ids): moved, not copied (the
+			// old connection's ClearInflights below then finds it empty).
+			cl.State.Inflight = existing.State.Inflight.Move() // [MQTT-3.1.2-5]
 			if cl.State.Inflight.maximumReceiveQuota == 0 && cl.ops.options.Capabilities.ReceiveMaximum != 0 {
 				cl.State.Inflight.ResetReceiveQuota(int32(cl.ops.options.Capabilities.ReceiveMaximum)) // server receive max per client
 				cl.State.Inflight.ResetSendQuota(int32(cl.Properties.Props.ReceiveMaximum))            // client receive max
@@ -779,6 +787,7 @@ func (s *Server) processPacket(cl *Client, pk packets.Packet) error {
 	if cl.State.Inflight.Waiting() > 0 {
 		cl.sendWaiting()
 	}
+	cl.wakeRetained() // fieldgate patch (retained flow control): an ack may have returned send quota
 
 	return nil
 }
@@ -1126,53 +1135,43 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 	// by WritePacket; the packet kept in flight has its full topic.
 
 	if out.FixedHeader.Qos > 0 {
-		if cl.State.Inflight.Len() >= int(s.Options.Capabilities.MaximumInflight) {
+		// fieldgate patch (queue without ids): the bound on what a session
+		// holds is Capabilities.MaximumQueued when set (MaximumInflight is
+		// a uint16 and also caps the receive maximum).
+		maxHeld := int(s.Options.Capabilities.MaximumInflight)
+		if s.Options.Capabilities.MaximumQueued > 0 {
+			maxHeld = s.Options.Capabilities.MaximumQueued
+		}
+		if cl.State.Inflight.Len() >= maxHeld {
 			// add hook?
 			atomic.AddInt64(&s.Info.InflightDropped, 1)
 			s.Log.Warn("client store quota reached", "client", cl.ID, "listener", cl.Net.Listener)
 			return out, packets.ErrQuotaExceeded
 		}
 
-		i, err := cl.NextPacketID() // [MQTT-4.3.2-1] [MQTT-4.3.3-1]
-		if err != nil {
-			s.hooks.OnPacketIDExhausted(cl, pk)
-			atomic.AddInt64(&s.Info.InflightDropped, 1)
-			s.Log.Warn("packet ids exhausted", "error", err, "client", cl.ID, "listener", cl.Net.Listener)
-			return out, packets.ErrQuotaExceeded
-		}
-
-		out.PacketID = uint16(i) // [MQTT-2.2.1-4]
-		sentQuota := atomic.LoadInt32(&cl.State.Inflight.sendQuota)
-
-		added := cl.State.Inflight.Set(out) // [MQTT-4.3.2-3] [MQTT-4.3.3-3]
-		if added {
-			atomic.AddInt64(&s.Info.Inflight, 1)
-			s.hooks.OnQosPublish(cl, out, out.Created, 0)
-		}
+		// fieldgate patch (queue without ids): the message joins the end of
+		// the session's queue without a packet id [MQTT-4.3.2-3]
+		// [MQTT-4.3.3-3]; sendWaiting gives it one [MQTT-4.3.2-1]
+		// [MQTT-4.3.3-1] when it enters the send window, oldest first, so
+		// that a session can hold more than 65,535 messages and order is
+		// kept. The hooks see it with its QueueSeq (and PacketID 0).
+		out.PacketID = 0
+		out.QueueSeq = cl.State.Inflight.Enqueue(out)
+		atomic.AddInt64(&s.Info.Inflight, 1)
+		s.hooks.OnQosPublish(cl, out, out.Created, 0)
 
 		// fieldgate patch (first delivery): a message for a session whose
 		// client is not connected waits (it is not in flight: it was never
 		// sent); the next connection sends it, in order, as a first delivery.
 		if cl.Net.Conn == nil || cl.Closed() {
-			out.Expiry = -1
-			cl.State.Inflight.Set(out)
 			return out, packets.CodeDisconnect
 		}
 
-		// fieldgate patch (send waiting): a message also waits when older
-		// ones are waiting, so that they are sent in order.
-		if (sentQuota == 0 || cl.State.Inflight.Waiting() > 0) && atomic.LoadInt32(&cl.State.Inflight.maximumSendQuota) > 0 {
-			out.Expiry = -1
-			cl.State.Inflight.Set(out)
-			if sentQuota > 0 {
-				cl.sendWaiting()
-			}
-			return out, nil
+		cl.sendWaiting()
+		if sent, ok := cl.State.Inflight.GetSeq(out.QueueSeq); ok {
+			out.PacketID = sent.PacketID // 0 while it waits
 		}
-
-		if added {
-			cl.State.Inflight.DecreaseSendQuota()
-		}
+		return out, nil
 	}
 
 	if cl.Net.Conn == nil || cl.Closed() {
@@ -1183,11 +1182,10 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 	// write loop returns it once written.
 	queued := getPacket()
 	*queued = out
-	select {
-	case cl.State.outbound <- queued:
+	if cl.State.outbound.push(queued) { // fieldgate patch (idle memory): a queue, not a channel
 		atomic.AddInt32(&cl.State.outboundQty, 1)
 		cl.startWriter() // fieldgate patch (idle memory)
-	default:
+	} else {
 		putPacket(queued)
 		if out.FixedHeader.Qos > 0 {
 			// fieldgate patch (no QoS>0 drop): the outbound queue is full;
@@ -1220,6 +1218,7 @@ func outboundCopy(pk packets.Packet) packets.Packet {
 	}
 	out.Mods = packets.Mods{MaxSize: pk.Mods.MaxSize}
 	out.PacketID = 0
+	out.QueueSeq = 0 // fieldgate patch (queue without ids)
 	out.Ignore = false
 	out.Properties.TopicAlias = 0 // [MQTT-3.3.2-7]
 	out.Properties.TopicAliasFlag = false
@@ -1236,13 +1235,10 @@ func (s *Server) publishRetainedToClient(cl *Client, sub packets.Subscription, e
 	}
 
 	sub.FwdRetainedFlag = true
-	for _, pkv := range s.Topics.Messages(sub.Filter) { // [MQTT-3.8.4-4]
-		_, err := s.publishToClient(cl, sub, pkv)
-		if err != nil {
-			s.Log.Debug("failed to publish retained message", "error", err, "client", cl.ID, "listener", cl.Net.Listener, "packet", pkv)
-			continue
-		}
-		s.hooks.OnRetainPublished(cl, pkv)
+	// fieldgate patch (retained flow control): sent as the client takes
+	// them, not all queued at once (fieldgate_retained.go).
+	if msgs := s.Topics.retainedMatches(sub.Filter); len(msgs) > 0 { // [MQTT-3.8.4-4]
+		s.deliverRetained(cl, sub, msgs)
 	}
 }
 
@@ -1272,13 +1268,12 @@ func (s *Server) buildAck(packetID uint16, pkt, qos byte, properties packets.Pro
 
 // processPuback processes a Puback packet, denoting completion of a QOS 1 packet sent from the server.
 func (s *Server) processPuback(cl *Client, pk packets.Packet) error {
-	if _, ok := cl.State.Inflight.Get(pk.PacketID); !ok {
-		return nil // omit, but would be packets.ErrPacketIdentifierNotFound
-	}
-
-	if ok := cl.State.Inflight.Delete(pk.PacketID); ok { // [MQTT-4.3.2-5]
+	// fieldgate patch (queue without ids): the hooks get the acknowledgement
+	// with the QueueSeq of the message it completes.
+	if out, ok := cl.State.Inflight.Take(pk.PacketID); ok { // [MQTT-4.3.2-5]
 		cl.State.Inflight.IncreaseSendQuota()
 		atomic.AddInt64(&s.Info.Inflight, -1)
+		pk.QueueSeq = out.QueueSeq
 		s.hooks.OnQosComplete(cl, pk)
 	}
 
@@ -1293,8 +1288,9 @@ func (s *Server) processPubrec(cl *Client, pk packets.Packet) error {
 	}
 
 	if pk.ReasonCode >= packets.ErrUnspecifiedError.Code || !pk.ReasonCodeValid() { // [MQTT-4.3.3-4]
-		if ok := cl.State.Inflight.Delete(pk.PacketID); ok {
+		if taken, ok := cl.State.Inflight.Take(pk.PacketID); ok {
 			atomic.AddInt64(&s.Info.Inflight, -1)
+			out.QueueSeq = taken.QueueSeq // fieldgate patch (queue without ids)
 		}
 		cl.ops.hooks.OnQosDropped(cl, out) // fieldgate patch (inbound QoS 2 state): the dropped entry, an outgoing PUBLISH
 		return nil                         // as per MQTT5 Section 4.13.2 paragraph 2
@@ -1345,8 +1341,9 @@ func (s *Server) processPubrel(cl *Client, pk packets.Packet) error {
 func (s *Server) processPubcomp(cl *Client, pk packets.Packet) error {
 	// regardless of whether the pubcomp is a success or failure, we end the qos flow, delete inflight, and restore the quota.
 	cl.State.Inflight.IncreaseSendQuota() // +1 SENT QUOTA (fieldgate patch: the receive quota is the client's, untouched)
-	if ok := cl.State.Inflight.Delete(pk.PacketID); ok {
+	if out, ok := cl.State.Inflight.Take(pk.PacketID); ok {
 		atomic.AddInt64(&s.Info.Inflight, -1)
+		pk.QueueSeq = out.QueueSeq // fieldgate patch (queue without ids)
 		s.hooks.OnQosComplete(cl, pk)
 	}
 
@@ -1855,19 +1852,14 @@ func (s *Server) clearExpiredClients(dt int64) {
 
 // clearExpiredRetainedMessage deletes retained messages from topics if they have expired.
 func (s *Server) clearExpiredRetainedMessages(now int64) {
-	for filter, pk := range s.Topics.Retained.GetAll() {
-		expired := pk.ProtocolVersion == 5 && pk.Expiry > 0 && pk.Expiry < now // [MQTT-3.3.2-5]
-
-		// If the maximum message expiry interval is set (greater than 0), and the message
-		// retention period exceeds the maximum expiry, the message will be forcibly removed.
-		enforced := s.Options.Capabilities.MaximumMessageExpiryInterval > 0 &&
-			now-pk.Created > s.Options.Capabilities.MaximumMessageExpiryInterval
-
-		if expired || enforced {
-			s.Topics.Retained.Delete(filter)
-			s.hooks.OnRetainedExpired(filter)
+	// fieldgate patch (retained memory): upstream copied every retained
+	// packet (GetAll) once a second to find the expired ones.
+	for _, r := range s.Topics.Retained.expired(now, s.Options.Capabilities.MaximumMessageExpiryInterval) {
+		if s.Topics.removeRetained(r.topic, r.m) {
+			s.hooks.OnRetainedExpired(r.topic)
 		}
 	}
+	atomic.StoreInt64(&s.Info.Retained, int64(s.Topics.Retained.Len()))
 }
 
 // clearExpiredInflights deletes any inflight messages which have expired.

@@ -2047,6 +2047,8 @@ func TestPublishToClientServerDowngradeQos(t *testing.T) {
 	_, ok := cl.State.Inflight.Get(1)
 	require.False(t, ok)
 	cl.State.packetID = 6 // just to match the same packet id (7) in the fixtures
+	// fieldgate patch (queue without ids): ids are given when sent
+	cl.State.Inflight.lastID = 6
 
 	go func() {
 		pkx := *packets.TPacketData[packets.Publish].Get(packets.TPublishQos1).Packet
@@ -2076,6 +2078,8 @@ func TestPublishToClientSubscriptionDowngradeQos(t *testing.T) {
 	_, ok := cl.State.Inflight.Get(1)
 	require.False(t, ok)
 	cl.State.packetID = 6 // just to match the same packet id (7) in the fixtures
+	// fieldgate patch (queue without ids): ids are given when sent
+	cl.State.Inflight.lastID = 6
 
 	go func() {
 		pkx := *packets.TPacketData[packets.Publish].Get(packets.TPublishQos1).Packet
@@ -2117,7 +2121,7 @@ func TestPublishToClientExceedClientWritesPending(t *testing.T) {
 	s.Clients.Add(cl)
 
 	for i := int32(0); i < cl.ops.options.Capabilities.MaximumClientWritesPending; i++ {
-		cl.State.outbound <- new(packets.Packet)
+		cl.State.outbound.push(new(packets.Packet)) // fieldgate patch (idle memory): a queue, not a channel
 		atomic.AddInt32(&cl.State.outboundQty, 1)
 	}
 
@@ -2211,14 +2215,20 @@ func TestPublishToClientExceedMaximumInflight(t *testing.T) {
 func TestPublishToClientExhaustedPacketID(t *testing.T) {
 	s := newServer()
 	cl, _, _ := newTestClient()
-	for i := uint32(0); i <= cl.ops.options.Capabilities.maximumPacketID; i++ {
+	// fieldgate patch (queue without ids): more messages than there are
+	// packet ids; every id the queue can give is taken.
+	s.Options.Capabilities.MaximumQueued = 70000
+	for i := 1; i <= 65535; i++ {
 		cl.State.Inflight.Set(packets.Packet{PacketID: uint16(i)})
 	}
 
-	_, err := s.publishToClient(cl, packets.Subscription{Filter: "a/b/c", Qos: 1}, *packets.TPacketData[packets.Publish].Get(packets.TPublishQos1).Packet)
-	require.Error(t, err)
-	require.ErrorIs(t, err, packets.ErrQuotaExceeded)
-	require.Equal(t, int64(1), atomic.LoadInt64(&s.Info.InflightDropped))
+	// fieldgate patch (queue without ids): the message is queued without a
+	// packet id and waits until one is free; nothing is dropped.
+	out, err := s.publishToClient(cl, packets.Subscription{Filter: "a/b/c", Qos: 1}, *packets.TPacketData[packets.Publish].Get(packets.TPublishQos1).Packet)
+	require.NoError(t, err)
+	require.Equal(t, uint16(0), out.PacketID)
+	require.Equal(t, 1, cl.State.Inflight.Waiting())
+	require.Equal(t, int64(0), atomic.LoadInt64(&s.Info.InflightDropped))
 }
 
 func TestPublishToClientACLNotAuthorized(t *testing.T) {
@@ -2756,6 +2766,7 @@ func TestServerProcessOutboundQos2Flow(t *testing.T) {
 	s := newServer()
 	cl, _, _ := newTestClient()
 	cl.State.packetID = uint32(6)
+	cl.State.Inflight.lastID = 6 // fieldgate patch (queue without ids)
 	cl.State.Inflight.sendQuota = 3
 	cl.State.Inflight.receiveQuota = 3
 	s.Clients.Add(cl)

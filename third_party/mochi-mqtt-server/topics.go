@@ -192,6 +192,9 @@ func NewSharedSubscriptions() *SharedSubscriptions {
 func (s *SharedSubscriptions) Add(group, id string, val packets.Subscription) {
 	s.Lock()
 	defer s.Unlock()
+	if s.internal == nil { // fieldgate patch (retained memory): made on first use in a particle
+		s.internal = map[string]map[string]packets.Subscription{}
+	}
 	if _, ok := s.internal[group]; !ok {
 		s.internal[group] = map[string]packets.Subscription{}
 	}
@@ -278,6 +281,9 @@ func NewInlineSubscriptions() *InlineSubscriptions {
 func (s *InlineSubscriptions) Add(val InlineSubscription) {
 	s.Lock()
 	defer s.Unlock()
+	if s.internal == nil { // fieldgate patch (retained memory): made on first use in a particle
+		s.internal = map[int]InlineSubscription{}
+	}
 	s.internal[val.Identifier] = val
 }
 
@@ -333,6 +339,9 @@ func NewSubscriptions() *Subscriptions {
 func (s *Subscriptions) Add(id string, val packets.Subscription) {
 	s.Lock()
 	defer s.Unlock()
+	if s.internal == nil { // fieldgate patch (retained memory): made on first use in a particle
+		s.internal = map[string]packets.Subscription{}
+	}
 	s.internal[id] = val
 }
 
@@ -418,14 +427,14 @@ func (s *Subscribers) MergeSharedSelected() {
 
 // TopicsIndex is a prefix/trie tree containing topic subscribers and retained messages.
 type TopicsIndex struct {
-	Retained *packets.Packets
-	root     *particle // a leaf containing a message and more leaves.
+	Retained *RetainedMessages // fieldgate patch (retained memory): compact records, was *packets.Packets
+	root     *particle         // a leaf containing a message and more leaves.
 }
 
 // NewTopicsIndex returns a pointer to a new instance of Index.
 func NewTopicsIndex() *TopicsIndex {
 	return &TopicsIndex{
-		Retained: packets.NewPackets(),
+		Retained: NewRetainedMessages(),
 		root: &particle{
 			particles:     newParticles(),
 			subscriptions: NewSubscriptions(),
@@ -534,7 +543,7 @@ func (x *TopicsIndex) RetainMessage(pk packets.Packet) int64 {
 	}
 
 	var out int64
-	if pke, ok := x.Retained.Get(pk.TopicName); ok && len(pke.Payload) > 0 && pke.FixedHeader.Retain {
+	if pke := x.Retained.lookup(pk.TopicName); pke != nil && len(pke.payload) > 0 && pke.fh.Retain { // fieldgate patch (retained memory)
 		out = -1 // if a retained packet existed, return -1
 	}
 
@@ -593,11 +602,23 @@ func (x *TopicsIndex) trim(n *particle) {
 
 // Messages returns a slice of any retained messages which match a filter.
 func (x *TopicsIndex) Messages(filter string) []packets.Packet {
-	return x.scanMessages(filter, 0, nil, []packets.Packet{})
+	ms := x.retainedMatches(filter)
+	pks := make([]packets.Packet, 0, len(ms))
+	for _, m := range ms {
+		pks = append(pks, m.packet())
+	}
+	return pks
+}
+
+// retainedMatches returns the records of the retained messages matching a
+// filter: a pointer each, where Messages builds a whole packet each.
+// fieldgate patch (retained memory).
+func (x *TopicsIndex) retainedMatches(filter string) []*retainedMessage {
+	return x.scanMessages(filter, 0, nil, nil)
 }
 
 // scanMessages returns all retained messages on topics matching a given filter.
-func (x *TopicsIndex) scanMessages(filter string, d int, n *particle, pks []packets.Packet) []packets.Packet {
+func (x *TopicsIndex) scanMessages(filter string, d int, n *particle, pks []*retainedMessage) []*retainedMessage {
 	if n == nil {
 		n = x.root
 	}
@@ -607,7 +628,7 @@ func (x *TopicsIndex) scanMessages(filter string, d int, n *particle, pks []pack
 	}
 
 	if !strings.ContainsRune(filter, '#') && !strings.ContainsRune(filter, '+') {
-		if pk, ok := x.Retained.Get(filter); ok {
+		if pk := x.Retained.lookup(filter); pk != nil {
 			pks = append(pks, pk)
 		}
 		return pks
@@ -615,14 +636,14 @@ func (x *TopicsIndex) scanMessages(filter string, d int, n *particle, pks []pack
 
 	key, hasNext := isolateParticle(filter, d)
 	if key == "+" || key == "#" || d == -1 {
-		for _, adjacent := range n.particles.getAll() {
+		for _, adjacent := range n.particles.children() { // fieldgate patch (retained memory): a slice, not a map copy
 			if d == 0 && adjacent.key == SysPrefix {
 				continue
 			}
 
 			if !hasNext {
 				if adjacent.retainPath != "" {
-					if pk, ok := x.Retained.Get(adjacent.retainPath); ok {
+					if pk := x.Retained.lookup(adjacent.retainPath); pk != nil {
 						pks = append(pks, pk)
 					}
 				}
@@ -640,12 +661,31 @@ func (x *TopicsIndex) scanMessages(filter string, d int, n *particle, pks []pack
 			return x.scanMessages(filter, d+1, particle, pks)
 		}
 
-		if pk, ok := x.Retained.Get(particle.retainPath); ok {
+		if pk := x.Retained.lookup(particle.retainPath); pk != nil {
 			pks = append(pks, pk)
 		}
 	}
 
 	return pks
+}
+
+// removeRetained removes the retained message of topic if it is still m (an
+// expired message replaced meanwhile stays), and trims the topic's
+// particles. fieldgate patch (retained memory): upstream deleted expired
+// messages from the map only, leaving their particles in the tree.
+func (x *TopicsIndex) removeRetained(topic string, m *retainedMessage) bool {
+	x.root.Lock()
+	defer x.root.Unlock()
+	if !x.Retained.deleteIf(topic, m) {
+		return false
+	}
+	if n := x.seek(topic, 0); n != nil && n.retainPath == topic {
+		n.Lock()
+		n.retainPath = ""
+		n.Unlock()
+		x.trim(n)
+	}
+	return true
 }
 
 // Subscribers returns a map of clients who are subscribed to matching filters,
@@ -846,12 +886,14 @@ type particle struct {
 // newParticle returns a pointer to a new instance of particle.
 func newParticle(key string, parent *particle) *particle {
 	return &particle{
-		key:                 key,
-		parent:              parent,
-		particles:           newParticles(),
-		subscriptions:       NewSubscriptions(),
-		shared:              NewSharedSubscriptions(),
-		inlineSubscriptions: NewInlineSubscriptions(),
+		key:    key,
+		parent: parent,
+		// fieldgate patch (retained memory): the maps are made on first
+		// use; most particles (a retained message's topic) never hold a
+		// subscription, and four empty maps were ~200 bytes a topic.
+		subscriptions:       new(Subscriptions),
+		shared:              new(SharedSubscriptions),
+		inlineSubscriptions: new(InlineSubscriptions),
 	}
 }
 
@@ -871,6 +913,9 @@ func newParticles() particles {
 // add adds a new particle.
 func (p *particles) add(val *particle) {
 	p.Lock()
+	if p.internal == nil { // fieldgate patch (retained memory): made on first use in a particle
+		p.internal = map[string]*particle{}
+	}
 	p.internal[val.key] = val
 	p.Unlock()
 }
@@ -884,6 +929,18 @@ func (p *particles) getAll() map[string]*particle {
 		m[k] = v
 	}
 	return m
+}
+
+// children returns the child particles (fieldgate patch: a slice of
+// pointers, cheaper than getAll's map copy).
+func (p *particles) children() []*particle {
+	p.RLock()
+	defer p.RUnlock()
+	out := make([]*particle, 0, len(p.internal))
+	for _, v := range p.internal {
+		out = append(out, v)
+	}
+	return out
 }
 
 // get returns a particle by id (key).

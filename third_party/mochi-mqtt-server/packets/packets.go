@@ -138,6 +138,12 @@ type Packet struct {
 	ReasonCode      byte          // reason code for a packet response (acks, etc)
 	ReservedBit     byte          // reserved, do not use (except in testing)
 	Ignore          bool          // if true, do not perform any message forwarding operations
+	// QueueSeq identifies an outgoing QoS 1/2 message held for a session
+	// (queued or in flight) by its place in the session's queue; never
+	// encoded. It is set on the packets given to the hooks, so that they can
+	// follow a message that has no packet id yet (ids are taken only when a
+	// message enters the send window). fieldgate patch (queue without ids).
+	QueueSeq uint64
 }
 
 // Mods specifies certain values required for certain mqtt v5 compliance within packet encoding/decoding.

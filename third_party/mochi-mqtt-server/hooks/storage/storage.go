@@ -104,6 +104,10 @@ type Message struct {
 	Created     int64               `json:"created,omitempty"`       // the time the message was created in unixtime
 	Sent        int64               `json:"sent,omitempty"`          // the last time the message was sent (for retries) in unixtime (if inflight)
 	PacketID    uint16              `json:"packet_id,omitempty"`     // the unique id of the packet (if inflight)
+	// QueueSeq is the message's place in its session's queue
+	// (packets.Packet.QueueSeq), set by a storage hook that keeps it;
+	// not encoded here. fieldgate patch (queue without ids).
+	QueueSeq uint64 `json:"-"`
 }
 
 // MessageProperties contains a limited subset of mqtt v5 properties specific to publish messages.
@@ -158,6 +162,7 @@ func (d *Message) ToPacket() packets.Packet {
 	// continue pointing at the values from the storage packet.
 	pk = pk.Copy(true)
 	pk.FixedHeader.Dup = d.FixedHeader.Dup
+	pk.QueueSeq = d.QueueSeq // fieldgate patch (queue without ids)
 
 	return pk
 }
