@@ -20,14 +20,18 @@ import (
 const (
 	kindMosquitto = "mosquitto"
 	kindFieldgate = "fieldgate"
+	// kindUpstream is pristine upstream mochi-mqtt, built from
+	// cmd/mqttbench/upstream (its own module, without the engine patches).
+	kindUpstream = "mochi"
 )
 
 const (
 	// readyTimeout bounds a broker's start-up, until its port accepts.
 	readyTimeout = 10 * time.Second
 	// stopTimeout is how long a broker gets to exit after SIGTERM before
-	// it is killed.
-	stopTimeout = 5 * time.Second
+	// it is killed; one that needs longer fails the scenario (issue 18:
+	// SIGTERM always exits).
+	stopTimeout = 10 * time.Second
 	// outputTail is how much of a broker's stdout and stderr is kept.
 	outputTail = 64 << 10
 	// fieldgateMaxConnections is the broker limit written into fieldgate's
@@ -39,10 +43,15 @@ const (
 type brokerSpec struct {
 	// label names the broker in logs and in the table's column.
 	label string
-	// kind is kindMosquitto or kindFieldgate: which config to write.
+	// kind is kindMosquitto, kindFieldgate or kindUpstream: which config
+	// to write.
 	kind string
 	// path is the executable.
 	path string
+	// version is the module version of upstream mochi (kindUpstream).
+	version string
+	// extraArgs are appended to the command line (fieldgate: -cpuprofile).
+	extraArgs []string
 }
 
 // brokerProc is a running broker process on its own port.
@@ -89,17 +98,21 @@ func startBroker(ctx context.Context, spec brokerSpec) (*brokerProc, error) {
 		config = fieldgateConfig(dataDir, addr)
 		configPath = filepath.Join(dir, "fieldgate.yaml")
 		args = []string{"run", "-config", configPath}
+	case kindUpstream:
+		args = []string{"-addr", addr}
 	default:
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("start %s: unknown broker kind %q", spec.label, spec.kind)
 	}
-	if err := os.WriteFile(configPath, []byte(config), 0o600); err != nil {
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("start %s: write config: %w", spec.label, err)
+	if configPath != "" { // upstream mochi has none: its address is a flag
+		if err := os.WriteFile(configPath, []byte(config), 0o600); err != nil {
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("start %s: write config: %w", spec.label, err)
+		}
 	}
 
 	out := &tailBuffer{max: outputTail}
-	cmd := exec.CommandContext(ctx, spec.path, args...)
+	cmd := exec.CommandContext(ctx, spec.path, append(args, spec.extraArgs...)...)
 	cmd.Dir = dir
 	cmd.Stdout = out
 	cmd.Stderr = out
@@ -116,7 +129,7 @@ func startBroker(ctx context.Context, spec brokerSpec) (*brokerProc, error) {
 		close(b.done)
 	}()
 	if err := b.waitReady(ctx); err != nil {
-		_ = b.stop()
+		_, _ = b.stop()
 		return nil, err
 	}
 	return b, nil
@@ -146,29 +159,55 @@ func (b *brokerProc) waitReady(ctx context.Context) error {
 	}
 }
 
+// sigtermResult is how a broker answered SIGTERM at the end of a scenario.
+type sigtermResult struct {
+	// sent is false when the broker had exited before (crashed).
+	sent bool
+	// took is the time from SIGTERM to the process's exit (or to the kill).
+	took time.Duration
+	// err is set when the broker did not exit within stopTimeout (it was
+	// killed) or exited with a non-zero status.
+	err error
+	// output is the tail of the broker's output when err is set.
+	output string
+}
+
 // stop terminates the broker (SIGTERM, then SIGKILL after stopTimeout) and
-// removes its temp dir. It returns an error if the broker had exited by
-// itself before, i.e. crashed during the scenario.
-func (b *brokerProc) stop() error {
+// removes its temp dir. It returns how the broker answered SIGTERM, and an
+// error if the broker had exited by itself before, i.e. crashed during the
+// scenario.
+func (b *brokerProc) stop() (sigtermResult, error) {
 	var crashed error
+	var st sigtermResult
 	select {
 	case <-b.done:
 		crashed = &startError{label: b.spec.label, err: fmt.Errorf("exited during the run: %v", b.waitErr), output: b.out.String(), running: true}
 	default:
+		st.sent = true
+		start := time.Now()
 		_ = b.cmd.Process.Signal(syscall.SIGTERM)
 		t := time.NewTimer(stopTimeout)
 		select {
 		case <-b.done:
+			st.took = time.Since(start)
+			if b.waitErr != nil {
+				st.err = fmt.Errorf("%s exited with %v after SIGTERM", b.spec.label, b.waitErr)
+			}
 		case <-t.C:
+			st.took = time.Since(start)
+			st.err = fmt.Errorf("%s did not exit within %s of SIGTERM: killed", b.spec.label, stopTimeout)
 			_ = b.cmd.Process.Kill()
 			<-b.done
 		}
 		t.Stop()
+		if st.err != nil {
+			st.output = b.out.String()
+		}
 	}
 	if err := os.RemoveAll(b.dir); err != nil {
-		return errors.Join(crashed, fmt.Errorf("remove %s: %w", b.dir, err))
+		return st, errors.Join(crashed, fmt.Errorf("remove %s: %w", b.dir, err))
 	}
-	return crashed
+	return st, crashed
 }
 
 // startError is a broker that would not start or died; it carries the
@@ -199,13 +238,19 @@ func (e *startError) Error() string {
 func (e *startError) Unwrap() error { return e.err }
 
 // mosquittoConfig is mosquitto's config: its defaults (no persistence) on
-// one loopback listener.
+// one loopback listener, with a session queue as long as fieldgate's
+// (benchQueueLimit; mosquitto's default is 1,000).
 func mosquittoConfig(port int) string {
-	return fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\n", port)
+	return fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\nmax_queued_messages %d\n", port, benchQueueLimit)
 }
 
+// benchQueueLimit is the session queue length configured on every broker
+// that has one: the offline queue scenario queues 100,000 messages.
+const benchQueueLimit = 100000
+
 // fieldgateConfig is fieldgate's config: the broker on one loopback TCP
-// listener, everything else that listens switched off.
+// listener, everything else that listens switched off, and no limit per
+// source address (every benchmark client comes from 127.0.0.1).
 func fieldgateConfig(dataDir, addr string) string {
 	return fmt.Sprintf(`version: 1
 gateway:
@@ -218,10 +263,13 @@ broker:
     websocket: {enabled: false}
   limits:
     max_connections: %d
+    max_connections_per_address: 0
+    max_queued: %d
+    max_queued_bytes: 0
 web: {enabled: false}
 mqttsn: {enabled: false}
 coap: {enabled: false}
-`, dataDir, addr, fieldgateMaxConnections)
+`, dataDir, addr, fieldgateMaxConnections, benchQueueLimit)
 }
 
 // freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
@@ -235,8 +283,11 @@ func freePort() (int, error) {
 }
 
 // brokerVersion returns the first line of `mosquitto -h` (which prints the
-// version); other brokers get their path only.
+// version); upstream mochi its module version; fieldgate its path.
 func brokerVersion(ctx context.Context, spec brokerSpec) string {
+	if spec.kind == kindUpstream {
+		return "mochi-mqtt/server " + spec.version + " unpatched (" + spec.path + ")"
+	}
 	if spec.kind != kindMosquitto {
 		return spec.path
 	}

@@ -19,7 +19,7 @@ func TestTailBuffer(t *testing.T) {
 }
 
 func TestBrokerConfigs(t *testing.T) {
-	if got, want := mosquittoConfig(1234), "listener 1234 127.0.0.1\nallow_anonymous true\n"; got != want {
+	if got, want := mosquittoConfig(1234), "listener 1234 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n"; got != want {
 		t.Errorf("mosquittoConfig = %q, want %q", got, want)
 	}
 	got := fieldgateConfig("/tmp/d", "127.0.0.1:1234")
@@ -29,6 +29,8 @@ func TestBrokerConfigs(t *testing.T) {
 		"    tcp: {enabled: true, address: \"127.0.0.1:1234\"}\n",
 		"    websocket: {enabled: false}\n",
 		"    max_connections: 20000\n",
+		"    max_connections_per_address: 0\n",
+		"    max_queued: 100000\n",
 		"web: {enabled: false}\n",
 	} {
 		if !strings.Contains(got, want) {

@@ -23,12 +23,18 @@ const (
 // accepting CONNACK. It reads exactly the four CONNACK bytes, so the caller
 // may wrap the connection in a buffered reader afterwards.
 func handshake(ctx context.Context, addr, clientID string, keepAliveSeconds uint16) (net.Conn, error) {
+	return handshakeSession(ctx, addr, clientID, keepAliveSeconds, true)
+}
+
+// handshakeSession is handshake with the clean session flag given: false
+// resumes (or starts) a session that outlives the connection.
+func handshakeSession(ctx context.Context, addr, clientID string, keepAliveSeconds uint16, clean bool) (net.Conn, error) {
 	d := net.Dialer{Timeout: setupTimeout}
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
-	if err := connectOn(conn, clientID, keepAliveSeconds, setupTimeout, make([]byte, 0, 64)); err != nil {
+	if err := connectOn(conn, clientID, keepAliveSeconds, clean, setupTimeout, make([]byte, 0, 64)); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("client %s: %w", clientID, err)
 	}
@@ -37,11 +43,11 @@ func handshake(ctx context.Context, addr, clientID string, keepAliveSeconds uint
 
 // connectOn sends CONNECT on conn and checks the CONNACK, within timeout.
 // scratch is reused for the encoding.
-func connectOn(conn net.Conn, clientID string, keepAliveSeconds uint16, timeout time.Duration, scratch []byte) error {
+func connectOn(conn net.Conn, clientID string, keepAliveSeconds uint16, clean bool, timeout time.Duration, scratch []byte) error {
 	if err := conn.SetDeadline(time.Now().Add(timeout)); err != nil {
 		return fmt.Errorf("set deadline: %w", err)
 	}
-	if _, err := conn.Write(appendConnect(scratch[:0], clientID, keepAliveSeconds, true)); err != nil {
+	if _, err := conn.Write(appendConnect(scratch[:0], clientID, keepAliveSeconds, clean)); err != nil {
 		return fmt.Errorf("write CONNECT: %w", err)
 	}
 	var ack [4]byte
@@ -74,9 +80,14 @@ type mqttConn struct {
 	broken bool
 }
 
-// dialMQTT connects a client and wraps it in buffers.
+// dialMQTT connects a client (clean session) and wraps it in buffers.
 func dialMQTT(ctx context.Context, addr, clientID string) (*mqttConn, error) {
-	conn, err := handshake(ctx, addr, clientID, 60)
+	return dialSession(ctx, addr, clientID, true)
+}
+
+// dialSession is dialMQTT with the clean session flag given.
+func dialSession(ctx context.Context, addr, clientID string, clean bool) (*mqttConn, error) {
+	conn, err := handshakeSession(ctx, addr, clientID, 60, clean)
 	if err != nil {
 		return nil, err
 	}
@@ -123,6 +134,20 @@ func (c *mqttConn) subscribe(filter string, qos byte) error {
 	}
 	if err := c.conn.SetDeadline(time.Time{}); err != nil {
 		return fmt.Errorf("client %s: clear deadline: %w", c.id, err)
+	}
+	return nil
+}
+
+// sendSubscribe writes a SUBSCRIBE for filter without waiting for the
+// SUBACK: for a subscriber whose reader must count the retained messages,
+// which may come before the SUBACK.
+func (c *mqttConn) sendSubscribe(filter string, qos byte) error {
+	c.scratch = appendSubscribe(c.scratch[:0], 1, filter, qos)
+	if _, err := c.w.Write(c.scratch); err != nil {
+		return fmt.Errorf("client %s: write SUBSCRIBE %s: %w", c.id, filter, err)
+	}
+	if err := c.w.Flush(); err != nil {
+		return fmt.Errorf("client %s: write SUBSCRIBE %s: %w", c.id, filter, err)
 	}
 	return nil
 }

@@ -13,6 +13,9 @@ import (
 const (
 	// idleSettle is the pause before each resident memory reading.
 	idleSettle = 2 * time.Second
+	// idleReturnSettle is the pause after the idle connections closed
+	// before the last reading: time for the broker to give memory back.
+	idleReturnSettle = 5 * time.Second
 	// idleConnectors is how many goroutines open the idle connections.
 	idleConnectors = 16
 	// churnWorkers is how many goroutines run connect/disconnect cycles.
@@ -27,6 +30,8 @@ type idleResult struct {
 	openTime       time.Duration
 	rssBeforeKiB   int64
 	rssAfterKiB    int64
+	// rssClosedKiB is read idleReturnSettle after all connections closed.
+	rssClosedKiB int64
 	// firstErr is the first failure to connect, if any.
 	firstErr error
 }
@@ -41,7 +46,7 @@ func (r idleResult) perConnKiB() float64 {
 
 // runIdle opens n connections that send CONNECT (keep alive 60 s) and then
 // nothing, and reads the broker's resident memory before and after, each
-// after a settle.
+// after a settle, and once more idleReturnSettle after they all closed.
 func runIdle(ctx context.Context, addr string, pid, n int) (res idleResult, err error) {
 	if err := sleepCtx(ctx, idleSettle); err != nil {
 		return res, err
@@ -97,6 +102,18 @@ func runIdle(ctx context.Context, addr string, pid, n int) (res idleResult, err 
 	if res.rssAfterKiB, err = readRSSKiB(pid); err != nil {
 		return res, err
 	}
+	for i, c := range conns {
+		if c != nil {
+			c.Close()
+			conns[i] = nil
+		}
+	}
+	if err := sleepCtx(ctx, idleReturnSettle); err != nil {
+		return res, err
+	}
+	if res.rssClosedKiB, err = readRSSKiB(pid); err != nil {
+		return res, err
+	}
 	return res, nil
 }
 
@@ -104,6 +121,9 @@ func runIdle(ctx context.Context, addr string, pid, n int) (res idleResult, err 
 type churnResult struct {
 	cycles, failed int64
 	elapsed        time.Duration
+	// connack are the times from writing CONNECT to reading CONNACK of
+	// the successful cycles, sorted.
+	connack []time.Duration
 	// firstErr is the first failed cycle's error, if any.
 	firstErr error
 }
@@ -114,8 +134,9 @@ func (r churnResult) rate() float64 {
 }
 
 // runChurn runs CONNECT → CONNACK → DISCONNECT → close cycles at target
-// cycles/s in total, spread over churnWorkers goroutines, for d. A worker
-// that falls behind runs its cycles back to back.
+// cycles/s in total (0: back to back, uncapped), spread over churnWorkers
+// goroutines, for d. A worker that falls behind runs its cycles back to
+// back.
 func runChurn(ctx context.Context, addr string, d time.Duration, target float64) (churnResult, error) {
 	var res churnResult
 	var cycles, failed atomic.Int64
@@ -123,6 +144,7 @@ func runChurn(ctx context.Context, addr string, d time.Duration, target float64)
 	var errOnce sync.Once
 	var wg sync.WaitGroup
 	perWorker := target / churnWorkers
+	latencies := make([][]time.Duration, churnWorkers)
 	start := time.Now()
 	end := start.Add(d)
 	for w := range churnWorkers {
@@ -134,18 +156,20 @@ func runChurn(ctx context.Context, addr string, d time.Duration, target float64)
 				if !now.Before(end) {
 					return
 				}
-				if due := int64(now.Sub(start).Seconds() * perWorker); done >= due {
+				if due := int64(now.Sub(start).Seconds() * perWorker); perWorker > 0 && done >= due {
 					next := start.Add(time.Duration(float64(done+1) / perWorker * float64(time.Second)))
 					time.Sleep(min(time.Until(next), time.Until(end)))
 					continue
 				}
 				done++
 				id := "churn-" + strconv.Itoa(w) + "-" + strconv.FormatInt(done, 10)
-				if err := churnCycle(ctx, addr, id, scratch); err != nil {
+				connack, err := churnCycle(ctx, addr, id, scratch)
+				if err != nil {
 					failed.Add(1)
 					errOnce.Do(func() { firstErr = err })
 					continue
 				}
+				latencies[w] = append(latencies[w], connack)
 				cycles.Add(1)
 			}
 		})
@@ -153,6 +177,10 @@ func runChurn(ctx context.Context, addr string, d time.Duration, target float64)
 	wg.Wait()
 	res.elapsed = time.Since(start)
 	res.cycles, res.failed = cycles.Load(), failed.Load()
+	for _, l := range latencies {
+		res.connack = append(res.connack, l...)
+	}
+	sortDurations(res.connack)
 	if err := ctx.Err(); err != nil {
 		return res, err
 	}
@@ -163,24 +191,27 @@ func runChurn(ctx context.Context, addr string, d time.Duration, target float64)
 	return res, nil
 }
 
-// churnCycle connects, waits for CONNACK, sends DISCONNECT and closes.
-func churnCycle(ctx context.Context, addr, clientID string, scratch []byte) error {
+// churnCycle connects (clean session), waits for CONNACK, sends DISCONNECT
+// and closes. It returns the time from writing CONNECT to reading CONNACK.
+func churnCycle(ctx context.Context, addr, clientID string, scratch []byte) (time.Duration, error) {
 	d := net.Dialer{Timeout: churnTimeout}
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return fmt.Errorf("dial %s: %w", addr, err)
+		return 0, fmt.Errorf("dial %s: %w", addr, err)
 	}
 	defer conn.Close()
-	if err := connectOn(conn, clientID, 60, churnTimeout, scratch); err != nil {
-		return fmt.Errorf("client %s: %w", clientID, err)
+	start := time.Now()
+	if err := connectOn(conn, clientID, 60, true, churnTimeout, scratch); err != nil {
+		return 0, fmt.Errorf("client %s: %w", clientID, err)
 	}
+	connack := time.Since(start)
 	if err := conn.SetWriteDeadline(time.Now().Add(churnTimeout)); err != nil {
-		return fmt.Errorf("client %s: set write deadline: %w", clientID, err)
+		return 0, fmt.Errorf("client %s: set write deadline: %w", clientID, err)
 	}
 	if _, err := conn.Write(appendDisconnect(scratch[:0])); err != nil {
-		return fmt.Errorf("client %s: write DISCONNECT: %w", clientID, err)
+		return 0, fmt.Errorf("client %s: write DISCONNECT: %w", clientID, err)
 	}
-	return nil
+	return connack, nil
 }
 
 // sleepCtx sleeps for d or until ctx ends.

@@ -68,11 +68,20 @@ func appendConnect(b []byte, clientID string, keepAliveSeconds uint16, cleanSess
 
 // appendPublish appends a PUBLISH. packetID is used only when qos > 0.
 func appendPublish(b []byte, topic string, qos byte, packetID uint16, payload []byte) []byte {
+	return appendPublishRetain(b, topic, qos, false, packetID, payload)
+}
+
+// appendPublishRetain is appendPublish with the retain flag given.
+func appendPublishRetain(b []byte, topic string, qos byte, retain bool, packetID uint16, payload []byte) []byte {
 	n := 2 + len(topic) + len(payload)
 	if qos > 0 {
 		n += 2
 	}
-	b = append(b, typePublish<<4|qos<<1)
+	header := typePublish<<4 | qos<<1
+	if retain {
+		header |= 0x01
+	}
+	b = append(b, header)
 	b = appendRemainingLength(b, n)
 	b = appendString(b, topic)
 	if qos > 0 {

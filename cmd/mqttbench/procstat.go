@@ -56,6 +56,17 @@ func cpuPercent(ticks int64, wall time.Duration) float64 {
 
 // readRSSKiB returns VmRSS of process pid in KiB, from /proc/PID/status.
 func readRSSKiB(pid int) (int64, error) {
+	return readStatusKiB(pid, "VmRSS")
+}
+
+// readPeakRSSKiB returns VmHWM of process pid in KiB: its peak resident
+// memory since it started.
+func readPeakRSSKiB(pid int) (int64, error) {
+	return readStatusKiB(pid, "VmHWM")
+}
+
+// readStatusKiB returns the field of /proc/PID/status, in kB.
+func readStatusKiB(pid int, field string) (int64, error) {
 	path := fmt.Sprintf("/proc/%d/status", pid)
 	f, err := os.Open(path)
 	if err != nil {
@@ -64,20 +75,20 @@ func readRSSKiB(pid int) (int64, error) {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:")
+		rest, ok := strings.CutPrefix(sc.Text(), field+":")
 		if !ok {
 			continue
 		}
 		kib, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("parse VmRSS in %s: %w", path, err)
+			return 0, fmt.Errorf("parse %s in %s: %w", field, path, err)
 		}
 		return kib, nil
 	}
 	if err := sc.Err(); err != nil {
 		return 0, fmt.Errorf("read %s: %w", path, err)
 	}
-	return 0, fmt.Errorf("no VmRSS in %s", path)
+	return 0, fmt.Errorf("no %s in %s", field, path)
 }
 
 // selfCPU returns the user+system CPU time this process has used.

@@ -2,11 +2,13 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,6 +46,16 @@ type pubSpec struct {
 	window int
 	// rate is in messages/s; 0 publishes as fast as the broker takes them.
 	rate float64
+	// count, when above 0, ends the load after that many messages.
+	count int64
+	// retain sets the retain flag; distinct publishes message i on
+	// topic/i instead of topic (100,000 retained messages need as many
+	// topics).
+	retain, distinct bool
+	// markEvery, when above 0, records the time of every markEvery-th
+	// message written (publisher.marks): the cost per message as a queue
+	// grows.
+	markEvery int64
 }
 
 // subSpec describes one subscriber.
@@ -63,6 +75,10 @@ type pubsubSpec struct {
 	// latency stamps each payload with its send time and records the
 	// delivery latency at the subscribers.
 	latency bool
+	// drainQuiet and drainMax override the defaults of the drain after
+	// the window (0: drainQuiet, drainMax): a load whose acknowledged
+	// messages must all arrive waits longer.
+	drainQuiet, drainMax time.Duration
 }
 
 // pubsubResult is what one run of a pubsubSpec measured.
@@ -102,9 +118,14 @@ func (r pubsubResult) lostPercent(fanout int64) float64 {
 
 // subscriber counts (and optionally times) the messages one client gets.
 type subscriber struct {
-	c         *mqttConn
-	base      time.Time // non-zero: payloads carry a send time relative to it
+	c    *mqttConn
+	base time.Time // non-zero: payloads carry a send time relative to it
+	// prefix, when set, makes only publishes whose topic starts with it
+	// count (a subscriber to # also gets the broker's own messages).
+	prefix    []byte
 	delivered atomic.Int64
+	// lastAt is the time of the last counted delivery (UnixNano).
+	lastAt    atomic.Int64
 	latencies []time.Duration
 	stopping  atomic.Bool
 	err       error // set by run; read after it returned
@@ -132,7 +153,7 @@ func (s *subscriber) run() {
 		if header>>4 != typePublish {
 			continue
 		}
-		if header&0x06 == 0 && s.base.IsZero() { // QoS 0, nothing to look at
+		if header&0x06 == 0 && s.base.IsZero() && s.prefix == nil { // QoS 0, nothing to look at
 			s.delivered.Add(1)
 			continue
 		}
@@ -141,6 +162,7 @@ func (s *subscriber) run() {
 			s.err = fmt.Errorf("subscriber %s: %w", c.id, err)
 			return
 		}
+		counted := s.prefix == nil || bytes.HasPrefix(p.Topic, s.prefix)
 		if p.QoS == 1 {
 			c.scratch = appendPuback(c.scratch[:0], p.PacketID)
 			if _, err := c.w.Write(c.scratch); err != nil {
@@ -154,7 +176,12 @@ func (s *subscriber) run() {
 			sentAt := time.Duration(binary.BigEndian.Uint64(p.Payload))
 			s.latencies = append(s.latencies, time.Since(s.base)-sentAt)
 		}
-		s.delivered.Add(1)
+		if counted {
+			s.delivered.Add(1)
+			if s.prefix != nil {
+				s.lastAt.Store(time.Now().UnixNano())
+			}
+		}
 	}
 }
 
@@ -169,6 +196,9 @@ type publisher struct {
 	inflight int   // QoS 1 publishes not yet acknowledged
 	pings    int   // PINGREQs not yet answered
 	sent     int64 // by the end of the window
+	// marks are the times the spec.markEvery-th, 2×markEvery-th… message
+	// was written.
+	marks []time.Time
 }
 
 // newPublisher wraps a connected client.
@@ -266,6 +296,7 @@ func (p *publisher) loop(ctx context.Context, payloadSize int, base, start, end 
 	c := p.c
 	payload := make([]byte, payloadSize)
 	var packetID uint16
+	topic := p.spec.topic
 	for {
 		now := time.Now()
 		if !now.Before(end) || ctx.Err() != nil {
@@ -274,6 +305,12 @@ func (p *publisher) loop(ctx context.Context, payloadSize int, base, start, end 
 		due := int64(math.MaxInt64)
 		if p.spec.rate > 0 {
 			due = int64(now.Sub(start).Seconds() * p.spec.rate)
+		}
+		if p.spec.count > 0 {
+			if p.sent >= p.spec.count {
+				break
+			}
+			due = min(due, p.spec.count)
 		}
 		for n := 0; p.sent < due && n < burstMax; n++ {
 			if p.spec.qos > 0 {
@@ -292,11 +329,17 @@ func (p *publisher) loop(ctx context.Context, payloadSize int, base, start, end 
 			if !base.IsZero() && payloadSize >= 8 {
 				binary.BigEndian.PutUint64(payload, uint64(time.Since(base)))
 			}
-			c.scratch = appendPublish(c.scratch[:0], p.spec.topic, p.spec.qos, packetID, payload)
+			if p.spec.distinct {
+				topic = p.spec.topic + "/" + strconv.FormatInt(p.sent, 10)
+			}
+			c.scratch = appendPublishRetain(c.scratch[:0], topic, p.spec.qos, p.spec.retain, packetID, payload)
 			if _, err := c.w.Write(c.scratch); err != nil {
 				return fmt.Errorf("publisher %s: write: %w", c.id, err)
 			}
 			p.sent++
+			if p.spec.markEvery > 0 && p.sent%p.spec.markEvery == 0 {
+				p.marks = append(p.marks, time.Now())
+			}
 		}
 		if p.spec.rate > 0 {
 			if err := c.w.Flush(); err != nil {
@@ -400,7 +443,7 @@ func runPubSub(ctx context.Context, addr string, pid int, spec pubsubSpec, d tim
 	if err := errors.Join(append(pubErrs, cpuErr, ctx.Err())...); err != nil {
 		return res, err
 	}
-	res.deliveredTotal = drain(ctx, subs, res.sent*spec.fanout)
+	res.deliveredTotal = drainFor(ctx, subs, res.sent*spec.fanout, cmp.Or(spec.drainQuiet, drainQuiet), cmp.Or(spec.drainMax, drainMax))
 	if err := closeAll(); err != nil {
 		return res, err
 	}
@@ -430,15 +473,16 @@ func deliveredSum(subs []*subscriber) int64 {
 	return n
 }
 
-// drain waits for late deliveries: until expected is reached, or nothing
-// arrived for drainQuiet, or drainMax passed. It returns the deliveries.
-func drain(ctx context.Context, subs []*subscriber, expected int64) int64 {
-	deadline := time.Now().Add(drainMax)
+// drainFor waits for late deliveries: until expected is reached, or nothing
+// arrived for quiet after a first delivery, or longest passed. It returns
+// the deliveries.
+func drainFor(ctx context.Context, subs []*subscriber, expected int64, quiet, longest time.Duration) int64 {
+	deadline := time.Now().Add(longest)
 	last := deliveredSum(subs)
 	lastChange := time.Now()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
-	for last < expected && time.Now().Before(deadline) && time.Since(lastChange) < drainQuiet {
+	for last < expected && time.Now().Before(deadline) && (last == 0 || time.Since(lastChange) < quiet) {
 		select {
 		case <-ctx.Done():
 			return last

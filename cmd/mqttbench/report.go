@@ -57,6 +57,8 @@ type cell struct {
 	// othersCPU is the CPU other processes used during the run, in percent
 	// of one core.
 	othersCPU float64
+	// sigterm is how the broker answered SIGTERM after the scenario.
+	sigterm sigtermResult
 }
 
 // scenarioResult is one scenario's outcome on each compared broker, in the
@@ -70,7 +72,7 @@ type scenarioResult struct {
 type report struct {
 	machine machineInfo
 	// brokers are the compared brokers: the candidate first (fieldgate, or
-	// a stand-in), the reference (mosquitto) second.
+	// a stand-in), the reference (mosquitto) second, upstream mochi third.
 	brokers  []brokerSpec
 	versions []string
 	results  []scenarioResult
@@ -84,8 +86,12 @@ type row struct {
 	notes                   []string   // "skipped", "error"
 }
 
+// sigtermMetric names the row every scenario ends with.
+const sigtermMetric = "exit on SIGTERM (s)"
+
 // rows flattens the results into table rows; a scenario whose every cell
-// failed gets one row.
+// failed gets one row, and every scenario ends with the time each broker
+// took to exit after SIGTERM ("killed" past stopTimeout).
 func (r report) rows() []row {
 	var rows []row
 	for _, sr := range r.results {
@@ -109,6 +115,8 @@ func (r report) rows() []row {
 					note = "skipped"
 				case c.err != nil:
 					note = "error"
+				case i < len(c.metrics) && c.metrics[i].missing:
+					note = "–"
 				case i < len(c.metrics):
 					v = &c.metrics[i].value
 				}
@@ -117,17 +125,38 @@ func (r report) rows() []row {
 			}
 			rows = append(rows, rw)
 		}
+		rw := row{scenario: sr.sc.name, title: sr.sc.title, metric: sigtermMetric, kind: kindSeconds}
+		for _, c := range sr.cells {
+			var v *float64
+			note := ""
+			switch {
+			case c.skipped:
+				note = "skipped"
+			case !c.sigterm.sent:
+				note = "not running"
+			case c.sigterm.err != nil && c.sigterm.took >= stopTimeout:
+				note = "**killed**"
+			case c.sigterm.err != nil:
+				note = "**exit status**"
+			default:
+				took := c.sigterm.took.Seconds()
+				v = &took
+			}
+			rw.values = append(rw.values, v)
+			rw.notes = append(rw.notes, note)
+		}
+		rows = append(rows, rw)
 	}
 	return rows
 }
 
-// ratio returns candidate/reference, or nil when either is missing or the
-// reference is zero.
-func ratio(values []*float64) *float64 {
-	if len(values) != 2 || values[0] == nil || values[1] == nil || *values[1] == 0 {
+// ratio returns values[i]/values[j], or nil when either is missing or the
+// divisor is zero.
+func ratio(values []*float64, i, j int) *float64 {
+	if len(values) <= max(i, j) || values[i] == nil || values[j] == nil || *values[j] == 0 {
 		return nil
 	}
-	q := *values[0] / *values[1]
+	q := *values[i] / *values[j]
 	return &q
 }
 
@@ -143,9 +172,15 @@ func (r report) writeMarkdown(w io.Writer) error {
 	if others := r.maxOthersCPU(); others > quietThreshold {
 		fmt.Fprintf(&b, "- **noisy**: other processes used up to %.0f %% of a core during a run; rerun on a quiet machine\n", others)
 	}
+	b.WriteString("\nWhat the numbers mean (each broker freshly started per scenario, stopped with SIGTERM after it; ratios are the first broker's value over the other's, so for rates above 1 is better and for times, costs and memory below 1 is better):\n\n")
+	for _, sr := range r.results {
+		fmt.Fprintf(&b, "- %s: %s\n", sr.sc.title, sr.sc.about)
+	}
+	fmt.Fprintf(&b, "- %s: seconds from SIGTERM to exit; **killed**: still running %s after it.\n", sigtermMetric, stopTimeout)
 	b.WriteString("\n")
-	fmt.Fprintf(&b, "| scenario | metric | %s | %s | %s/%s |\n", r.brokers[0].label, r.brokers[1].label, r.brokers[0].label, r.brokers[1].label)
-	b.WriteString("| --- | --- | ---: | ---: | ---: |\n")
+	fmt.Fprintf(&b, "| scenario | metric | %s | %s | %s | %s/%s | %s/%s |\n", r.brokers[0].label, r.brokers[1].label, r.brokers[2].label,
+		r.brokers[0].label, r.brokers[1].label, r.brokers[0].label, r.brokers[2].label)
+	b.WriteString("| --- | --- | ---: | ---: | ---: | ---: | ---: |\n")
 	last := ""
 	for _, rw := range r.rows() {
 		title := rw.title
@@ -161,10 +196,26 @@ func (r report) writeMarkdown(w io.Writer) error {
 			}
 			fmt.Fprintf(&b, " %s |", formatValue(rw.kind, *v))
 		}
-		if q := ratio(rw.values); q != nil {
-			fmt.Fprintf(&b, " %.2f |\n", *q)
-		} else {
-			b.WriteString(" – |\n")
+		for _, j := range []int{1, 2} {
+			if q := ratio(rw.values, 0, j); q != nil {
+				fmt.Fprintf(&b, " %.2f |", *q)
+			} else {
+				b.WriteString(" – |")
+			}
+		}
+		b.WriteString("\n")
+	}
+	if targets := r.targets(); len(targets) > 0 {
+		fmt.Fprintf(&b, "\nIssue 18 targets (%s):\n\n", r.brokers[0].label)
+		for _, t := range targets {
+			verdict := "PASS"
+			switch {
+			case t.na:
+				verdict = "n/a"
+			case !t.ok:
+				verdict = "**FAIL**"
+			}
+			fmt.Fprintf(&b, "- %s %s: %s\n", verdict, t.name, t.detail)
 		}
 	}
 	var errs []string
@@ -209,6 +260,10 @@ func formatValue(kind metricKind, v float64) string {
 	case kindCPU:
 		return strconv.FormatFloat(v, 'f', 1, 64) + " %"
 	case kindKiB:
+		return strconv.FormatFloat(v, 'f', 2, 64)
+	case kindMicros, kindMiB:
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	case kindSeconds, kindRatio:
 		return strconv.FormatFloat(v, 'f', 2, 64)
 	default:
 		return strconv.FormatInt(int64(math.Round(v)), 10)
@@ -263,8 +318,11 @@ type jsonRow struct {
 	Title    string     `json:"title"`
 	Metric   string     `json:"metric"`
 	Values   []*float64 `json:"values"`
-	Ratio    *float64   `json:"ratio"`
-	Errors   []string   `json:"errors,omitempty"`
+	// Ratio is the first broker's value over mosquitto's, RatioUpstream
+	// over upstream mochi's.
+	Ratio         *float64 `json:"ratio"`
+	RatioUpstream *float64 `json:"ratio_upstream"`
+	Errors        []string `json:"errors,omitempty"`
 }
 
 // writeJSON writes the report as JSON to path.
@@ -289,7 +347,7 @@ func (r report) writeJSON(path string) error {
 		errByScenario[sr.sc.name] = errs
 	}
 	for _, rw := range r.rows() {
-		jr := jsonRow{Scenario: rw.scenario, Title: rw.title, Metric: rw.metric, Values: rw.values, Ratio: ratio(rw.values)}
+		jr := jsonRow{Scenario: rw.scenario, Title: rw.title, Metric: rw.metric, Values: rw.values, Ratio: ratio(rw.values, 0, 1), RatioUpstream: ratio(rw.values, 0, 2)}
 		for _, e := range errByScenario[rw.scenario] {
 			if e != "" {
 				jr.Errors = errByScenario[rw.scenario]

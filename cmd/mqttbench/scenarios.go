@@ -17,8 +17,14 @@ const (
 	// latencyPublishers.
 	latencyRate       = 10000
 	latencyPublishers = 4
-	// churnTarget is the connect/disconnect cycles per second asked for.
-	churnTarget = 2000
+	// churnTarget is the connect/disconnect cycles per second asked for: 0
+	// runs them back to back (uncapped, issue 18).
+	churnTarget = 0
+	// faninDrainQuiet and faninDrainMax bound the wait for the last
+	// acknowledged QoS 1 messages of the fan-in: a broker that queues them
+	// gets time to deliver them before they count as dropped.
+	faninDrainQuiet = 2 * time.Second
+	faninDrainMax   = 20 * time.Second
 )
 
 // metricKind says how a metric is printed and what its ratio means.
@@ -31,6 +37,10 @@ const (
 	kindCPU                       // percent of one core
 	kindKiB                       // memory, in KiB
 	kindCount                     // a plain count
+	kindMicros                    // a cost, in microseconds
+	kindSeconds                   // a duration, in seconds
+	kindMiB                       // memory, in MiB
+	kindRatio                     // a plain ratio
 )
 
 // metric is one measured number of one scenario on one broker.
@@ -38,6 +48,9 @@ type metric struct {
 	name  string
 	kind  metricKind
 	value float64
+	// missing says the value could not be measured (the broker did not
+	// get that far); the table shows a dash.
+	missing bool
 }
 
 // runOptions are the knobs a scenario takes from the command line.
@@ -54,20 +67,36 @@ type scenario struct {
 	name string
 	// title is the table's first column.
 	title string
+	// about says what the numbers mean; printed above the table.
+	about string
 	run   func(ctx context.Context, b *brokerProc, o runOptions) ([]metric, error)
 }
 
 // scenarios returns every scenario, in table order.
 func scenarios() []scenario {
 	return []scenario{
-		{name: "fanin-qos0", title: "QoS 0 fan-in 4→1", run: saturated(fanIn(0))},
-		{name: "fanin-qos1", title: "QoS 1 fan-in 4→1, 20 in flight", run: saturated(fanIn(1))},
-		{name: "pairs-qos0", title: "QoS 0, 50 pub/sub pairs", run: saturated(pairs(50))},
-		{name: "fanout-qos0", title: "QoS 0 fan-out 1→100", run: saturated(fanOut(100))},
-		{name: "latency-qos0", title: "QoS 0 at 10,000 msg/s", run: fixedRate(0)},
-		{name: "latency-qos1", title: "QoS 1 at 10,000 msg/s", run: fixedRate(1)},
-		{name: "idle", title: "idle connections", run: idleConns},
-		{name: "churn", title: "connect/disconnect churn", run: churn},
+		{name: "fanin-qos0", title: "QoS 0 fan-in 4→1", run: saturated(fanIn(0)),
+			about: "4 publishers flood one subscriber for the window: messages delivered per second, share never delivered."},
+		{name: "fanin-qos1", title: "QoS 1 fan-in 4→1, 20 in flight", run: faninQoS1,
+			about: "4 QoS 1 publishers (20 unacknowledged each) to one connected QoS 1 subscriber: every publish counted was PUBACKed, so any not delivered is an acknowledged message dropped (must be 0); latency from publish to delivery."},
+		{name: "pairs-qos0", title: "QoS 0, 50 pub/sub pairs", run: saturated(pairs(50)),
+			about: "50 publisher/subscriber pairs, one topic each: messages delivered per second, share lost."},
+		{name: "fanout-qos0", title: "QoS 0 fan-out 1→100", run: saturated(fanOut(100)),
+			about: "one publisher, 100 subscribers of its topic: deliveries per second, share lost."},
+		{name: "latency-qos0", title: "QoS 0 at 10,000 msg/s", run: fixedRate(0),
+			about: "a fixed 10,000 msg/s (4 × 2,500) to one subscriber: publish-to-delivery latency and the broker's CPU."},
+		{name: "latency-qos1", title: "QoS 1 at 10,000 msg/s", run: fixedRate(1),
+			about: "the same at QoS 1."},
+		{name: "queue-100k", title: "offline queue of 100k QoS 1", run: offlineQueue,
+			about: "a persistent QoS 1 session goes offline; one publisher sends 100,000 QoS 1 messages for it (20 in flight): publish rate, cost per message while messages 5,001–10,000 and 95,001–100,000 are queued (flat: ratio near 1), then the session reconnects: messages delivered and dropped (acknowledged but never delivered). Each phase is bounded to 60 s."},
+		{name: "retained-qos0", title: "100k retained, # at QoS 0", run: retained(0),
+			about: "100,000 retained messages on distinct topics, then one subscriber to # at QoS 0: time from SUBSCRIBE to the last retained message, messages delivered, broker memory. Delivery bounded to 60 s (5 s without progress)."},
+		{name: "retained-qos1", title: "100k retained, # at QoS 1", run: retained(1),
+			about: "the same with a QoS 1 subscriber (it acknowledges each message)."},
+		{name: "idle", title: "idle connections", run: idleConns,
+			about: "-idle-conns connections that connect and stay silent: the broker's resident memory per connection, and its resident memory 5 s after they all closed."},
+		{name: "churn", title: "connect/disconnect churn, uncapped", run: churn,
+			about: "8 clients connect (clean session), wait for CONNACK, disconnect and close, back to back: cycles per second and the time from CONNECT to CONNACK."},
 	}
 }
 
@@ -150,6 +179,71 @@ func fixedRate(qos byte) func(context.Context, *brokerProc, runOptions) ([]metri
 	}
 }
 
+// faninQoS1 is the QoS 1 fan-in with latency stamps and a long drain: its
+// acknowledged messages must all arrive (issue 18).
+func faninQoS1(ctx context.Context, b *brokerProc, o runOptions) ([]metric, error) {
+	spec := fanIn(1)
+	spec.latency = true
+	spec.drainQuiet, spec.drainMax = faninDrainQuiet, faninDrainMax
+	r, err := runPubSub(ctx, b.addr, b.pid, spec, o.duration)
+	if err != nil {
+		return nil, err
+	}
+	logPubSub(o.log, b, r, spec)
+	return []metric{
+		{name: "delivered msg/s", kind: kindRate, value: r.deliveredRate()},
+		{name: "acknowledged, never delivered", kind: kindCount, value: float64(max(0, r.sent-r.deliveredTotal))},
+		{name: "latency p50 (ms)", kind: kindMillis, value: millis(percentile(r.latencies, 50))},
+		{name: "latency p99 (ms)", kind: kindMillis, value: millis(percentile(r.latencies, 99))},
+	}, nil
+}
+
+// offlineQueue is the offline session queue of 100,000 QoS 1 messages.
+func offlineQueue(ctx context.Context, b *brokerProc, o runOptions) ([]metric, error) {
+	r, err := runOfflineQueue(ctx, b.addr, b.pid)
+	if err != nil {
+		return nil, err
+	}
+	o.log.Info("queue done", "broker", b.spec.label, "acked", r.acked, "fill", r.fillTime.Round(time.Millisecond),
+		"delivered", r.delivered, "deliver", r.deliverTime.Round(time.Millisecond), "rss_queued_kib", r.rssQueuedKiB)
+	if r.reconnectErr != nil {
+		o.log.Warn("session did not reconnect: delivered and dropped not measured", "broker", b.spec.label, "err", r.reconnectErr)
+	}
+	flat := metric{name: "cost at 100k / cost at 10k", kind: kindRatio, missing: r.costAt10k == 0 || r.costAt100k == 0}
+	if !flat.missing {
+		flat.value = float64(r.costAt100k) / float64(r.costAt10k)
+	}
+	return []metric{
+		{name: "publish msg/s while the queue fills", kind: kindRate, value: float64(r.acked) / r.fillTime.Seconds()},
+		{name: "µs per message at 10k queued", kind: kindMicros, value: micros(r.costAt10k), missing: r.costAt10k == 0},
+		{name: "µs per message at 100k queued", kind: kindMicros, value: micros(r.costAt100k), missing: r.costAt100k == 0},
+		flat,
+		{name: "acknowledged (of 100,000)", kind: kindCount, value: float64(r.acked)},
+		{name: "delivered on reconnect", kind: kindCount, value: float64(r.delivered), missing: r.reconnectErr != nil},
+		{name: "dropped (acknowledged, never delivered)", kind: kindCount, value: float64(max(0, r.acked-r.delivered)), missing: r.reconnectErr != nil},
+		{name: "broker RSS with the queue full (MiB)", kind: kindMiB, value: float64(r.rssQueuedKiB) / 1024},
+	}, nil
+}
+
+// retained is 100,000 retained messages delivered to a # subscriber at qos.
+func retained(qos byte) func(context.Context, *brokerProc, runOptions) ([]metric, error) {
+	return func(ctx context.Context, b *brokerProc, o runOptions) ([]metric, error) {
+		r, err := runRetained(ctx, b.addr, b.pid, qos)
+		if err != nil {
+			return nil, err
+		}
+		o.log.Info("retained done", "broker", b.spec.label, "qos", qos, "stored", r.stored, "delivered", r.delivered,
+			"time", r.deliverTime.Round(time.Millisecond), "rss_kib", r.rssKiB, "peak_kib", r.peakKiB)
+		complete := r.stored == backlogMessages && r.delivered >= r.stored
+		return []metric{
+			{name: "time to deliver all (s)", kind: kindSeconds, value: r.deliverTime.Seconds(), missing: !complete},
+			{name: "delivered (of 100,000)", kind: kindCount, value: float64(r.delivered)},
+			{name: "broker RSS with 100k retained (MiB)", kind: kindMiB, value: float64(r.rssKiB) / 1024},
+			{name: "broker peak RSS (MiB)", kind: kindMiB, value: float64(r.peakKiB) / 1024},
+		}, nil
+	}
+}
+
 // idleConns opens o.idleConns idle connections and reports the broker's
 // resident memory per connection.
 func idleConns(ctx context.Context, b *brokerProc, o runOptions) ([]metric, error) {
@@ -165,11 +259,13 @@ func idleConns(ctx context.Context, b *brokerProc, o runOptions) ([]metric, erro
 	return []metric{
 		{name: fmt.Sprintf("resident KiB per connection (%d)", o.idleConns), kind: kindKiB, value: r.perConnKiB()},
 		{name: "failed connections", kind: kindCount, value: float64(r.failed)},
+		{name: "broker RSS before (MiB)", kind: kindMiB, value: float64(r.rssBeforeKiB) / 1024},
+		{name: "broker RSS 5 s after they closed (MiB)", kind: kindMiB, value: float64(r.rssClosedKiB) / 1024},
 	}, nil
 }
 
-// churn runs connect/disconnect cycles at 2,000/s and reports the rate
-// achieved and the failures.
+// churn runs connect/disconnect cycles back to back and reports the rate
+// achieved, the CONNACK latency and the failures.
 func churn(ctx context.Context, b *brokerProc, o runOptions) ([]metric, error) {
 	r, err := runChurn(ctx, b.addr, o.duration, churnTarget)
 	if err != nil {
@@ -180,7 +276,9 @@ func churn(ctx context.Context, b *brokerProc, o runOptions) ([]metric, error) {
 		o.log.Warn("churn cycle failed", "broker", b.spec.label, "failed", r.failed, "first_err", r.firstErr)
 	}
 	return []metric{
-		{name: fmt.Sprintf("cycles/s (target %d)", churnTarget), kind: kindRate, value: r.rate()},
+		{name: "cycles/s", kind: kindRate, value: r.rate()},
+		{name: "CONNACK p50 (ms)", kind: kindMillis, value: millis(percentile(r.connack, 50))},
+		{name: "CONNACK p99 (ms)", kind: kindMillis, value: millis(percentile(r.connack, 99))},
 		{name: "failed cycles", kind: kindCount, value: float64(r.failed)},
 	}, nil
 }
@@ -191,6 +289,11 @@ func logPubSub(log *slog.Logger, b *brokerProc, r pubsubResult, spec pubsubSpec)
 	log.Info("run done", "broker", b.spec.label, "sent", r.sent, "expected", r.sent*spec.fanout,
 		"delivered_in_window", r.deliveredInWindow, "delivered_total", r.deliveredTotal,
 		"broker_cpu_pct", int(r.brokerCPU), "bench_cpu_pct", int(r.benchCPU))
+}
+
+// micros converts a duration into fractional microseconds.
+func micros(d time.Duration) float64 {
+	return float64(d) / float64(time.Microsecond)
 }
 
 // millis converts a duration into fractional milliseconds.

@@ -62,6 +62,10 @@ func TestFormatValue(t *testing.T) {
 		{kindCPU, 7.25, "7.2 %"},
 		{kindKiB, 0.7234, "0.72"},
 		{kindCount, 3, "3"},
+		{kindMicros, 12.345, "12.3"},
+		{kindSeconds, 1.234, "1.23"},
+		{kindMiB, 48.26, "48.3"},
+		{kindRatio, 1.056, "1.06"},
 	}
 	for _, tt := range tests {
 		if got := formatValue(tt.kind, tt.v); got != tt.want {
@@ -72,11 +76,14 @@ func TestFormatValue(t *testing.T) {
 
 func TestRatio(t *testing.T) {
 	one, two, zero := 1.0, 2.0, 0.0
-	if q := ratio([]*float64{&one, &two}); q == nil || *q != 0.5 {
+	if q := ratio([]*float64{&one, &two}, 0, 1); q == nil || *q != 0.5 {
 		t.Errorf("ratio(1, 2) = %v, want 0.5", q)
 	}
+	if q := ratio([]*float64{&one, nil, &two}, 0, 2); q == nil || *q != 0.5 {
+		t.Errorf("ratio(1, -, 2) of the third = %v, want 0.5", q)
+	}
 	for _, values := range [][]*float64{{&one, &zero}, {nil, &two}, {&one, nil}, {&one}} {
-		if q := ratio(values); q != nil {
+		if q := ratio(values, 0, 1); q != nil {
 			t.Errorf("ratio(%v) = %v, want none", values, *q)
 		}
 	}
