@@ -387,7 +387,7 @@ func (s *Service) Stats() []DeviceStats {
 		d.mu.Lock()
 		out[i] = d.stats
 		out[i].Errors = maps.Clone(d.stats.Errors)
-		out[i].RoundTripP50, out[i].RoundTripP99 = d.rtt.quantiles()
+		out[i].RoundTripP50, out[i].RoundTripP99 = d.rtt.Quantiles()
 		d.mu.Unlock()
 	}
 	return out

@@ -17,6 +17,8 @@ import (
 	"github.com/fieldgate/fieldgate/bus"
 	"github.com/fieldgate/fieldgate/internal/devnode"
 	"github.com/fieldgate/fieldgate/internal/ratelog"
+	"github.com/fieldgate/fieldgate/southbound/roundtrip"
+	"github.com/fieldgate/fieldgate/southbound/setcmd"
 )
 
 // line is one physical line (an RTU port or a TCP endpoint) and its worker:
@@ -71,7 +73,7 @@ type device struct {
 	logLimit *ratelog.Limiter
 	mu       sync.Mutex
 	stats    DeviceStats
-	rtt      roundTrips // guarded by mu
+	rtt      roundtrip.Window // guarded by mu
 }
 
 // group is a poll group of a device with its read plan.
@@ -285,7 +287,7 @@ func (l *line) transact(ctx context.Context, d *device, fn func(context.Context)
 		}
 		d.mu.Lock()
 		if err == nil || kind == ErrKindException {
-			d.rtt.add(took)
+			d.rtt.Add(took)
 		}
 		d.stats.Requests++
 		if err != nil {
@@ -588,7 +590,7 @@ func (l *line) write(ctx context.Context, cmd command) {
 	res := setResult{ID: json.RawMessage("null")}
 	topic := cmd.topic + "/result"
 	err := func() error {
-		id, in, expires, err := parseSet(cmd.payload)
+		id, in, expires, err := setcmd.Parse(cmd.payload)
 		if id != nil {
 			res.ID = id
 		}
@@ -601,11 +603,8 @@ func (l *line) write(ctx context.Context, cmd command) {
 			return err
 		}
 		now := d.svc.now()
-		if expires > 0 && now.UnixMilli() > expires {
-			return fmt.Errorf("expired at %d, %d ms ago", expires, now.UnixMilli()-expires)
-		}
-		if cmd.expiry > 0 && !cmd.received.IsZero() && now.After(cmd.received.Add(cmd.expiry)) {
-			return errors.New("expired (message expiry interval)")
+		if err := setcmd.CheckExpiry(now, expires, cmd.received, cmd.expiry); err != nil {
+			return err
 		}
 		if !p.cfg.Writable {
 			return fmt.Errorf("point %s is not writable", p.cfg.Name)
@@ -686,42 +685,6 @@ func (l *line) writeRegisterBit(ctx context.Context, d *device, addr uint16, bit
 		return fmt.Errorf("%w: the device has no Mask Write Register (function 22); set bit_writes: %s on it", err, BitWritesReadModifyWrite)
 	}
 	return err
-}
-
-// parseSet decodes a set payload: a JSON value, or an object
-// {"id":…, "v":…, "expires": ms}. Numbers stay json.Number.
-func parseSet(payload []byte) (id json.RawMessage, v any, expires int64, err error) {
-	trimmed := bytes.TrimSpace(payload)
-	if len(trimmed) > 0 && trimmed[0] == '{' {
-		var obj struct {
-			ID      json.RawMessage `json:"id"`
-			V       json.RawMessage `json:"v"`
-			Expires json.Number     `json:"expires"`
-		}
-		if err := json.Unmarshal(trimmed, &obj); err != nil {
-			return nil, nil, 0, fmt.Errorf("bad command object: %w", err)
-		}
-		id = obj.ID
-		if obj.V == nil {
-			return id, nil, 0, errors.New(`command object has no "v"`)
-		}
-		if obj.Expires != "" {
-			expires, err = obj.Expires.Int64()
-			if err != nil {
-				return id, nil, 0, fmt.Errorf("expires %s is not milliseconds since 1970", obj.Expires)
-			}
-		}
-		trimmed = obj.V
-	}
-	dec := json.NewDecoder(bytes.NewReader(trimmed))
-	dec.UseNumber()
-	if err := dec.Decode(&v); err != nil {
-		return id, nil, 0, fmt.Errorf("payload is not a JSON value: %w", err)
-	}
-	if dec.More() {
-		return id, nil, 0, errors.New("payload has data after the JSON value")
-	}
-	return id, v, expires, nil
 }
 
 // readPoint reads one point on its own.

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fieldgate/fieldgate/southbound/setcmd"
 	"github.com/gopcua/opcua/ua"
 )
 
@@ -198,7 +199,7 @@ func FuzzToVariant(f *testing.F) {
 		f.Add(s, 1.0, 0.0)
 	}
 	f.Fuzz(func(t *testing.T, payload string, scale, offset float64) {
-		_, in, _, err := parseSet([]byte(payload))
+		_, in, _, err := setcmd.Parse([]byte(payload))
 		if err != nil {
 			return
 		}

@@ -1,10 +1,8 @@
 package opcua
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 
@@ -12,6 +10,7 @@ import (
 	"github.com/gopcua/opcua/ua"
 
 	"github.com/fieldgate/fieldgate/bus"
+	"github.com/fieldgate/fieldgate/southbound/setcmd"
 )
 
 // setResult is the payload of a set/result message (as Modbus's).
@@ -27,7 +26,7 @@ func (s *server) write(ctx context.Context, c *opcua.Client, cmd command) {
 	res := setResult{ID: json.RawMessage("null")}
 	topic := cmd.topic + "/result"
 	err := func() error {
-		id, in, expires, err := parseSet(cmd.payload)
+		id, in, expires, err := setcmd.Parse(cmd.payload)
 		if id != nil {
 			res.ID = id
 		}
@@ -40,11 +39,8 @@ func (s *server) write(ctx context.Context, c *opcua.Client, cmd command) {
 			return err
 		}
 		now := s.svc.now()
-		if expires > 0 && now.UnixMilli() > expires {
-			return fmt.Errorf("expired at %d, %d ms ago", expires, now.UnixMilli()-expires)
-		}
-		if cmd.expiry > 0 && !cmd.received.IsZero() && now.After(cmd.received.Add(cmd.expiry)) {
-			return errors.New("expired (message expiry interval)")
+		if err := setcmd.CheckExpiry(now, expires, cmd.received, cmd.expiry); err != nil {
+			return err
 		}
 		if !p.cfg.Writable {
 			return fmt.Errorf("point %s is not writable", p.cfg.Name)
@@ -121,40 +117,4 @@ func writeStatus(point string, sc ua.StatusCode) error {
 		return fmt.Errorf("written, but the server says %s", statusName(sc))
 	}
 	return fmt.Errorf("refused by the server: %s", statusName(sc))
-}
-
-// parseSet decodes a set payload: a JSON value, or an object
-// {"id":…, "v":…, "expires": ms}. Numbers stay json.Number.
-func parseSet(payload []byte) (id json.RawMessage, v any, expires int64, err error) {
-	trimmed := bytes.TrimSpace(payload)
-	if len(trimmed) > 0 && trimmed[0] == '{' {
-		var obj struct {
-			ID      json.RawMessage `json:"id"`
-			V       json.RawMessage `json:"v"`
-			Expires json.Number     `json:"expires"`
-		}
-		if err := json.Unmarshal(trimmed, &obj); err != nil {
-			return nil, nil, 0, fmt.Errorf("bad command object: %w", err)
-		}
-		id = obj.ID
-		if obj.V == nil {
-			return id, nil, 0, errors.New(`command object has no "v"`)
-		}
-		if obj.Expires != "" {
-			expires, err = obj.Expires.Int64()
-			if err != nil {
-				return id, nil, 0, fmt.Errorf("expires %s is not milliseconds since 1970", obj.Expires)
-			}
-		}
-		trimmed = obj.V
-	}
-	dec := json.NewDecoder(bytes.NewReader(trimmed))
-	dec.UseNumber()
-	if err := dec.Decode(&v); err != nil {
-		return id, nil, 0, fmt.Errorf("payload is not a JSON value: %w", err)
-	}
-	if dec.More() {
-		return id, nil, 0, errors.New("payload has data after the JSON value")
-	}
-	return id, v, expires, nil
 }
