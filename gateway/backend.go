@@ -3,10 +3,8 @@ package gateway
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"strings"
 	"time"
 
@@ -139,45 +137,7 @@ func (g *gateway) ReadNow(ctx context.Context, device string) (web.Reading, erro
 // and waits for the result.
 func (g *gateway) WritePoint(ctx context.Context, device, point string, value any) error {
 	prefix := g.running().Southbound.Modbus.Prefix
-	topic := prefix + "/" + device + "/" + point + "/set"
-	id := "web-" + strconv.FormatInt(g.writeSeq.Add(1), 10)
-	type result struct {
-		ID  string `json:"id"`
-		OK  bool   `json:"ok"`
-		Err string `json:"err"`
-	}
-	got := make(chan result, 1)
-	unsub, err := g.broker.Subscribe(topic+"/result", func(m bus.Message) {
-		var r result
-		if json.Unmarshal(m.Payload, &r) == nil && r.ID == id {
-			select {
-			case got <- r:
-			default:
-			}
-		}
-	})
-	if err != nil {
-		return err
-	}
-	defer unsub()
-	payload, err := json.Marshal(map[string]any{"id": id, "v": value})
-	if err != nil {
-		return err
-	}
-	if err := g.broker.Publish(ctx, bus.Message{Topic: topic, Payload: payload, QoS: 1, Origin: "$web"}); err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	select {
-	case r := <-got:
-		if !r.OK {
-			return errors.New(r.Err)
-		}
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("write %s/%s: no result: %w", device, point, ctx.Err())
-	}
+	return g.writeVia(ctx, prefix+"/"+device+"/"+point+"/set", device, point, value)
 }
 
 // SerialPorts lists the board's serial ports.

@@ -228,7 +228,8 @@ func (g *gateway) OPCUAWrite(ctx context.Context, server, point string, value an
 }
 
 // writeVia publishes a set command on topic as the page and waits for its
-// result on topic/result.
+// result on topic/result: the page writes a point (Modbus or OPC UA) the way
+// any MQTT client does (origin "$web").
 func (g *gateway) writeVia(ctx context.Context, topic, device, point string, value any) error {
 	id := "web-" + strconv.FormatInt(g.writeSeq.Add(1), 10)
 	type result struct {
