@@ -1,15 +1,15 @@
 package opcua
 
 import (
-	"bytes"
 	"encoding/csv"
-	"errors"
 	"fmt"
 	"io"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/fieldgate/fieldgate/southbound/tagfile"
 )
 
 // A server's points travel as CSV in the format of the Modbus tag files
@@ -33,28 +33,8 @@ var TagColumns = []string{"name", "address", "data_type", "scale", "offset", "un
 // ignoredColumns are Modbus columns accepted on import and ignored.
 var ignoredColumns = []string{"byte_order", "group"}
 
-// Limits of one import.
-const (
-	maxTagFileBytes = 1 << 20
-	maxTagRows      = 10000
-)
-
-// A RowError is one problem of an imported CSV file: its line in the file
-// (the header is line 1), the column at fault (empty for the whole row) and
-// what is wrong, in words.
-type RowError struct {
-	Line   int    `json:"line"`
-	Column string `json:"column,omitempty"`
-	Err    string `json:"error"`
-}
-
-// Error is "line N, column: what is wrong".
-func (e RowError) Error() string {
-	if e.Column == "" {
-		return fmt.Sprintf("line %d: %s", e.Line, e.Err)
-	}
-	return fmt.Sprintf("line %d, %s: %s", e.Line, e.Column, e.Err)
-}
+// A RowError is one problem of an imported CSV file (tagfile.RowError).
+type RowError = tagfile.RowError
 
 // An ImportResult is what an import found: the points of the rows without
 // errors (Lines[i] is the line of Points[i]) and every row's problems.
@@ -66,7 +46,7 @@ type ImportResult struct {
 
 // ErrTagFile is wrapped by the errors that refuse a whole file (too big,
 // not CSV, no usable header).
-var ErrTagFile = errors.New("tag file refused")
+var ErrTagFile = tagfile.ErrRefused
 
 // otherTypes maps Modbus and Kepware data type names to OPC UA's.
 var otherTypes = map[string]string{
@@ -82,64 +62,9 @@ var otherTypes = map[string]string{
 // and its problems are listed by line. The points are not yet validated
 // against a server: see CheckTags.
 func ImportTags(r io.Reader) (ImportResult, error) {
-	data, err := io.ReadAll(io.LimitReader(r, maxTagFileBytes+1))
-	if err != nil {
-		return ImportResult{}, fmt.Errorf("%w: read: %v", ErrTagFile, err)
-	}
-	if len(data) > maxTagFileBytes {
-		return ImportResult{}, fmt.Errorf("%w: over %d bytes", ErrTagFile, maxTagFileBytes)
-	}
-	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))
-	cr := csv.NewReader(bytes.NewReader(data))
-	cr.Comma = delimiter(data)
-	cr.FieldsPerRecord = -1
-	header, err := cr.Read()
-	if err != nil {
-		return ImportResult{}, fmt.Errorf("%w: no header line: %v", ErrTagFile, err)
-	}
-	col := map[string]int{}
-	for i, h := range header {
-		name := strings.ReplaceAll(strings.ToLower(strings.TrimSpace(h)), " ", "_")
-		if !slices.Contains(TagColumns, name) && !slices.Contains(ignoredColumns, name) {
-			return ImportResult{}, fmt.Errorf("%w: unknown column %q (the columns are %s)", ErrTagFile, h, strings.Join(TagColumns, ", "))
-		}
-		if _, dup := col[name]; dup {
-			return ImportResult{}, fmt.Errorf("%w: column %q twice", ErrTagFile, h)
-		}
-		col[name] = i
-	}
-	for _, need := range []string{"name", "address"} {
-		if _, ok := col[need]; !ok {
-			return ImportResult{}, fmt.Errorf("%w: the header lacks the %s column", ErrTagFile, need)
-		}
-	}
 	var res ImportResult
-	rows := 0
-	for {
-		rec, err := cr.Read()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			var pe *csv.ParseError
-			if errors.As(err, &pe) {
-				return ImportResult{}, fmt.Errorf("%w: line %d: %v", ErrTagFile, pe.StartLine, pe.Err)
-			}
-			return ImportResult{}, fmt.Errorf("%w: %v", ErrTagFile, err)
-		}
-		line, _ := cr.FieldPos(0)
-		if rows++; rows > maxTagRows {
-			return ImportResult{}, fmt.Errorf("%w: over %d rows", ErrTagFile, maxTagRows)
-		}
-		if blank(rec) {
-			continue
-		}
-		cell := func(name string) string {
-			if i, ok := col[name]; ok && i < len(rec) {
-				return strings.TrimSpace(rec[i])
-			}
-			return ""
-		}
+	cols := tagfile.Columns{Known: TagColumns, Ignored: ignoredColumns, Required: []string{"name", "address"}}
+	err := tagfile.Read(r, cols, func(line int, cell func(string) string) {
 		p, errs := parseTagRow(cell)
 		for _, e := range errs {
 			e.Line = line
@@ -149,25 +74,11 @@ func ImportTags(r io.Reader) (ImportResult, error) {
 			res.Points = append(res.Points, p)
 			res.Lines = append(res.Lines, line)
 		}
+	})
+	if err != nil {
+		return ImportResult{}, err
 	}
 	return res, nil
-}
-
-func delimiter(data []byte) rune {
-	first, _, _ := bytes.Cut(data, []byte("\n"))
-	if bytes.Contains(first, []byte(";")) && !bytes.Contains(first, []byte(",")) {
-		return ';'
-	}
-	return ','
-}
-
-func blank(rec []string) bool {
-	for _, f := range rec {
-		if strings.TrimSpace(f) != "" {
-			return false
-		}
-	}
-	return true
 }
 
 // isNodeIDForm reports whether an address is meant as a NodeId rather than

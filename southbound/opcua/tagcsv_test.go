@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fieldgate/fieldgate/southbound/tagfile"
 )
 
 func TestImportExportTags(t *testing.T) {
@@ -82,7 +84,7 @@ func TestImportTagsRefused(t *testing.T) {
 		"name,data_type\nx,Double\n",
 		"name,address,name\n",
 		"name,address\n\"x,1\n",
-		strings.Repeat("x", maxTagFileBytes+1),
+		strings.Repeat("x", tagfile.MaxBytes+1),
 	} {
 		if _, err := ImportTags(strings.NewReader(in)); !errors.Is(err, ErrTagFile) {
 			t.Errorf("%.40q: err = %v", in, err)
