@@ -382,12 +382,8 @@ func (s *Server) opcuaExport(w http.ResponseWriter, r *http.Request) {
 // merge, ?dry_run=1 only reports; every bad row is listed by line and
 // column, the good rows are applied (unless dry_run).
 func (s *Server) opcuaImport(w http.ResponseWriter, r *http.Request) {
-	mode := r.URL.Query().Get("mode")
-	if mode == "" {
-		mode = "replace"
-	}
-	if mode != "replace" && mode != "merge" {
-		writeFields(w, "invalid import", FieldError{Field: "mode", Error: "must be replace or merge"})
+	mode, ok := importMode(w, r)
+	if !ok {
 		return
 	}
 	c := s.b.Config()
@@ -404,14 +400,7 @@ func (s *Server) opcuaImport(w http.ResponseWriter, r *http.Request) {
 	good, rowErrs := opcua.CheckTags(c.Southbound.OPCUA, srv, res)
 	points := good
 	if mode == "merge" {
-		points = slices.Clone(srv.Points)
-		for _, p := range good {
-			if j := slices.IndexFunc(points, func(q opcua.Point) bool { return q.Name == p.Name }); j >= 0 {
-				points[j] = p
-			} else {
-				points = append(points, p)
-			}
-		}
+		points = mergePoints(srv.Points, good, func(p opcua.Point) string { return p.Name })
 	}
 	if rowErrs == nil {
 		rowErrs = []opcua.RowError{}

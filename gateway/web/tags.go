@@ -65,12 +65,8 @@ func (s *Server) exportTags(w http.ResponseWriter, r *http.Request) {
 // ?dry_run=1 only reports. The answer lists every bad row by line and
 // column; the good rows are applied (unless dry_run), the bad ones are not.
 func (s *Server) importTags(w http.ResponseWriter, r *http.Request) {
-	mode := r.URL.Query().Get("mode")
-	if mode == "" {
-		mode = "replace"
-	}
-	if mode != "replace" && mode != "merge" {
-		writeFields(w, "invalid import", FieldError{Field: "mode", Error: "must be replace or merge"})
+	mode, ok := importMode(w, r)
+	if !ok {
 		return
 	}
 	c := s.b.Config()
@@ -88,14 +84,7 @@ func (s *Server) importTags(w http.ResponseWriter, r *http.Request) {
 	good, rowErrs := modbus.CheckTags(c.Southbound.Modbus, dev, res)
 	points := good
 	if mode == "merge" {
-		points = slices.Clone(dev.Points)
-		for _, p := range good {
-			if j := slices.IndexFunc(points, func(q modbus.Point) bool { return q.Name == p.Name }); j >= 0 {
-				points[j] = p
-			} else {
-				points = append(points, p)
-			}
-		}
+		points = mergePoints(dev.Points, good, func(p modbus.Point) string { return p.Name })
 	}
 	if rowErrs == nil {
 		rowErrs = []modbus.RowError{}
@@ -256,4 +245,32 @@ func (s *Server) deviceFromTemplate(w http.ResponseWriter, r *http.Request) {
 	}
 	c.Southbound.Modbus.Devices = append(slices.Clone(c.Southbound.Modbus.Devices), d)
 	s.applyConfig(w, r, c)
+}
+
+// importMode reads an import's ?mode=replace|merge (default replace); a
+// wrong one is answered 400 and ok is false.
+func importMode(w http.ResponseWriter, r *http.Request) (mode string, ok bool) {
+	mode = r.URL.Query().Get("mode")
+	if mode == "" {
+		mode = "replace"
+	}
+	if mode != "replace" && mode != "merge" {
+		writeFields(w, "invalid import", FieldError{Field: "mode", Error: "must be replace or merge"})
+		return "", false
+	}
+	return mode, true
+}
+
+// mergePoints is have with every point of add replacing the one of the
+// same name, or appended after them in add's order.
+func mergePoints[P any](have, add []P, name func(P) string) []P {
+	out := slices.Clone(have)
+	for _, p := range add {
+		if j := slices.IndexFunc(out, func(q P) bool { return name(q) == name(p) }); j >= 0 {
+			out[j] = p
+		} else {
+			out = append(out, p)
+		}
+	}
+	return out
 }
