@@ -131,7 +131,7 @@ func (g *gateway) OPCUAServers() []web.OPCUAServerStatus {
 	for _, s := range svc.Servers() {
 		st := stats[s.Name]
 		ws := web.OPCUAServerStatus{Name: s.Name, Endpoint: s.Endpoint, State: "offline", LastError: s.LastError,
-			Stats: web.OPCUAStats{Connects: st.Connects, Reconnects: st.Reconnects, MonitoredItems: st.Subscribed, PolledPoints: st.Polled,
+			Stats: web.OPCUAStats{Connects: st.Connects, Reconnects: st.Reconnects, Resumed: st.Resumed, Recreated: st.Recreated, MonitoredItems: st.Subscribed, PolledPoints: st.Polled,
 				Notifications: st.Notifications, Reads: st.Reads, Writes: st.Writes, WriteErrors: st.WriteErrors, Errors: st.Errors,
 				RoundTripP50Ms: float64(st.RoundTripP50.Microseconds()) / 1000, RoundTripP99Ms: float64(st.RoundTripP99.Microseconds()) / 1000}}
 		switch {

@@ -74,6 +74,8 @@ type OPCUACertificate struct {
 type OPCUAStats struct {
 	Connects       uint64            `json:"connects"`
 	Reconnects     uint64            `json:"reconnects"`
+	Resumed        uint64            `json:"resumed"`   // reconnects that kept the session and its subscription
+	Recreated      uint64            `json:"recreated"` // reconnects that made a new session
 	MonitoredItems int               `json:"monitored_items"`
 	PolledPoints   int               `json:"polled_points"`
 	Notifications  uint64            `json:"notifications"`

@@ -225,6 +225,11 @@ type ServerStats struct {
 	// Connects counts sessions established, Reconnects those after a
 	// lost or failed one.
 	Connects, Reconnects uint64
+	// Resumed counts reconnects that re-activated the lost session on a
+	// new secure channel and kept its subscription (the changes the
+	// server queued meanwhile arrive); Recreated those that made a new
+	// session and subscription. Reconnects = Resumed + Recreated.
+	Resumed, Recreated uint64
 	// Subscribed and Polled are how many points are read each way in the
 	// current session.
 	Subscribed, Polled int

@@ -341,6 +341,9 @@ func TestServerRestart(t *testing.T) {
 	if st.Reconnects < 1 || st.Connects < 2 || st.Errors[ErrKindConnection] == 0 {
 		t.Errorf("stats %+v", st)
 	}
+	if st.Recreated < 1 || st.Resumed != 0 {
+		t.Errorf("a restarted server's session is recreated, not resumed: %+v", st)
+	}
 }
 
 // testBrowse walks the address space from Objects down to a variable.

@@ -51,8 +51,11 @@ type server struct {
 
 	online      bool
 	statusKnown bool
-	reason      string // why it is offline, as published
-	sessions    int    // sessions established by this worker
+	reason      string         // why it is offline, as published
+	sessions    int            // sessions established by this worker
+	clientOpts  []opcua.Option // the last session's client options (for a resume)
+	subID       uint32         // the session's subscription, 0 when none
+	resume      *resumable     // a session lost to a network cut, to re-activate
 
 	mu         sync.Mutex
 	stats      ServerStats
@@ -84,6 +87,19 @@ type point struct {
 	lastGood   []byte // JSON of the last good value, for stale
 	lastNum    float64
 	hasNum     bool
+
+	// notified is the last value published from a notification: a
+	// resumed subscription sends no initial values, and this one is still
+	// the server's.
+	notified *notified
+}
+
+// notified is a published notification value.
+type notified struct {
+	payload []byte
+	v       []byte
+	q       string
+	status  ua.StatusCode
 }
 
 // command is a set command queued for a server.
@@ -197,7 +213,7 @@ func (s *server) call(ctx context.Context, fn func(context.Context) error) error
 
 // session connects, reads until the connection is lost or ctx is done,
 // and closes. It returns why the session ended (nil when ctx ended).
-func (s *server) session(ctx context.Context) error {
+func (s *server) session(ctx context.Context) (err error) {
 	stateCh := make(chan opcua.ConnState, 16)
 	lost := make(chan struct{})
 	done := make(chan struct{})
@@ -226,26 +242,58 @@ func (s *server) session(ctx context.Context) error {
 		watchers.Wait()
 	}()
 
-	c, err := s.connect(ctx, stateCh)
-	if err != nil {
-		return err
+	notify := make(chan *opcua.PublishNotificationData, 64)
+	var c *opcua.Client
+	var pub *publisher
+	established := false // set up and online: only such a session is resumed
+	if s.resume != nil {
+		c, pub, err = s.resumeSession(ctx, notify)
+		if err != nil {
+			return err
+		}
+	}
+	resumed := c != nil
+	if !resumed {
+		s.subID = 0
+		c, err = s.connect(ctx, stateCh)
+		if err != nil {
+			return err
+		}
 	}
 	defer func() {
 		s.client.Store(nil)
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Timeout)
 		defer cancel()
+		if pub != nil {
+			pub.cancel()
+		}
+		var keep *opcua.Session
+		if established && err != nil && ctx.Err() == nil && resumableErr(err) {
+			// Keep the session on the server: the next attempt
+			// re-activates it on a new secure channel.
+			keep, _ = c.DetachSession(cctx)
+		}
 		c.Close(cctx)
+		var next uint32
+		if pub != nil {
+			<-pub.done
+			next = pub.next
+		}
+		if keep != nil {
+			s.resume = &resumable{sess: keep, subID: s.subID, next: next, lost: time.Now()}
+		}
 	}()
 	s.client.Store(c)
+	var pubErr <-chan error
+	if pub != nil {
+		pubErr = pub.errc
+	}
+	if !resumed {
+		if err := s.setUp(ctx, c, notify); err != nil {
+			return err
+		}
+	}
 
-	if err := s.resolve(ctx, c); err != nil {
-		return err
-	}
-	notify := make(chan *opcua.PublishNotificationData, 64)
-	if err := s.subscribe(ctx, c, notify); err != nil {
-		return err
-	}
-	s.sessions++
 	polled, subscribed := 0, 0
 	for _, p := range s.points {
 		switch {
@@ -256,19 +304,32 @@ func (s *server) session(ctx context.Context) error {
 			subscribed++
 		}
 	}
+	established = true
+	s.sessions++
 	s.mu.Lock()
 	s.stats.Connects++
-	if s.sessions > 1 {
+	switch {
+	case resumed:
 		s.stats.Reconnects++
+		s.stats.Resumed++
+	case s.sessions > 1:
+		s.stats.Reconnects++
+		s.stats.Recreated++
 	}
 	s.stats.Polled, s.stats.Subscribed = polled, subscribed
 	s.untrusted = nil
 	s.mu.Unlock()
-	s.svc.log.Info("server online", "server", s.cfg.Name, "subscribed", subscribed, "polled", polled)
+	s.svc.log.Info("server online", "server", s.cfg.Name, "subscribed", subscribed, "polled", polled, "resumed", resumed)
 	s.publishStatus(ctx, true, "")
 	for _, p := range s.points {
 		if p.resolveErr != nil {
 			s.publishUnresolved(ctx, p)
+		}
+		if n := p.notified; resumed && n != nil && p.node != nil && !p.polled && p.lastQ == QualityStale {
+			// Unchanged since the cut (a change would be queued on the
+			// server and follow): the last value is current again.
+			p.published, p.lastV, p.lastQ, p.lastStatus = true, n.v, n.q, n.status
+			s.publish(ctx, bus.Message{Topic: p.topic, Payload: n.payload, QoS: byte(s.svc.cfg.QoS)})
 		}
 	}
 
@@ -287,6 +348,8 @@ func (s *server) session(ctx context.Context) error {
 			return nil
 		case <-lost:
 			return errLost
+		case err := <-pubErr:
+			return fmt.Errorf("publish: %w", err)
 		case n := <-notify:
 			lastProof = time.Now()
 			if err := s.notification(ctx, n); err != nil {
@@ -312,6 +375,15 @@ func (s *server) session(ctx context.Context) error {
 			lastProof = time.Now()
 		}
 	}
+}
+
+// setUp resolves the points of a new session and creates its
+// subscription.
+func (s *server) setUp(ctx context.Context, c *opcua.Client, notify chan *opcua.PublishNotificationData) error {
+	if err := s.resolve(ctx, c); err != nil {
+		return err
+	}
+	return s.subscribe(ctx, c, notify)
 }
 
 // connect picks the endpoint, checks the server's certificate against the
@@ -369,8 +441,7 @@ func (s *server) connect(ctx context.Context, stateCh chan opcua.ConnState) (*op
 		opcua.RequestTimeout(s.cfg.Timeout),
 		opcua.DialTimeout(s.cfg.Timeout),
 		opcua.AutoReconnect(false),
-		opcua.StateChangedCh(stateCh),
-		opcua.SessionTimeout(time.Minute),
+		opcua.SessionTimeout(sessionTimeout),
 	)
 	authType := ua.UserTokenTypeAnonymous
 	switch a := s.cfg.Auth; {
@@ -391,7 +462,8 @@ func (s *server) connect(ctx context.Context, stateCh chan opcua.ConnState) (*op
 		return nil, kindError{ErrKindAuth, fmt.Errorf("the endpoint accepts no %s user token (it accepts %s)", tokenName(authType), tokenNames(ep))}
 	}
 	opts = append(opts, opcua.SecurityFromEndpoint(ep, authType))
-	c, err := opcua.NewClient(s.cfg.Endpoint, opts...)
+	s.clientOpts = opts
+	c, err := opcua.NewClient(s.cfg.Endpoint, append(slices.Clip(opts), opcua.StateChangedCh(stateCh))...)
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
@@ -510,7 +582,7 @@ func loadUserCert(certFile, keyFile string) ([]byte, *rsa.PrivateKey, error) {
 func (s *server) resolve(ctx context.Context, c *opcua.Client) error {
 	var paths []*point
 	for _, p := range s.points {
-		p.node, p.resolveErr, p.polled, p.typ = nil, nil, false, p.cfgType
+		p.node, p.resolveErr, p.polled, p.typ, p.notified = nil, nil, false, p.cfgType, nil
 		if p.cfg.Node != "" {
 			p.node, _ = ParseNodeID(p.cfg.Node) // validated
 			continue
@@ -664,6 +736,9 @@ func (s *server) subscribe(ctx context.Context, c *opcua.Client, notify chan *op
 		}, notify)
 		return err
 	})
+	if err == nil {
+		s.subID = sub.SubscriptionID
+	}
 	if err != nil {
 		if sessionEnding(err) {
 			return fmt.Errorf("create subscription: %w", err)
@@ -887,6 +962,9 @@ func (s *server) publishValue(ctx context.Context, p *point, dv *ua.DataValue, p
 		p.lastGood = v
 	}
 	p.lastNum, p.hasNum = num, isNum
+	if !polled {
+		p.notified = &notified{payload: b, v: v, q: q, status: sc}
+	}
 	s.publish(ctx, bus.Message{Topic: p.topic, Payload: b, QoS: byte(s.svc.cfg.QoS)})
 }
 

@@ -219,7 +219,7 @@ async function refresh() {
     const x = st.stats;
     if (x) {
       const errs = Object.entries(x.errors || {}).filter(([, n]) => n).map(([k, n]) => `${k} ${n}`).join(", ");
-      $(".stats", card).textContent = `${x.monitored_items ?? 0} monitored, ${x.polled_points ?? 0} polled · ${x.notifications ?? 0} changes · ${x.reads ?? 0} reads · ${x.writes ?? 0} writes (${x.write_errors ?? 0} failed) · ${x.reconnects ?? 0} reconnects · errors: ${errs || "none"}`;
+      $(".stats", card).textContent = `${x.monitored_items ?? 0} monitored, ${x.polled_points ?? 0} polled · ${x.notifications ?? 0} changes · ${x.reads ?? 0} reads · ${x.writes ?? 0} writes (${x.write_errors ?? 0} failed) · ${x.reconnects ?? 0} reconnects (${x.resumed ?? 0} resumed) · errors: ${errs || "none"}`;
     }
   }
 }
