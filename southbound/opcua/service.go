@@ -235,7 +235,7 @@ func (s *Service) Stats() []ServerStats {
 		srv.mu.Lock()
 		out[i] = srv.stats
 		out[i].Errors = maps.Clone(srv.stats.Errors)
-		out[i].RoundTripP50, out[i].RoundTripP99 = srv.rtt.quantiles()
+		out[i].RoundTripP50, out[i].RoundTripP99 = srv.rtt.Quantiles()
 		srv.mu.Unlock()
 	}
 	return out

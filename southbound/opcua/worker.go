@@ -21,6 +21,7 @@ import (
 
 	"github.com/fieldgate/fieldgate/bus"
 	"github.com/fieldgate/fieldgate/internal/ratelog"
+	"github.com/fieldgate/fieldgate/southbound/roundtrip"
 )
 
 // Request batching and timing.
@@ -59,7 +60,7 @@ type server struct {
 
 	mu         sync.Mutex
 	stats      ServerStats
-	rtt        roundTrips
+	rtt        roundtrip.Window
 	serverCert *Certificate
 	untrusted  *Certificate
 }
@@ -205,7 +206,7 @@ func (s *server) call(ctx context.Context, fn func(context.Context) error) error
 	}
 	if err == nil || errorKind(err) == ErrKindStatus {
 		s.mu.Lock()
-		s.rtt.add(took)
+		s.rtt.Add(took)
 		s.mu.Unlock()
 	}
 	return err
@@ -480,7 +481,7 @@ func (s *server) connect(ctx context.Context, stateCh chan opcua.ConnState) (*op
 		return nil, connectError(err, s.cfg, appInfo)
 	}
 	s.mu.Lock()
-	s.rtt.add(time.Since(start) / 4) // the connection's four round trips
+	s.rtt.Add(time.Since(start) / 4) // the connection's four round trips
 	s.mu.Unlock()
 	return c, nil
 }
