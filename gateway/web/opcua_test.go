@@ -9,9 +9,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
-
-	"golang.org/x/crypto/bcrypt"
 
 	"github.com/fieldgate/fieldgate/southbound/opcua"
 )
@@ -85,22 +82,7 @@ func (f *uaFake) OPCUAWrite(_ context.Context, server, point string, value any) 
 // startUA runs the server on b (which may lack the OPC UA side).
 func startUA(t *testing.T, b Backend, fb *fakeBackend) *harness {
 	t.Helper()
-	h := &harness{t: t, b: fb, dataDir: t.TempDir(), clock: &fakeClock{now: time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)}}
-	srv, err := New(testConfig(), b, Options{DataDir: h.dataDir, Version: "test", BcryptCost: bcrypt.MinCost, Now: h.clock.Now, Logger: slogTo(fb.ring)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.srv, h.base = srv, "http://"+srv.Addr().String()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	return h
+	return startOn(t, testConfig(), b, fb, t.TempDir(), Options{})
 }
 
 // TestOPCUAServersAndTrust: the servers' state with an untrusted
