@@ -186,13 +186,7 @@ broker:
 	// The page adds the server; the gateway makes its certificate when the
 	// OPC UA part first starts. The script says when, and the test starts
 	// the server trusting that certificate.
-	shots := t.TempDir()
-	if os.Getenv("FIELDGATE_SCREENSHOTS") != "" {
-		var err error
-		if shots, err = filepath.Abs(filepath.Join("..", "docs", "screenshots")); err != nil {
-			t.Fatal(err)
-		}
-	}
+	shots := screenshotDir(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, filepath.Join(e2eDir, "opcua.mjs"), "http://"+webAddr, shots, endpoint)

@@ -65,18 +65,7 @@ func TestE2ERestartNow(t *testing.T) {
 	t.Setenv("INVOCATION_ID", "") // not under systemd, even if the tests are
 	t.Setenv("NOTIFY_SOCKET", "")
 	webAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
-	g := startGatewayWith(t, "", func(g *gateway) string {
-		return fmt.Sprintf(`version: 1
-gateway: {data_dir: %q, stop_budget: 5s}
-web: {enabled: true, address: %q, mdns: false}
-mqttsn: {enabled: false}
-coap: {enabled: false}
-broker:
-  listeners:
-    tcp: {enabled: true, address: "127.0.0.1:%d"}
-    websocket: {enabled: false}
-`, g.dataDir, webAddr, g.port)
-	})
+	g := startWebGateway(t, webAddr)
 	base := "http://" + webAddr
 	pageUp := func() bool {
 		c, err := net.DialTimeout("tcp", webAddr, 100*time.Millisecond)
@@ -186,28 +175,11 @@ func TestE2EWebRestart(t *testing.T) {
 		t.Skip("short")
 	}
 	node, e2eDir := requireBrowser(t)
-	shots := t.TempDir()
-	if os.Getenv("FIELDGATE_SCREENSHOTS") != "" {
-		var err error
-		if shots, err = filepath.Abs(filepath.Join("..", "docs", "screenshots")); err != nil {
-			t.Fatal(err)
-		}
-	}
+	shots := screenshotDir(t)
 	t.Setenv("INVOCATION_ID", "") // not under systemd: the binary executes itself again
 	t.Setenv("NOTIFY_SOCKET", "")
 	webAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
-	g := startGatewayWith(t, "", func(g *gateway) string {
-		return fmt.Sprintf(`version: 1
-gateway: {data_dir: %q, stop_budget: 5s}
-web: {enabled: true, address: %q, mdns: false}
-mqttsn: {enabled: false}
-coap: {enabled: false}
-broker:
-  listeners:
-    tcp: {enabled: true, address: "127.0.0.1:%d"}
-    websocket: {enabled: false}
-`, g.dataDir, webAddr, g.port)
-	})
+	g := startWebGateway(t, webAddr)
 	if !waitFor(10*time.Second, func() bool {
 		c, err := net.DialTimeout("tcp", webAddr, 100*time.Millisecond)
 		if err == nil {
@@ -231,4 +203,22 @@ broker:
 	if !g.waitLog("fieldgate started", 2, 10*time.Second) {
 		t.Fatal("the page's restart did not start the gateway again")
 	}
+}
+
+// startWebGateway starts the real binary with the page on webAddr, MQTT on
+// TCP only and a 5 s stop budget.
+func startWebGateway(t *testing.T, webAddr string) *gateway {
+	t.Helper()
+	return startGatewayWith(t, "", func(g *gateway) string {
+		return fmt.Sprintf(`version: 1
+gateway: {data_dir: %q, stop_budget: 5s}
+web: {enabled: true, address: %q, mdns: false}
+mqttsn: {enabled: false}
+coap: {enabled: false}
+broker:
+  listeners:
+    tcp: {enabled: true, address: "127.0.0.1:%d"}
+    websocket: {enabled: false}
+`, g.dataDir, webAddr, g.port)
+	})
 }

@@ -126,6 +126,21 @@ func startModbusSimulator(t *testing.T, bank *holdingBank) string {
 	return ""
 }
 
+// screenshotDir is where a page test puts its screenshots:
+// docs/screenshots/ when FIELDGATE_SCREENSHOTS is set, else a temporary
+// directory.
+func screenshotDir(t *testing.T) string {
+	t.Helper()
+	if os.Getenv("FIELDGATE_SCREENSHOTS") == "" {
+		return t.TempDir()
+	}
+	dir, err := filepath.Abs(filepath.Join("..", "docs", "screenshots"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 // requireBrowser fails the test (skips it under SKIP_PEERS=1) without
 // Debian's chromium, node and playwright-core, and returns node's path and
 // the e2e directory.
@@ -153,13 +168,7 @@ func TestE2EWebPage(t *testing.T) {
 		t.Skip("short")
 	}
 	node, e2eDir := requireBrowser(t)
-	shots := t.TempDir()
-	if os.Getenv("FIELDGATE_SCREENSHOTS") != "" {
-		var err error
-		if shots, err = filepath.Abs(filepath.Join("..", "docs", "screenshots")); err != nil {
-			t.Fatal(err)
-		}
-	}
+	shots := screenshotDir(t)
 
 	bank := &holdingBank{regs: map[uint16]uint16{
 		0: 215,                                                                       // temp: INT16 × 0.1 = 21.5
