@@ -23,6 +23,10 @@ func wrapTCP(tc *net.TCPConn) net.Conn {
 	return &Conn{TCPConn: tc, rc: rc}
 }
 
+// RawConn returns the connection's syscall.RawConn (made once, at Wrap),
+// for a Poller.
+func (c *Conn) RawConn() syscall.RawConn { return c.rc }
+
 // Read reads up to len(p) bytes; it waits in the netpoller while the socket
 // has nothing to read.
 func (c *Conn) Read(p []byte) (int, error) {
