@@ -38,6 +38,7 @@ import (
 	"github.com/fieldgate/fieldgate/gateway/web"
 	"github.com/fieldgate/fieldgate/internal/clock"
 	"github.com/fieldgate/fieldgate/internal/membudget"
+	"github.com/fieldgate/fieldgate/internal/memreturn"
 	"github.com/fieldgate/fieldgate/protocols/coap"
 	"github.com/fieldgate/fieldgate/protocols/mqtt"
 	"github.com/fieldgate/fieldgate/protocols/mqttsn"
@@ -127,6 +128,7 @@ type gateway struct {
 	serial     *serial.Service
 	opcua      *opcua.Service // nil while no OPC UA server is configured
 	rules      *rules.Engine
+	memret     *memreturn.Returner   // returns the heap after storms of peers; fixed at start
 	sup        *supervise.Supervisor // runs every long-lived part
 	probeSeen  atomic.Int64          // Unix nanoseconds of the last probe through the bus
 	// outboxWatched: the outbox writer's part runs (from the first time
@@ -229,6 +231,7 @@ func Run(ctx context.Context, opts Options) error {
 	if g.rules, err = g.newRules(cfg); err != nil {
 		return err
 	}
+	g.memret = newMemReturner(g.broker, log)
 	g.reg = g.registry()
 	var webSrv *web.Server
 	if cfg.Web.Enabled {
@@ -265,6 +268,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	g.start(supervise.Part{Name: "board", Run: func(ctx context.Context) error { return g.board.Run(ctx, g.healthy) }})
 	g.start(supervise.Part{Name: "probe", Run: g.probe, Progress: g.probeProgress, Bound: probeBound})
+	g.start(memReturnPart(g.memret))
 	for _, p := range opts.extraParts {
 		g.start(p)
 	}
@@ -326,8 +330,9 @@ func Run(ctx context.Context, opts Options) error {
 }
 
 // intakeParts are the parts stopped before the broker: the page and
-// whatever brings data in.
-var intakeParts = []string{"web", "mqttsn", "coap", "modbus", "serial", "opcua", "probe"}
+// whatever brings data in, and memreturn, which would take the broker's
+// clients leaving for a storm.
+var intakeParts = []string{"web", "mqttsn", "coap", "modbus", "serial", "opcua", "probe", "memreturn"}
 
 // shutdown stops everything within the stop budget: intake first, then
 // the broker, then the uplink, then what is left (the board); the store

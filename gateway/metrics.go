@@ -86,6 +86,7 @@ func (c partsCollector) Collect(ch chan<- prometheus.Metric) {
 		e.gauge("fieldgate_memory_budget_account_used_bytes", []string{"account", a.Name}, float64(a.Used))
 		e.gauge("fieldgate_memory_budget_account_refused_total", []string{"account", a.Name}, float64(a.Refused))
 	}
+	e.collectMemReturn(g.memret)
 }
 
 type emitter struct {
