@@ -32,6 +32,7 @@ import (
 
 	"github.com/fieldgate/fieldgate/bus"
 	"github.com/fieldgate/fieldgate/internal/membudget"
+	"github.com/fieldgate/fieldgate/internal/rawio"
 )
 
 // Options are the broker's collaborators.
@@ -78,6 +79,9 @@ type Broker struct {
 	stats   Stats
 
 	inprocWG sync.WaitGroup // the goroutines of in-process sessions (session.go)
+
+	rawIO  bool                         // broker.listeners.raw_io
+	poller atomic.Pointer[rawio.Poller] // parks idle TCP connections (park.go); set by Run, nil: none
 }
 
 type tapEntry struct {
@@ -125,6 +129,10 @@ type Stats struct {
 	// over their rate limit.
 	Events        atomic.Int64
 	EventsDropped atomic.Int64
+
+	// ParkedConnections is how many idle TCP connections wait without a
+	// goroutine of their own (park.go), as of the last call to Stats.
+	ParkedConnections atomic.Int64
 }
 
 // New builds the broker and binds its listeners, so a busy port is an error
@@ -143,6 +151,7 @@ func New(cfg Config, opts Options) (*Broker, error) {
 		db:     opts.Store,
 		inline: make(map[string]*mochi.Client),
 		events: newEventSubs(),
+		rawIO:  cfg.Listeners.RawIO,
 	}
 	b.rt.Store(rt)
 	b.taps.Store(&[]tapEntry{})
@@ -224,6 +233,7 @@ func (b *Broker) addListeners(cfg Config) error {
 	maxPacket := cfg.Limits.MaxPacketSize
 	wrap := func(c net.Conn) net.Conn {
 		cc := newClientConn(c, maxPacket)
+		cc.enablePark(b.poller.Load())
 		if t := b.rt.Load().limits.ConnectTimeout; t > 0 {
 			_ = c.SetDeadline(time.Now().Add(t)) // the engine resets it after CONNECT
 		}
@@ -292,6 +302,13 @@ func (b *Broker) Addr(id string) string {
 // Run serves clients until ctx is done, then disconnects every client (MQTT
 // 5 clients get DISCONNECT 0x8B, server shutting down) and stops.
 func (b *Broker) Run(ctx context.Context) error {
+	// The poller outlives the engine's Close, which wakes the parked
+	// connections as it closes them.
+	pollCtx, stopPoller := context.WithCancel(context.Background())
+	p, waitPoller := startPoller(pollCtx, b.rawIO, b.log)
+	b.poller.Store(p)
+	defer waitPoller()
+	defer stopPoller()
 	if err := b.srv.Serve(); err != nil {
 		return fmt.Errorf("mqtt: serve: %w", err)
 	}
@@ -358,7 +375,12 @@ func (b *Broker) Reload(cfg Config) (needRestart []string, err error) {
 }
 
 // Stats returns the broker's counters.
-func (b *Broker) Stats() *Stats { return &b.stats }
+func (b *Broker) Stats() *Stats {
+	if p := b.poller.Load(); p != nil {
+		b.stats.ParkedConnections.Store(int64(p.Parked()))
+	}
+	return &b.stats
+}
 
 // Info returns a snapshot of the engine's counters ($SYS values).
 func (b *Broker) Info() EngineInfo {

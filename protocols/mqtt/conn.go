@@ -3,9 +3,11 @@ package mqtt
 import (
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
@@ -142,12 +144,31 @@ type clientConn struct {
 	connHead  [16]byte
 	connHeadN int
 	refused   error // errPacketTooLarge or errMalformedLength, once seen
+	pktType   byte  // control packet type of the current packet (first byte >> 4)
+	saidBye   bool  // the last packet read was a DISCONNECT; mirrors done for the reader
+
+	// done is set by the reading goroutine once the client can send nothing
+	// more (doneDisconnect, doneEOF). Close then closes at once instead of
+	// lingering.
+	done atomic.Uint32
 
 	version atomic.Uint32 // MQTT protocol level from CONNECT (3, 4 or 5)
 
 	rate     *publishLimiter // per-client publish rate; nil without a limit
 	certUser bool            // authenticated by its TLS client certificate
+
+	park *parking // nil: the connection cannot park (park.go)
+
+	deadlineMu sync.Mutex // orders the reader's deadlines before Close's (park.go)
+	closing    bool       // Close has begun; guarded by deadlineMu
 }
+
+// Values of clientConn.done.
+const (
+	doneNot        uint32 = iota // the client may send more
+	doneDisconnect               // its DISCONNECT was the last thing read [MQTT-3.14.4-1]
+	doneEOF                      // it closed its side: nothing can follow
+)
 
 type frameState uint8
 
@@ -170,6 +191,9 @@ func (c *clientConn) Read(p []byte) (int, error) {
 		return 0, c.refused
 	}
 	n, err := c.Conn.Read(p)
+	if n == 0 && errors.Is(err, io.EOF) {
+		c.done.Store(doneEOF)
+	}
 	if n > 0 {
 		if k, refused := c.scan(p[:n]); refused != nil {
 			c.refused = refused
@@ -197,6 +221,11 @@ func (c *clientConn) scan(b []byte) (int, error) {
 	for i := 0; i < len(b); {
 		switch c.state {
 		case frameHeader:
+			if c.saidBye { // bytes after a DISCONNECT: not done after all
+				c.saidBye = false
+				c.done.Store(doneNot)
+			}
+			c.pktType = b[i] >> 4
 			c.state = frameLength
 			c.lenBytes = 0
 			c.remaining = 0
@@ -244,6 +273,10 @@ func (c *clientConn) endPacket() {
 		c.first = false
 		c.version.Store(uint32(connectVersion(c.connHead[:c.connHeadN])))
 	}
+	if c.pktType == packets.Disconnect {
+		c.saidBye = true
+		c.done.Store(doneDisconnect)
+	}
 	c.state = frameHeader
 }
 
@@ -285,8 +318,19 @@ const lingerTimeout = 200 * time.Millisecond
 // lingerTimeout. Closing a socket that still has unread input makes the kernel
 // send a reset, which can discard the DISCONNECT written just before: a
 // client flooding the broker would never learn why it was cut off.
+//
+// A TCP connection whose client is done (its DISCONNECT was the last thing
+// read, or it closed its side) and that has nothing unread is closed at
+// once: the kernel sends a FIN after what was written, and the client can
+// send nothing more that would draw a reset. That is every ordinary
+// disconnect, and it saves a shutdown, a goroutine, a read deadline and a
+// read per connection.
 func (c *clientConn) Close() error {
 	c.closeOnce.Do(func() {
+		c.beginClose() // the read deadline is the drain's; a parked connection is woken to end (park.go)
+		if done := c.done.Load(); done != doneNot && c.closeDone(done) {
+			return
+		}
 		cw, ok := c.Conn.(interface{ CloseWrite() error })
 		if qc, isQUIC := c.Conn.(*quicconn.Conn); isQUIC {
 			// Closing a QUIC stream closes its send side only: the
@@ -319,6 +363,27 @@ func (c *clientConn) Close() error {
 		}()
 	})
 	return c.closeErr
+}
+
+// closeDone closes the connection at once, for a client that is done
+// sending, when the socket is TCP and the kernel holds no unread input from
+// it: a close with unread input would send a reset instead of a FIN. After
+// EOF nothing can be unread; after a DISCONNECT the kernel is asked
+// (SIOCINQ), for a client that sent more anyway. It reports false, having
+// done nothing, when either is not so or cannot be known (TLS, WebSocket
+// and QUIC connections, other systems than Linux): Close then lingers.
+func (c *clientConn) closeDone(done uint32) bool {
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	if done != doneEOF {
+		if n, err := unreadBytes(sc); err != nil || n != 0 {
+			return false
+		}
+	}
+	c.closeErr = c.Conn.Close()
+	return true
 }
 
 // quicCloseWrite gives a QUIC stream connection the CloseWrite of a TCP

@@ -60,6 +60,8 @@ func idleConnCost(t testing.TB, tb *testBroker, n int, prefix string) (heapPer, 
 	h0, s0 := memInUse()
 	conns = idleConns(t, tb.Addr("tcp"), n, prefix)
 	testwait.For(t, time.Minute, "clients registered", func() bool { return len(tb.Clients()) >= n })
+	// Idle connections park after parkAfter: their reader goroutines end.
+	testwait.For(t, time.Minute, "connections parked", func() bool { return tb.Stats().ParkedConnections.Load() >= int64(n) })
 	h1, s1 := memInUse()
 	return float64(int64(h1)-int64(h0)) / float64(n), float64(int64(s1)-int64(s0)) / float64(n), conns
 }

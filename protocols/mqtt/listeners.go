@@ -1,6 +1,7 @@
 package mqtt
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -11,6 +12,8 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/fieldgate/fieldgate/internal/rawio"
@@ -64,7 +67,8 @@ func (l *listener) Address() string {
 // Init binds the address, so a busy port is reported before the broker starts.
 func (l *listener) Init(log *slog.Logger) error {
 	l.log = log
-	ln, err := net.Listen("tcp", l.address)
+	lc := listenConfig()
+	ln, err := lc.Listen(context.Background(), "tcp", l.address)
 	if err != nil {
 		return fmt.Errorf("listener %s: %w", l.id, err)
 	}
@@ -82,6 +86,18 @@ func (l *listener) Init(log *slog.Logger) error {
 	l.ln = ln
 	l.mu.Unlock()
 	return nil
+}
+
+// tcpKeepAlive is the TCP keep-alive of accepted connections: the standard
+// library's default timing (first probe after 15 s idle, then every 15 s,
+// dead after 9 unanswered). MQTT keep alive finds dead clients on its own,
+// but a client may connect with keep alive 0, and then only TCP keep-alive
+// ends the connection of a client that vanished (power loss, cable pulled).
+var tcpKeepAlive = net.KeepAliveConfig{
+	Enable:   true,
+	Idle:     15 * time.Second,
+	Interval: 15 * time.Second,
+	Count:    9,
 }
 
 // Serve accepts connections until Close.
@@ -219,31 +235,46 @@ func newAddrConns(limit func() int, refused func(net.Addr, int)) *addrConns {
 // otherwise release gives the slot back, at most once however often it is
 // called. Addresses that are not IP addresses are not capped.
 func (a *addrConns) acquire(remote net.Addr) (release func(), ok bool) {
+	key, ok := a.take(remote)
+	if !ok {
+		return nil, false
+	}
+	var once sync.Once
+	return func() { once.Do(func() { a.give(key) }) }, true
+}
+
+// take takes a connection slot of remote's address and returns the key to
+// give it back with (empty: the address is not counted), or false when the
+// address already holds the cap (the refusal is reported).
+func (a *addrConns) take(remote net.Addr) (key string, ok bool) {
 	ip := remoteIP(remote)
 	if ip == nil {
-		return func() {}, true
+		return "", true
 	}
-	key := ip.String()
+	key = ip.String()
 	limit := a.limit()
 	a.mu.Lock()
 	n := a.open[key]
 	if limit > 0 && n >= limit {
 		a.mu.Unlock()
 		a.refused(remote, limit)
-		return nil, false
+		return "", false
 	}
 	a.open[key] = n + 1
 	a.mu.Unlock()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			a.mu.Lock()
-			if a.open[key]--; a.open[key] <= 0 {
-				delete(a.open, key)
-			}
-			a.mu.Unlock()
-		})
-	}, true
+	return key, true
+}
+
+// give gives back a slot taken under key.
+func (a *addrConns) give(key string) {
+	if key == "" {
+		return
+	}
+	a.mu.Lock()
+	if a.open[key]--; a.open[key] <= 0 {
+		delete(a.open, key)
+	}
+	a.mu.Unlock()
 }
 
 // count returns the open connections of ip (tests).
@@ -268,25 +299,31 @@ func (l capListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		release, ok := l.conns.acquire(c.RemoteAddr())
+		key, ok := l.conns.take(c.RemoteAddr())
 		if !ok {
 			_ = c.Close()
 			continue
 		}
-		return &countedConn{Conn: c, release: release}, nil
+		return &countedConn{Conn: c, conns: l.conns, key: key}, nil
 	}
 }
 
 // countedConn is a connection that holds a per-address slot until closed.
+// It keeps the slot's key rather than a release closure: it is held by every
+// idle connection (ADR 0004).
 type countedConn struct {
 	net.Conn
-	release func()
+	conns    *addrConns // nil: not counted
+	key      string
+	released atomic.Bool
 }
 
-// Close closes the connection and gives its slot back.
+// Close closes the connection and gives its slot back, once.
 func (c *countedConn) Close() error {
 	err := c.Conn.Close()
-	c.release()
+	if c.conns != nil && c.released.CompareAndSwap(false, true) {
+		c.conns.give(c.key)
+	}
 	return err
 }
 
@@ -297,6 +334,15 @@ func (c *countedConn) CloseWrite() error {
 		return cw.CloseWrite()
 	}
 	return errors.ErrUnsupported
+}
+
+// SyscallConn gives the socket of the connection when it has one
+// (clientConn.Close asks the kernel whether input is left unread).
+func (c *countedConn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, errors.ErrUnsupported
 }
 
 // newAddrConns builds the per-address connection counter shared by the

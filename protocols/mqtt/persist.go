@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"hash/maphash"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -91,6 +92,11 @@ type persistHook struct {
 
 	logs *ratelog.Logger // error lines: one per persistLogEvery in all
 
+	// heldMu serialise the writes of the records of outgoing messages, by
+	// client id (heldLock, putHeld).
+	heldMu   [heldStripes]sync.Mutex
+	heldSeed maphash.Seed
+
 	// seq orders the inflight records: the queue order of a session's
 	// messages, which neither the key (packet ids wrap) nor Created (whole
 	// seconds) gives. See nextSeq.
@@ -112,7 +118,7 @@ func newPersistHook(db Store, log *slog.Logger) *persistHook {
 	}
 	log = log.With("part", "mqtt-persist")
 	logs := ratelog.New(log, ratelog.Config{Every: persistLogEvery, Burst: 1, Total: 1})
-	return &persistHook{db: db, log: log, logs: logs, owners: make(map[string]*mochi.Client), stored: make(map[string]bool)}
+	return &persistHook{db: db, log: log, logs: logs, owners: make(map[string]*mochi.Client), stored: make(map[string]bool), heldSeed: maphash.MakeSeed()}
 }
 
 // ID identifies the hook to the engine.
@@ -433,19 +439,27 @@ func (h *persistHook) OnRetainedExpired(topic string) {
 // persistent session (and the PUBREC state of an inbound QoS 2 message). The
 // value is encoded by the store's writer at commit time, and not at all if
 // the message is completed first.
+//
+// The engine calls it again for the same message (same QueueSeq) when the
+// message is given its packet id as it is sent, and when an outgoing QoS 2
+// flow moves to PUBREL: the record is then rewritten (putHeld) with the
+// packet id, so that a restarted broker resends the message under the same
+// id with DUP=1, or resends the PUBREL [MQTT-4.4.0-1]. The rewrite replaces
+// the pending put of the same key in the store's batch when the message is
+// sent before the next commit (a connected subscriber): no extra record is
+// written then.
 func (h *persistHook) OnQosPublish(cl *mochi.Client, pk packets.Packet, sent int64, resends int) {
 	if !sessionPersists(cl) {
 		return
 	}
-	if pk.FixedHeader.Type == packets.Publish && pk.TopicName == "" {
-		// The engine replaced the topic by an outbound alias, which means
-		// nothing to a later connection: the record cannot be replayed.
-		h.logError("inflight message with only a topic alias not persisted", errTopicAliasOnly, "client", cl.ID)
+	if pk.QueueSeq != 0 && pk.FixedHeader.Type != packets.Pubrec {
+		h.putHeld(cl, pk.QueueSeq, sent)
 		return
 	}
-	m := storedMessage(cl.ID, pk)
-	m.T = storage.InflightKey
-	m.Sent = sent
+	m, ok := h.inflightMessage(cl, pk, sent)
+	if !ok {
+		return
+	}
 	seq := pk.QueueSeq // the record's key and place in the queue
 	if pk.FixedHeader.Type == packets.Pubrec || seq == 0 {
 		seq = h.nextSeq()
@@ -454,6 +468,89 @@ func (h *persistHook) OnQosPublish(cl *mochi.Client, pk packets.Packet, sent int
 }
 
 var errTopicAliasOnly = errors.New("topic replaced by an outbound topic alias")
+
+// inflightMessage is the stored form of the outgoing message pk of cl's
+// session, sent at sent (0: not yet). It is false, and logged, for a
+// PUBLISH whose topic the engine replaced by an outbound alias, which means
+// nothing to a later connection: the record could not be replayed.
+func (h *persistHook) inflightMessage(cl *mochi.Client, pk packets.Packet, sent int64) (storage.Message, bool) {
+	if pk.FixedHeader.Type == packets.Publish && pk.TopicName == "" {
+		h.logError("inflight message with only a topic alias not persisted", errTopicAliasOnly, "client", cl.ID)
+		return storage.Message{}, false
+	}
+	m := storedMessage(cl.ID, pk)
+	m.T = storage.InflightKey
+	m.Sent = sent
+	return m, true
+}
+
+// heldStripes is the number of locks that serialise the writes of outgoing
+// messages' records, striped by client id (see putHeld).
+const heldStripes = 32
+
+// heldLock returns the lock of the records of session id's outgoing
+// messages.
+func (h *persistHook) heldLock(id string) *sync.Mutex {
+	return &h.heldMu[maphash.String(h.heldSeed, id)%heldStripes]
+}
+
+// putHeld writes the record of the outgoing message seq of cl's session as
+// the engine holds it now: queued (no packet id), sent (its packet id, and
+// DUP=1 for any resend after a restart [MQTT-3.3.1-1]), or, for QoS 2,
+// released (the PUBREL with its packet id). A message the engine no longer
+// holds (acknowledged or dropped) is not written.
+//
+// Several goroutines report one message (the publisher queues it, the
+// writer gives it its id, the reader takes its PUBREC or PUBACK): the state
+// is read, and the put or delete enqueued, under the session's lock, so the
+// store's last operation on the key always follows the engine's last state
+// (a put from the publisher cannot land after the id's put, nor after the
+// delete of an acknowledged message).
+func (h *persistHook) putHeld(cl *mochi.Client, seq uint64, sent int64) {
+	mu := h.heldLock(cl.ID)
+	mu.Lock()
+	defer mu.Unlock()
+	cur, ok := h.heldState(cl, seq)
+	if !ok {
+		return
+	}
+	m, ok := h.inflightMessage(cl, cur, sent)
+	if !ok {
+		return
+	}
+	if cur.FixedHeader.Type == packets.Publish && cur.PacketID != 0 {
+		m.FixedHeader.Dup = true // it may have reached the client
+	}
+	h.put(inflightBucket, queuedKey(cl.ID, seq), inflightRecord{Message: m, Seq: seq})
+}
+
+// heldState returns the engine's current packet for the message seq of
+// cl's session. A session taken over meanwhile holds it in the new
+// connection's state.
+func (h *persistHook) heldState(cl *mochi.Client, seq uint64) (packets.Packet, bool) {
+	if pk, ok := cl.State.Inflight.GetSeq(seq); ok {
+		return pk, true
+	}
+	if h.srv != nil {
+		if now, ok := h.srv.Clients.Get(cl.ID); ok && now != cl {
+			return now.State.Inflight.GetSeq(seq)
+		}
+	}
+	return packets.Packet{}, false
+}
+
+// delHeld removes the record of pk, held for session id; for an outgoing
+// message under the session's lock (see putHeld).
+func (h *persistHook) delHeld(id string, pk *packets.Packet) {
+	if pk.QueueSeq == 0 || pk.FixedHeader.Type == packets.Pubrec {
+		h.del(inflightBucket, heldKey(id, pk)) // an inbound QoS 2 state, or a legacy key
+		return
+	}
+	mu := h.heldLock(id)
+	mu.Lock()
+	defer mu.Unlock()
+	h.del(inflightBucket, queuedKey(id, pk.QueueSeq))
+}
 
 // inflightRecord is the stored form of an inflight or queued message: mochi's
 // storage.Message (its JSON fields, flattened) and the record's place in the
@@ -488,7 +585,7 @@ func (h *persistHook) nextSeq() uint64 {
 // (PUBREL).
 func (h *persistHook) OnQosComplete(cl *mochi.Client, pk packets.Packet) {
 	if sessionPersists(cl) {
-		h.del(inflightBucket, heldKey(cl.ID, &pk))
+		h.delHeld(cl.ID, &pk)
 	}
 }
 
@@ -496,7 +593,7 @@ func (h *persistHook) OnQosComplete(cl *mochi.Client, pk packets.Packet) {
 // clean start), except for an old connection whose session was taken over.
 func (h *persistHook) OnQosDropped(cl *mochi.Client, pk packets.Packet) {
 	if sessionPersists(cl) && !takenOver(cl) && h.current(cl) {
-		h.del(inflightBucket, heldKey(cl.ID, &pk))
+		h.delHeld(cl.ID, &pk)
 	}
 }
 
@@ -765,6 +862,8 @@ func (h *persistHook) restoreInflight() error {
 		var kept []packets.Packet
 		var keptKeys [][]byte
 		dropped := 0
+		ids := make(map[uint16]bool) // packet ids of the newer outgoing records
+
 		for j, c := range cands {
 			var r inflightRecord
 			var decodeErr error
@@ -789,6 +888,16 @@ func (h *persistHook) restoreInflight() error {
 				// a few bytes, always kept.
 				cl.State.InboundQos2.Set(pk)
 				continue
+			}
+			if pk.PacketID != 0 {
+				// A message sent under this id (or its PUBREL). An older
+				// record with the same id is a message completed before the
+				// id was given again, its delete lost in a crash: removed.
+				if ids[pk.PacketID] {
+					remove = append(remove, c.key)
+					continue
+				}
+				ids[pk.PacketID] = true
 			}
 			if pk.FixedHeader.Type == packets.Publish && !rs.admit(queuedSize(&pk)) {
 				// This one and every older one do not fit.

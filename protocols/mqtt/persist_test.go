@@ -286,7 +286,7 @@ func TestPersistHotPath(t *testing.T) {
 	st := ps.db.Stats()
 	t.Logf("200 QoS 1 messages to one persistent subscriber: %d ops enqueued, %d written in %d commits, %d value bytes",
 		st.Enqueued-before.Enqueued, st.Ops-before.Ops, st.Commits-before.Commits, st.Bytes-before.Bytes)
-	if st.Enqueued-before.Enqueued > 400 {
+	if st.Enqueued-before.Enqueued > 600 { // per message: queued, its packet id, its PUBACK
 		t.Errorf("clean-session or inline subscribers reached the store: %d ops", st.Enqueued-before.Enqueued)
 	}
 

@@ -236,10 +236,11 @@ func (q *sessionQueues) release(cid string, seq uint64) {
 //     policy (limits.queue_drop: the oldest held, or the new one), counted
 //     in Stats.QueuedDropped and reported as message_dropped events.
 //
-// A message already counted (a resend after a reconnect) changes nothing.
+// A message already counted (a resend after a reconnect, or the same
+// message reported again when it is given its packet id) changes nothing.
 // Every step is O(1) in the queue length.
 func (q *sessionQueues) OnQosPublish(cl *mochi.Client, pk packets.Packet, sent int64, resends int) {
-	if resends != 0 || pk.FixedHeader.Type != packets.Publish || cl.Net.Inline || pk.QueueSeq == 0 {
+	if resends != 0 || pk.FixedHeader.Type != packets.Publish || cl.Net.Inline || pk.QueueSeq == 0 || pk.PacketID != 0 {
 		return
 	}
 	l := q.b.rt.Load().limits

@@ -65,6 +65,17 @@ func (cl *Clients) GetAll() map[string]*Client {
 	return m
 }
 
+// appendAll appends every client to dst. fieldgate patch (idle memory):
+// GetAll's new map each time, without the map.
+func (cl *Clients) appendAll(dst []*Client) []*Client {
+	cl.RLock()
+	defer cl.RUnlock()
+	for _, v := range cl.internal {
+		dst = append(dst, v)
+	}
+	return dst
+}
+
 // Get returns the value of a client if it exists.
 func (cl *Clients) Get(id string) (*Client, bool) {
 	cl.RLock()
@@ -115,17 +126,20 @@ type Client struct {
 
 // ClientConnection contains the connection transport and metadata for the client.
 type ClientConnection struct {
-	Conn   net.Conn      // the net.Conn used to establish the connection
-	bconn  *connReader   // a buffered net.Conn for reading packets; fieldgate patch (idle memory): was a bufio.Reader
-	outbuf *bytes.Buffer // a buffer for writing packets
+	Conn     net.Conn      // the net.Conn used to establish the connection
+	bconn    *connReader   // a buffered net.Conn for reading packets; fieldgate patch (idle memory): was a bufio.Reader
+	outbuf   *bytes.Buffer // a buffer for writing packets
+	Remote   string        // the remote address of the client
+	Listener string        // listener id of the client
 	// fieldgate patch (deferred acks): true while the reading goroutine
 	// handles a packet; what is written meanwhile (its PUBACKs, PUBRECs…)
 	// waits in outbuf and goes out in one write when the reader has no more
-	// buffered input (Client.Read) or another write flushes.
+	// buffered input (Client.Read) or another write flushes. (fieldgate
+	// patch (parked reads): after Listener, with the bools, to keep the
+	// struct small.)
 	deferWrites atomic.Bool
-	Remote      string // the remote address of the client
-	Listener    string // listener id of the client
-	Inline      bool   // if true, the client is the built-in 'inline' embedded client
+	Inline      bool // if true, the client is the built-in 'inline' embedded client
+	parks       bool // fieldgate patch (parked reads): Conn is a ReadParker that parks
 }
 
 // ClientProperties contains the properties which define the client behaviour.
@@ -236,6 +250,7 @@ func newClient(c net.Conn, o *ops) *Client {
 			bconn:  newConnReader(c, o.options.ClientNetReadBufferSize), // fieldgate patch (idle memory)
 			Remote: c.RemoteAddr().String(),
 		}
+		cl.setParker(c) // fieldgate patch (parked reads)
 	}
 
 	return cl
@@ -434,9 +449,15 @@ func (cl *Client) sendWaiting() {
 		if cl.State.outbound.Len() >= cl.State.outbound.Cap() {
 			return // the write loop calls again when it has drained the queue
 		}
-		pk, ok := in.TakeImmediate()
+		pk, newID, ok := in.TakeNext()
 		if !ok {
 			return
+		}
+		if newID {
+			// fieldgate patch (persisted packet ids): the id is recorded
+			// before the packet can leave (and be acknowledged), so that a
+			// restarted broker resends it under the same id [MQTT-4.4.0-1].
+			cl.ops.hooks.OnQosPublish(cl, pk, pk.Created, 0)
 		}
 		in.DecreaseSendQuota()
 		out := getPacket()
@@ -490,9 +511,12 @@ func (cl *Client) ResendInflightMessages(force bool) error {
 		if atomic.LoadInt32(&in.maximumSendQuota) > 0 && atomic.LoadInt32(&in.sendQuota) <= 0 {
 			break
 		}
-		pk, ok := in.TakeImmediate()
+		pk, newID, ok := in.TakeNext()
 		if !ok {
 			break
+		}
+		if newID {
+			cl.ops.hooks.OnQosPublish(cl, pk, pk.Created, 0) // fieldgate patch (persisted packet ids)
 		}
 		in.DecreaseSendQuota()
 		if err := cl.WritePacket(pk); err != nil {
@@ -543,6 +567,13 @@ func (cl *Client) ClearExpiredInflights(now, maximumExpiry int64) []uint16 {
 // Read reads incoming packets from the connected client and transforms them into
 // packets to be handled by the packetHandler.
 func (cl *Client) Read(packetHandler ReadFn) error {
+	return cl.read(packetHandler, false)
+}
+
+// read is Read; resumed: the loop was started by waking a parked
+// connection. fieldgate patch (parked reads): it returns errReadParked
+// when it parked the connection.
+func (cl *Client) read(packetHandler ReadFn, resumed bool) error {
 	var err error
 
 	for {
@@ -558,9 +589,19 @@ func (cl *Client) Read(packetHandler ReadFn) error {
 			if err := cl.flushDeferred(); err != nil {
 				return err
 			}
+			// fieldgate patch (parked reads): the keep alive deadline
+			// is refreshed once per read from the network, not per packet.
+			if cl.Net.parks {
+				if cl.waitOrPark(resumed) {
+					return errReadParked
+				}
+				resumed = false
+			}
 		}
 
-		cl.refreshDeadline(cl.State.Keepalive)
+		if !cl.Net.parks {
+			cl.refreshDeadline(cl.State.Keepalive)
+		}
 		fh := new(packets.FixedHeader)
 		err = cl.ReadFixedHeader(fh)
 		if err != nil {
@@ -622,7 +663,7 @@ func (cl *Client) ReadFixedHeader(fh *packets.FixedHeader) error {
 		return ErrConnectionClosed
 	}
 
-	fresh := cl.Net.bconn.Buffered() == 0 // fieldgate patch (cross-connection order)
+	fresh := cl.Net.bconn.Buffered() == 0 || cl.Net.bconn.takeFresh() // fieldgate patch (cross-connection order; parked reads)
 	b, err := cl.Net.bconn.ReadByte()
 	if err != nil {
 		if isPacketError(err) { // fieldgate patch: a listener refused the packet (a reason code)

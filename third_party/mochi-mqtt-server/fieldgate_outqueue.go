@@ -32,7 +32,10 @@ type outboundPacketQueue struct {
 	head  int
 	n     int
 	limit int
-	ready chan struct{} // capacity 1: a packet was pushed
+	// ready has capacity 1: a packet was pushed. fieldgate patch (parked
+	// reads): made by the first pop that waits, so a client that is never
+	// written to (most idle ones) does not hold a channel.
+	ready chan struct{}
 }
 
 // newOutboundPacketQueue returns an empty queue of at most limit packets.
@@ -40,7 +43,7 @@ func newOutboundPacketQueue(limit int) *outboundPacketQueue {
 	if limit < 1 {
 		limit = 1
 	}
-	return &outboundPacketQueue{limit: limit, ready: make(chan struct{}, 1)}
+	return &outboundPacketQueue{limit: limit}
 }
 
 // push queues pk and reports whether there was room.
@@ -55,10 +58,13 @@ func (q *outboundPacketQueue) push(pk *packets.Packet) bool {
 	}
 	q.buf[(q.head+q.n)%len(q.buf)] = pk
 	q.n++
+	ready := q.ready // nil: no pop has waited yet; the next one finds pk
 	q.mu.Unlock()
-	select {
-	case q.ready <- struct{}{}:
-	default:
+	if ready != nil {
+		select {
+		case ready <- struct{}{}:
+		default:
+		}
 	}
 	return true
 }
@@ -115,6 +121,10 @@ func (q *outboundPacketQueue) pop(done <-chan struct{}, idle *time.Timer, d time
 		if pk, ok := q.tryPop(); ok {
 			return pk, popPacket
 		}
+		ready, ok := q.readyChan()
+		if !ok {
+			continue // pushed meanwhile
+		}
 		var fired <-chan time.Time
 		if idle != nil {
 			if !idle.Stop() {
@@ -127,13 +137,27 @@ func (q *outboundPacketQueue) pop(done <-chan struct{}, idle *time.Timer, d time
 			fired = idle.C
 		}
 		select {
-		case <-q.ready:
+		case <-ready:
 		case <-done:
 			return nil, popClosed
 		case <-fired:
 			return nil, popIdle
 		}
 	}
+}
+
+// readyChan returns the channel a push signals, made on first use, or
+// false when a packet is queued (the caller takes it instead of waiting).
+func (q *outboundPacketQueue) readyChan() (chan struct{}, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.n > 0 {
+		return nil, false
+	}
+	if q.ready == nil {
+		q.ready = make(chan struct{}, 1)
+	}
+	return q.ready, true
 }
 
 // release drops the ring of an empty queue (an idle client).

@@ -17,7 +17,7 @@ import (
 
 // connReaderSmall is the size of the buffer every connection keeps: a
 // PINGREQ, an acknowledgement or a small PUBLISH fits.
-const connReaderSmall = 128
+const connReaderSmall = 64
 
 var errNegativeRead = errors.New("mqtt: reader returned negative count from Read")
 
@@ -28,12 +28,19 @@ var errNegativeRead = errors.New("mqtt: reader returned negative count from Read
 // and it has been read out (the burst is over). Only the client's read loop
 // uses it.
 type connReader struct {
-	rd      io.Reader
-	buf     []byte // small[:] or big, the one the last read filled
-	big     *[]byte
-	size    int
-	r, w    int
-	err     error
+	rd   io.Reader
+	buf  []byte // small[:] or big, the one the last read filled
+	big  *[]byte
+	size int
+	r, w int
+	err  error
+	// fieldgate patch (parked reads)
+	cl           *Client // set when the client parks: its read deadline is extended mid-packet
+	readDeadline int64   // when the client's keep alive runs out, Unix ns (0: never)
+	boundary     bool    // waitInput is filling: no packet has begun
+	fresh        bool    // waitInput read what is buffered from the network
+	shortWait    bool    // the read deadline in force is the wait before parking
+
 	wantBig bool // the last read filled its buffer: more is probably waiting
 	small   [connReaderSmall]byte
 }
@@ -83,6 +90,9 @@ func (b *connReader) Read(p []byte) (int, error) {
 		}
 		if len(p) >= b.size {
 			n, err := b.rd.Read(p)
+			for n == 0 && err != nil && b.cl != nil && b.cl.extendReadDeadline(err) {
+				n, err = b.rd.Read(p) // fieldgate patch (parked reads): mid-packet
+			}
 			if n < 0 {
 				panic(errNegativeRead)
 			}
@@ -124,6 +134,9 @@ func (b *connReader) fill() {
 			panic(errNegativeRead)
 		}
 		b.w = n
+		if err != nil && n == 0 && !b.boundary && b.cl != nil && b.cl.extendReadDeadline(err) {
+			continue // fieldgate patch (parked reads)
+		}
 		if err != nil {
 			b.err = err
 			b.wantBig = false
@@ -135,6 +148,35 @@ func (b *connReader) fill() {
 		}
 	}
 	b.err = io.ErrNoProgress
+}
+
+// waitInput waits, with nothing buffered, for the first bytes of the next
+// packet: the read deadline in force is not extended (a timeout here lets
+// the connection park). It returns the read error, if nothing was read.
+// fieldgate patch (parked reads).
+func (b *connReader) waitInput() error {
+	if b.r != b.w {
+		return nil
+	}
+	if b.err != nil {
+		return b.readErr()
+	}
+	b.boundary = true
+	b.fill()
+	b.boundary = false
+	if b.r == b.w {
+		return b.readErr()
+	}
+	b.fresh = true
+	return nil
+}
+
+// takeFresh reports whether what is buffered was read by waitInput, and
+// clears that. fieldgate patch (parked reads; cross-connection order).
+func (b *connReader) takeFresh() bool {
+	f := b.fresh
+	b.fresh = false
+	return f
 }
 
 // readErr returns the pending read error and clears it.

@@ -472,6 +472,13 @@ func (h *Hooks) OnRetainPublished(cl *Client, pk packets.Packet) {
 // OnQosPublish is called when a publish packet with Qos >= 1 is issued to a subscriber.
 // In other words, this method is called when a new inflight message is created or resent.
 // It is typically used to store a new inflight message.
+//
+// fieldgate patch (persisted packet ids): it is called again for the same
+// message (same QueueSeq) when the message changes state: when a queued
+// message is given its packet id as it enters the send window (pk.PacketID
+// set), and when an outgoing QoS 2 flow moves to PUBREL (pk is the PUBREL).
+// A store updates its record, so that a restarted broker resends the message
+// under the same packet id, or resends the PUBREL [MQTT-4.4.0-1].
 func (h *Hooks) OnQosPublish(cl *Client, pk packets.Packet, sent int64, resends int) {
 	for _, hook := range h.GetAll() {
 		if hook.Provides(OnQosPublish) {

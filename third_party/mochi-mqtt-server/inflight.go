@@ -61,9 +61,16 @@ func (e inflightEntry) packet() packets.Packet {
 
 // NewInflights returns a new instance of an Inflight packets map.
 func NewInflights() *Inflight {
-	return &Inflight{
-		internal: map[uint64]inflightEntry{},
-		ids:      map[uint16]uint64{},
+	return &Inflight{} // fieldgate patch (parked reads): maps made on first use (maps)
+}
+
+// maps makes the maps on first use. fieldgate patch (parked reads): most
+// idle clients never have a message in flight, and every client has two
+// Inflights. The caller holds the write lock.
+func (i *Inflight) maps() {
+	if i.internal == nil {
+		i.internal = map[uint64]inflightEntry{}
+		i.ids = map[uint16]uint64{}
 	}
 }
 
@@ -72,7 +79,9 @@ func NewInflights() *Inflight {
 // fieldgate patch (queue without ids): a packet with a QueueSeq updates the
 // entry of that sequence (or is added under it: a message restored from a
 // store keeps its place); otherwise one with a packet id updates the entry
-// holding that id.
+// holding that id. A packet id set is reserved (TakeImmediate gives it to no
+// other message) until the entry is removed: a message restored with the id
+// it was sent under keeps it (fieldgate patch: persisted packet ids).
 func (i *Inflight) Set(m packets.Packet) bool {
 	i.Lock()
 	defer i.Unlock()
@@ -82,6 +91,7 @@ func (i *Inflight) Set(m packets.Packet) bool {
 
 // set is Set; it returns the entry's sequence. i held.
 func (i *Inflight) set(m packets.Packet) (uint64, bool) {
+	i.maps() // fieldgate patch (parked reads)
 	var seq uint64
 	var e inflightEntry
 	ok := false
@@ -137,6 +147,7 @@ func (i *Inflight) set(m packets.Packet) (uint64, bool) {
 func (i *Inflight) Enqueue(m packets.Packet) uint64 {
 	i.Lock()
 	defer i.Unlock()
+	i.maps() // fieldgate patch (parked reads)
 	m.PacketID = 0
 	if m.QueueSeq != 0 {
 		i.seq = max(i.seq, m.QueueSeq)
@@ -201,6 +212,7 @@ func (i *Inflight) Waiting() int {
 // This is used when transferring inflights from a taken-over session.
 func (i *Inflight) Clone() *Inflight {
 	c := NewInflights()
+	c.maps() // fieldgate patch (parked reads)
 	i.RLock()
 	defer i.RUnlock()
 	for k, v := range i.internal {
@@ -245,8 +257,7 @@ func (i *Inflight) Move() *Inflight {
 		immediate: i.immediate[i.immediateHead:],
 	}
 	c.waiting.Store(i.waiting.Load())
-	i.internal = map[uint64]inflightEntry{}
-	i.ids = map[uint16]uint64{}
+	i.internal, i.ids = nil, nil // fieldgate patch (parked reads): made again on first use
 	i.immediate = nil
 	i.immediateHead = 0
 	i.waiting.Store(0)
@@ -259,8 +270,7 @@ func (i *Inflight) Move() *Inflight {
 func (i *Inflight) TakeAll(fn func(pk packets.Packet)) {
 	i.Lock()
 	old := i.internal
-	i.internal = map[uint64]inflightEntry{}
-	i.ids = map[uint16]uint64{}
+	i.internal, i.ids = nil, nil // fieldgate patch (parked reads): made again on first use
 	i.immediate = nil
 	i.immediateHead = 0
 	i.waiting.Store(0)
@@ -384,23 +394,34 @@ func (i *Inflight) freeID() (uint16, bool) {
 // here; when every id is held, nothing is taken (fieldgate patch: queue
 // without ids).
 func (i *Inflight) TakeImmediate() (packets.Packet, bool) {
+	pk, _, ok := i.TakeNext()
+	return pk, ok
+}
+
+// TakeNext is TakeImmediate, also telling whether the packet id was given
+// now (newID): the message entered the send window for the first time, and
+// its id must be recorded (the hooks' OnQosPublish) so that it is resent
+// under the same id after a restart [MQTT-4.4.0-1]. fieldgate patch
+// (persisted packet ids).
+func (i *Inflight) TakeNext() (pk packets.Packet, newID bool, ok bool) {
 	i.Lock()
 	defer i.Unlock()
 
 	if i.waiting.Load() == 0 {
-		return packets.Packet{}, false
+		return packets.Packet{}, false, false
 	}
 	e, ok := i.nextImmediate()
 	if !ok {
-		return packets.Packet{}, false
+		return packets.Packet{}, false, false
 	}
 	if e.pk.PacketID == 0 {
 		id, ok := i.freeID()
 		if !ok {
-			return packets.Packet{}, false
+			return packets.Packet{}, false, false
 		}
 		e.pk.PacketID = id
 		i.ids[id] = e.seq
+		newID = true
 	}
 	i.immediate[i.immediateHead] = 0
 	i.immediateHead++
@@ -414,7 +435,16 @@ func (i *Inflight) TakeImmediate() (packets.Packet, bool) {
 	e.expiry = 0
 	i.internal[e.seq] = e
 	i.waiting.Add(-1)
-	return e.resendable(), true
+	return e.resendable(), newID, true
+}
+
+// Seq returns the queue sequence of the message holding packet id.
+// fieldgate patch (persisted packet ids).
+func (i *Inflight) Seq(id uint16) (uint64, bool) {
+	i.RLock()
+	defer i.RUnlock()
+	seq, ok := i.ids[id]
+	return seq, ok
 }
 
 // resendable returns the entry's packet, with QueueSeq set and DUP set if it

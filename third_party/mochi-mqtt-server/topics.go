@@ -32,9 +32,8 @@ func NewTopicAliases(topicAliasMaximum uint16) TopicAliases {
 
 // NewInboundTopicAliases returns a pointer to InboundTopicAliases.
 func NewInboundTopicAliases(topicAliasMaximum uint16) *InboundTopicAliases {
-	return &InboundTopicAliases{
-		maximum:  topicAliasMaximum,
-		internal: map[uint16]string{},
+	return &InboundTopicAliases{ // fieldgate patch (parked reads): the map is made on first use
+		maximum: topicAliasMaximum,
 	}
 }
 
@@ -76,6 +75,9 @@ func (a *InboundTopicAliases) Resolve(id uint16, topic string) (string, bool) {
 
 	// A decoded topic shares the memory of its whole packet (payload
 	// included): keep a copy of the topic alone.
+	if a.internal == nil { // fieldgate patch (parked reads): most clients never use aliases
+		a.internal = map[uint16]string{}
+	}
 	a.internal[id] = strings.Clone(topic)
 	return topic, true
 }
@@ -111,9 +113,8 @@ type aliasSlot struct {
 // NewOutboundTopicAliases returns a pointer to OutboundTopicAliases for a
 // client that accepts topicAliasMaximum aliases (at most 64 are used).
 func NewOutboundTopicAliases(topicAliasMaximum uint16) *OutboundTopicAliases {
-	return &OutboundTopicAliases{
-		maximum:  min(topicAliasMaximum, maxOutboundTopicAliases),
-		internal: map[string]uint16{},
+	return &OutboundTopicAliases{ // fieldgate patch (parked reads): the map is made on first use
+		maximum: min(topicAliasMaximum, maxOutboundTopicAliases),
 	}
 }
 
@@ -136,6 +137,10 @@ func (a *OutboundTopicAliases) Set(topic string) (uint16, bool) {
 	}
 
 	topic = strings.Clone(topic) // not the memory of the packet it came in
+	// fieldgate patch (parked reads): most clients never use aliases.
+	if a.internal == nil {
+		a.internal = map[string]uint16{}
+	}
 	if len(a.slots) < int(a.maximum) {
 		a.slots = append(a.slots, aliasSlot{topic: topic, used: a.clock})
 		i := uint16(len(a.slots))
@@ -328,10 +333,10 @@ type Subscriptions struct {
 }
 
 // NewSubscriptions returns a new instance of Subscriptions.
+// fieldgate patch (parked reads): the map is made by the first Add (a
+// client that subscribes to nothing, most sensors, holds none).
 func NewSubscriptions() *Subscriptions {
-	return &Subscriptions{
-		internal: map[string]packets.Subscription{},
-	}
+	return &Subscriptions{}
 }
 
 // Add adds a new subscription for a client. ID can be a filter in the

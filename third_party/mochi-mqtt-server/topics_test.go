@@ -102,7 +102,7 @@ func TestSharedSubscriptionsDelete(t *testing.T) {
 
 func TestNewSubscriptions(t *testing.T) {
 	s := NewSubscriptions()
-	require.NotNil(t, s.internal)
+	require.Nil(t, s.internal) // fieldgate patch (parked reads): made by the first Add
 }
 
 func TestSubscriptionsAdd(t *testing.T) {
@@ -785,7 +785,7 @@ func TestIsSharedFilter(t *testing.T) {
 func TestNewInboundAliases(t *testing.T) {
 	a := NewInboundTopicAliases(5)
 	require.NotNil(t, a)
-	require.NotNil(t, a.internal)
+	require.Nil(t, a.internal) // fieldgate patch (parked reads): made on first use
 	require.Equal(t, uint16(5), a.maximum)
 }
 
@@ -825,7 +825,7 @@ func TestInboundAliasesSetMaxZero(t *testing.T) {
 func TestNewOutboundAliases(t *testing.T) {
 	a := NewOutboundTopicAliases(5)
 	require.NotNil(t, a)
-	require.NotNil(t, a.internal)
+	require.Nil(t, a.internal) // fieldgate patch (parked reads): made on first use
 	require.Equal(t, uint16(5), a.maximum)
 	require.Equal(t, uint16(maxOutboundTopicAliases), NewOutboundTopicAliases(65535).maximum) // fieldgate patch: bounded
 }
