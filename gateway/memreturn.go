@@ -21,9 +21,10 @@ func newMemReturner(b *mqtt.Broker, log *slog.Logger) *memreturn.Returner {
 	})
 }
 
-// memReturnPart is the supervised part of r.
+// memReturnPart is the supervised part of r; it counts as stuck when its
+// once-a-second checks stop for memreturn.ProgressBound.
 func memReturnPart(r *memreturn.Returner) supervise.Part {
-	return supervise.Part{Name: "memreturn", Run: r.Run}
+	return supervise.Part{Name: "memreturn", Run: r.Run, Progress: r.Progress, Bound: memreturn.ProgressBound}
 }
 
 // collectMemReturn puts r's counters on /metrics.

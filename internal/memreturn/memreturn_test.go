@@ -241,6 +241,9 @@ func TestRun(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
 	testwait.For(t, 5*time.Second, "Run to read 2,000 peers", func() bool { return reads.Load() >= 2 })
+	if since := time.Since(r.Progress()); since > ProgressBound {
+		t.Fatalf("Progress %v old after checks ran", since)
+	}
 	peers.Store(0)
 	testwait.For(t, 10*time.Second, "a return after the fall", func() bool { return r.Stats().Returns == 1 })
 	cancel()
